@@ -1,0 +1,33 @@
+"""registry: a GitOps model registry. ``reg = registry.open(path)`` is the way in.
+
+Attributes are imported on first use so that ``registry --help`` and small
+commands stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Registry", "RegistryError", "UsageError", "ValidationError", "open"]
+
+if TYPE_CHECKING:
+    from registry.api import open
+    from registry.errors import RegistryError, UsageError, ValidationError
+    from registry.repo import Registry
+
+
+def __getattr__(name: str) -> Any:
+    if name == "open":
+        from registry import api
+
+        return api.open
+    if name == "Registry":
+        from registry.repo import Registry
+
+        return Registry
+    if name in ("RegistryError", "UsageError", "ValidationError"):
+        from registry import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'registry' has no attribute {name!r}")

@@ -1,0 +1,123 @@
+"""A registry on disk: where its files are and how to read them from the work tree."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from registry import cards, config, git, stages, yamlio
+from registry.errors import NotARegistryError, ValidationError
+from registry.names import MODEL_NAME_RE, Version
+
+MODELS_DIR = "models"
+MODEL_FILE = "model.yaml"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    owners: tuple[str, ...]
+    task: str | None
+    tags: dict[str, object]
+
+
+class Registry:
+    """A registry repository's work tree. Create with :func:`registry.open`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def find(cls, start: Path | str = ".") -> Registry:
+        start = Path(start).resolve()
+        if not start.is_dir():
+            raise NotARegistryError(f"{start}: no such directory")
+        top = git.toplevel(start)
+        if top is None or not (top / config.CONFIG_FILE).is_file():
+            where = top or start
+            raise NotARegistryError(
+                f"{where}: not a registry (no {config.CONFIG_FILE} at the top of a git repository); "
+                "run `registry init` to make one, or cd into one"
+            )
+        return cls(top)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    @cached_property
+    def config(self) -> config.RegistryConfig:
+        return config.load(self.root)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / MODELS_DIR / name
+
+    def version_dir(self, name: str, version: str) -> Path:
+        return self.model_dir(name) / version
+
+    def model_names(self) -> list[str]:
+        base = self.root / MODELS_DIR
+        try:
+            entries = os.scandir(base)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return sorted(e.name for e in entries if e.is_dir() and MODEL_NAME_RE.fullmatch(e.name))
+
+    def has_model(self, name: str) -> bool:
+        return (self.model_dir(name) / MODEL_FILE).is_file()
+
+    def versions(self, name: str) -> list[str]:
+        """Registered versions (folders holding a card.yaml), oldest first by semver."""
+        try:
+            entries = os.scandir(self.model_dir(name))
+        except FileNotFoundError:
+            return []
+        with entries:
+            found = [e.name for e in entries if e.is_dir() and Version.is_valid(e.name)]
+        found = [v for v in found if (self.model_dir(name) / v / cards.CARD_FILE).is_file()]
+        return sorted(found, key=Version.parse)
+
+    def stages(self, name: str) -> stages.Stages:
+        path = self.model_dir(name) / stages.STAGES_FILE
+        if not path.exists():
+            return stages.Stages()
+        return stages.parse(yamlio.read_bytes(path, self.rel(path)), self.rel(path))
+
+    def card(self, name: str, version: str) -> cards.Card:
+        path = self.version_dir(name, version) / cards.CARD_FILE
+        if not path.is_file():
+            raise ValidationError.one(
+                self.rel(path), f"{name}@{version} is not registered (no card); "
+                "see `registry show " + name + "` for its versions"
+            )
+        rel = self.rel(path)
+        text = yamlio.read_bytes(path, rel)
+        card = cards.parse(text, rel)
+        problems = cards.folder_problems(card, name, version, rel, text)
+        if problems:
+            raise ValidationError(problems)
+        return card
+
+    def model_info(self, name: str) -> ModelInfo:
+        from registry import schemas
+
+        path = self.model_dir(name) / MODEL_FILE
+        rel = self.rel(path)
+        text = yamlio.read_bytes(path, rel)
+        data = yamlio.loads(text, rel) or {}
+        problems = schemas.validate("model", data, rel, text)
+        if problems:
+            raise ValidationError(problems)
+        return ModelInfo(
+            name=name,
+            description=data.get("description", ""),
+            owners=tuple(data.get("owners", [])),
+            task=data.get("task"),
+            tags=dict(data.get("tags", {})),
+        )
