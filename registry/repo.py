@@ -6,10 +6,17 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from registry import cards, config, git, stages, yamlio
-from registry.errors import NotARegistryError, ValidationError
+from registry.errors import NotARegistryError, Problem, ValidationError
 from registry.names import MODEL_NAME_RE, Version
+
+if TYPE_CHECKING:
+    from registry.audit import AuditEntry
+    from registry.inventory import ModelSummary
+    from registry.promote import Promoted
+    from registry.register import Registered
 
 MODELS_DIR = "models"
 MODEL_FILE = "model.yaml"
@@ -121,3 +128,46 @@ class Registry:
             task=data.get("task"),
             tags=dict(data.get("tags", {})),
         )
+
+    # The Python API: the same operations the CLI runs, for serving code and notebooks.
+
+    def models(self, stage: str | None = None, tag: tuple[str, str] | None = None) -> list[ModelSummary]:
+        from registry import inventory
+
+        return inventory.list_models(self, stage=stage, tag=tag)
+
+    def resolve(self, name: str, stage: str = "production") -> str | None:
+        """The version that holds stage (the newest one for staging), or None."""
+        from registry.names import ALL_STAGES, check_model_name
+        from registry.errors import UsageError
+
+        check_model_name(name)
+        if stage not in ALL_STAGES or stage == "development":
+            raise UsageError(f"unknown stage {stage!r}")
+        held = self.stages(name).versions_in(stage)
+        return max(held, key=Version.parse) if held else None
+
+    def manifest(self, stage: str = "production", at: str = "HEAD") -> dict[str, Any]:
+        from registry import manifest
+
+        return manifest.build(self, stage=stage, at=at)
+
+    def log(self, name: str | None = None, version: str | None = None, since: str | None = None) -> list[AuditEntry]:
+        from registry import audit
+
+        return audit.log(self, name=name, version=version, since=since)
+
+    def validate(self, paths: list[Path] | None = None) -> list[Problem]:
+        from registry import validate
+
+        return validate.validate(self, paths)
+
+    def register(self, name: str, version: str | None, card: Path, artifacts: list[Path], **options: Any) -> Registered:
+        from registry import register
+
+        return register.register(self, name, version, card, artifacts, **options)
+
+    def promote(self, name: str, version: str, to: str, reason: str, **options: Any) -> Promoted:
+        from registry import promote
+
+        return promote.promote(self, name, version, to, reason, **options)

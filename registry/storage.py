@@ -36,13 +36,17 @@ class Pointer:
 def _quiet_dvc() -> Iterator[None]:
     """DVC talks to its logger as if it were the CLI; as a library we keep it quiet."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    log = logging.getLogger("dvc")
-    level = log.level
-    log.setLevel(logging.WARNING)
+    import dvc.repo  # noqa: F401 - importing dvc installs its CLI log handlers; quiet them after
+
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_objects", "dvc_data")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        log.setLevel(level)
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def _error(action: str, exc: Exception) -> StorageError:
@@ -94,12 +98,13 @@ def add_and_push(root: Path, paths: Sequence[Path]) -> None:
 
 
 def pull(root: Path, targets: Sequence[str]) -> None:
+    """Fetch tracked files from the default remote into the work tree (targets: repo-relative .dvc paths)."""
     with _quiet_dvc():
         from dvc.repo import Repo
 
         repo = Repo(str(root))
         try:
-            repo.pull(targets=list(targets))
+            repo.pull(targets=[str(root / t) for t in targets])
         except Exception as exc:
             raise _error("pull", exc) from exc
         finally:
@@ -135,7 +140,7 @@ def remote_url(config_text: str | bytes | None) -> str | None:
     if not name:
         return None
     for section in parser.sections():
-        if section.strip("'\"") == f'remote "{name}"':
+        if section.strip().strip("'") == f'remote "{name}"':
             return parser.get(section, "url", fallback=None)
     return None
 

@@ -1,0 +1,102 @@
+"""`registry ls` and `registry show`: what is registered and which stage each version holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from registry import yamlio
+from registry.errors import UsageError
+from registry.names import ALL_STAGES, check_model_name, check_version
+from registry.repo import Registry
+from registry.stages import Stages
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    latest: str | None
+    stages: Stages
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "latest": self.latest, "stages": self.stages.as_dict()}
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--tag {text!r}: use KEY=VALUE, e.g. --tag team=risk")
+    return key, value
+
+
+def list_models(reg: Registry, stage: str | None = None, tag: tuple[str, str] | None = None) -> list[ModelSummary]:
+    if stage is not None and stage not in ALL_STAGES:
+        raise UsageError(f"unknown stage {stage!r}: use one of {', '.join(ALL_STAGES)}")
+    summaries = []
+    for name in reg.model_names():
+        versions = reg.versions(name)
+        held = reg.stages(name)
+        if stage == "development":
+            staged = {v for v, _ in held.assignments()}
+            if not any(v not in staged for v in versions):
+                continue
+        elif stage is not None and not held.versions_in(stage):
+            continue
+        if tag is not None:
+            tags = reg.model_info(name).tags
+            if str(tags.get(tag[0])) != tag[1] or tag[0] not in tags:
+                continue
+        summaries.append(ModelSummary(name, versions[-1] if versions else None, held))
+    return summaries
+
+
+def past_sunset(held: Stages, today: dt.date | None = None) -> list[tuple[str, str]]:
+    today = today or dt.date.today()
+    return [
+        (v, d.sunset) for v, d in held.deprecated.items() if d.sunset and dt.date.fromisoformat(d.sunset) < today
+    ]
+
+
+def show_model(reg: Registry, name: str) -> dict[str, Any]:
+    check_model_name(name)
+    if not reg.has_model(name):
+        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
+    info = reg.model_info(name)
+    held = reg.stages(name)
+    versions = []
+    for version in reg.versions(name):
+        text = yamlio.read_bytes(reg.version_dir(name, version) / "card.yaml")
+        card = yamlio.loads(text) or {}
+        versions.append({"version": version, "stage": held.stage_of(version), "created": card.get("created"),
+                         "metrics": card.get("metrics", {})})
+    return {
+        "name": name,
+        "description": info.description,
+        "owners": list(info.owners),
+        "task": info.task,
+        "tags": info.tags,
+        "stages": held.as_dict(),
+        "versions": versions,
+    }
+
+
+def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
+    check_model_name(name)
+    check_version(version)
+    if not reg.has_model(name):
+        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
+    card = reg.card(name, version)
+    held = reg.stages(name)
+    out = dict(card.data)
+    out["stage"] = held.stage_of(version)
+    if version in held.deprecated:
+        out["sunset"] = held.deprecated[version].sunset
+    if held.canary and held.canary.version == version:
+        out["traffic"] = held.canary.traffic
+    signature = reg.version_dir(name, version) / "signature.json"
+    out["signature"] = {"present": signature.is_file(), "path": reg.rel(signature) if signature.is_file() else None}
+    from registry import audit
+
+    out["history"] = [e.as_json() for e in audit.log(reg, name=name, version=version)][-10:]
+    return out

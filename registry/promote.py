@@ -1,0 +1,132 @@
+"""`registry promote`: move a version to another stage by editing stages.yaml on a branch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from registry import git, stages, yamlio
+from registry.errors import GitError, RegistryError, UsageError
+from registry.names import ALL_STAGES, check_model_name, check_version
+from registry.repo import Registry
+from registry.stages import Stages
+
+VERBS = {"production": "Promote", "canary": "Promote", "staging": "Promote",
+         "development": "Demote", "deprecated": "Deprecate", "archived": "Archive"}
+
+
+@dataclass(frozen=True)
+class Promoted:
+    name: str
+    version: str
+    from_stage: str
+    to_stage: str
+    replaced: str | None  # the production version moved aside, if any
+    branch: str | None
+    commit: str
+    stages: Stages
+
+
+def plan(
+    reg: Registry, name: str, version: str, to: str, *, traffic: float | None = None
+) -> tuple[Stages, Stages, str, str | None]:
+    """Check a stage change against the lifecycle; return (old, new, from_stage, replaced)."""
+    check_model_name(name)
+    check_version(version)
+    if to not in ALL_STAGES:
+        raise UsageError(f"unknown stage {to!r}: use one of {', '.join(ALL_STAGES)}")
+    if not reg.has_model(name):
+        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
+    reg.card(name, version)  # refuses an unregistered or invalid version
+    if traffic is not None and to != "canary":
+        raise UsageError("--traffic applies only to --to canary")
+    if traffic is not None and not 0 < traffic < 1:
+        raise UsageError(f"--traffic {traffic}: give a share between 0 and 1, e.g. 0.1")
+    old = reg.stages(name)
+    source = old.stage_of(version)
+    if source == to:
+        raise UsageError(f"{name}@{version} is already in {to}; nothing to do")
+    config = reg.config
+    if not config.allows(source, to):
+        allowed = ", ".join(config.transitions.get(source, ())) or "nothing"
+        raise UsageError(
+            f"{name}@{version} is in {source}; {source} → {to} is not allowed by registry.yaml "
+            f"(lifecycle.transitions: from {source} to {allowed})"
+        )
+    replaced = None
+    new = old
+    if to == "canary" and old.canary and old.canary.version != version:
+        raise UsageError(
+            f"{name}@{old.canary.version} holds canary; promote it or move it back to staging first"
+        )
+    sunset = (dt.date.today() + dt.timedelta(days=config.min_sunset_days)).isoformat()
+    if to == "production" and old.production and old.production != version:
+        replaced = old.production
+        new = new.with_stage(replaced, config.on_replace, sunset=sunset if config.on_replace == "deprecated" else None)
+    new = new.with_stage(
+        version, to, traffic=traffic, sunset=sunset if to == "deprecated" else None
+    )
+    return old, new, source, replaced
+
+
+def promote(
+    reg: Registry,
+    name: str,
+    version: str,
+    to: str,
+    reason: str,
+    *,
+    traffic: float | None = None,
+    no_branch: bool = False,
+    push: bool = False,
+) -> Promoted:
+    reason = " ".join(reason.split())
+    if not reason:
+        raise UsageError("--reason is required: say why, for the audit log")
+    _old, new, source, replaced = plan(reg, name, version, to, traffic=traffic)
+    dirty = git.dirty_paths(reg.root)
+    if dirty:
+        raise UsageError(
+            f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
+        )
+    branch = None if no_branch else f"promote/{name}/{version}-to-{to}"
+    if branch and git.rev_parse(f"refs/heads/{branch}", reg.root):
+        raise UsageError(f"branch {branch} already exists; delete it or finish that promotion first")
+    path = reg.model_dir(name) / stages.STAGES_FILE
+    original_text = path.read_bytes() if path.exists() else None
+    original_branch = git.current_branch(reg.root)
+    if branch:
+        git.run(["switch", "--quiet", "-c", branch], reg.root)
+    try:
+        yamlio.atomic_write(path, new.to_text())
+        git.run(["add", "--", reg.rel(path)], reg.root)
+        git.run(["commit", "--quiet", "-m", commit_message(name, version, to, reason, traffic)], reg.root)
+    except BaseException:
+        git.run(["reset", "--quiet"], reg.root, check=False)
+        if original_text is None:
+            path.unlink(missing_ok=True)
+        else:
+            yamlio.atomic_write(path, original_text)
+        if branch:
+            git.run(["switch", "--quiet", original_branch or "--detach"], reg.root, check=False)
+            git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
+        raise
+    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+    if push and branch:
+        try:
+            git.run(["push", "--quiet", "-u", "origin", branch], reg.root)
+        except GitError as exc:
+            raise RegistryError(
+                f"{exc}\nThe promotion is committed on branch {branch}; push it with `git push -u origin {branch}`"
+            ) from None
+    return Promoted(name, version, source, to, replaced, branch, commit, new)
+
+
+def commit_message(name: str, version: str, to: str, reason: str, traffic: float | None = None) -> str:
+    share = f" ({traffic:.0%} traffic)" if traffic is not None else ""
+    subject = f"{VERBS[to]} {name}@{version} to {to}{share}"
+    return f"{subject}\n\nReason: {reason}\n"
+
+
+TRAILER_RE = re.compile(r"^Reason:\s*(.+)$", re.MULTILINE)

@@ -1,0 +1,275 @@
+"""`registry register`: put a trained version (artifacts + card) into the registry on a branch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry import cards, git, schemas, stages, storage, yamlio
+from registry.cards import Artifact, Card
+from registry.errors import GitError, RegistryError, UsageError, ValidationError
+from registry.names import Version, check_model_name, check_version
+from registry.repo import MODEL_FILE, Registry
+
+CHUNK = 1 << 20
+# Never artifact names: they are the version folder's own files.
+RESERVED = {cards.CARD_FILE, "signature.json", ".gitignore"}
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    branch: str | None
+    commit: str
+    card: Card
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    name: str
+    size: int
+
+
+def register(
+    reg: Registry,
+    name: str,
+    version: str | None,
+    card_file: Path,
+    artifact_paths: Sequence[Path],
+    *,
+    bump: str | None = None,
+    no_branch: bool = False,
+    push: bool = False,
+    progress: ProgressFn | None = None,
+) -> Registered:
+    check_model_name(name)
+    version = _resolve_version(reg, name, version, bump)
+    card_data = _read_card_input(card_file, name, version)
+    sources = _check_artifacts(artifact_paths)
+    branch = None if no_branch else f"register/{name}/{version}"
+    warnings = _check_repo_state(reg, name, version, branch)
+    # Validate the whole card now, with placeholder digests, so a bad card changes nothing.
+    placeholder = [Artifact(s.name, s.size, "0" * 64, "git").as_dict() for s in sources]
+    probe = _complete_card(card_data, name, version, placeholder)
+    problems = schemas.validate("card", probe, str(card_file), yamlio.read_bytes(card_file))
+    if problems:
+        raise ValidationError(problems)
+
+    original = git.current_branch(reg.root)
+    version_dir = reg.version_dir(name, version)
+    new_model = not reg.has_model(name)
+    if branch:
+        git.run(["switch", "--quiet", "-c", branch], reg.root)
+    try:
+        artifacts, to_dvc = _copy_in(reg, version_dir, sources, progress)
+        storage.add_and_push(reg.root, to_dvc)
+        card = Card.from_data(_complete_card(card_data, name, version, [a.as_dict() for a in artifacts]))
+        yamlio.atomic_write(version_dir / cards.CARD_FILE, card.to_text())
+        paths = [reg.rel(version_dir)]
+        if new_model:
+            _write_model_files(reg, name, card_data)
+            paths += [reg.rel(reg.model_dir(name) / MODEL_FILE), reg.rel(reg.model_dir(name) / stages.STAGES_FILE)]
+        git.run(["add", "--", *paths], reg.root)
+        message = f"Register {name}@{version}\n\n{card.data['description'].strip().splitlines()[0]}\n"
+        git.run(["commit", "--quiet", "-m", message], reg.root)
+    except BaseException:
+        _roll_back(reg, version_dir, name if new_model else None, branch, original)
+        raise
+    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+    if push and branch:
+        _push(reg, branch)
+    return Registered(name, version, branch, commit, card, tuple(warnings))
+
+
+def _resolve_version(reg: Registry, name: str, version: str | None, bump: str | None) -> str:
+    if bump and version:
+        raise UsageError("give either VERSION or --bump, not both")
+    if bump:
+        existing = reg.versions(name)
+        base = Version.parse(existing[-1]) if existing else Version(0, 0, 0)
+        return str(base.bump(bump))
+    if not version:
+        raise UsageError("missing VERSION (or use --bump major|minor|patch)")
+    return check_version(version)
+
+
+def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]:
+    shown = str(card_file)
+    data = yamlio.load_file(card_file, shown)
+    if not isinstance(data, dict):
+        raise ValidationError.one(shown, "a card must be a mapping of fields (name: value)", 1)
+    text = yamlio.read_bytes(card_file, shown)
+    for field_name, expected in (("name", name), ("version", version)):
+        if field_name in data and data[field_name] != expected:
+            raise ValidationError.one(
+                shown, f"is {data[field_name]!r} but you are registering {name}@{version}; "
+                "fix the card or the command", yamlio.line_of(text, [field_name]), field_name,
+            )
+    if "artifacts" in data:
+        raise ValidationError.one(
+            shown, "is filled in by register from --artifact files; remove it from the card",
+            yamlio.line_of(text, ["artifacts"]), "artifacts",
+        )
+    return data
+
+
+def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:
+    if not paths:
+        raise UsageError("give at least one --artifact FILE")
+    sources: list[_Source] = []
+    seen: set[str] = set()
+    for given in paths:
+        if given.is_symlink():
+            target = given.resolve()
+            if given.parent.resolve() not in target.parents:
+                raise UsageError(
+                    f"--artifact {given}: a symlink to {target}, outside its own folder; "
+                    "pass the file itself"
+                )
+        if not given.exists():
+            raise UsageError(f"--artifact {given}: no such file")
+        if given.is_dir():
+            raise UsageError(f"--artifact {given}: is a directory; pass the files in it one by one")
+        if not given.is_file():
+            raise UsageError(f"--artifact {given}: not a regular file")
+        base = given.name
+        if base in RESERVED or base.endswith(".dvc") or base.startswith("."):
+            raise UsageError(f"--artifact {given}: the name {base!r} is reserved; rename the file")
+        if not all(c.isascii() and (c.isalnum() or c in "_.+-") for c in base):
+            raise UsageError(
+                f"--artifact {given}: file names may use ASCII letters, digits and _.+- only; rename it"
+            )
+        if base in seen:
+            raise UsageError(f"--artifact {given}: two artifacts are named {base!r}")
+        seen.add(base)
+        sources.append(_Source(given, base, given.stat().st_size))
+    return sources
+
+
+def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None) -> list[str]:
+    dirty = git.dirty_paths(reg.root)
+    if dirty:
+        raise UsageError(
+            f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
+        )
+    if reg.version_dir(name, version).exists():
+        raise UsageError(
+            f"{name}@{version} already exists in the work tree; versions are immutable, register a new one"
+        )
+    refs = git.all_refs(reg.root)
+    spec = f"models/{name}/{version}/{cards.CARD_FILE}"
+    with git.CatFile(reg.root) as cat:
+        found = cat.read_many([f"{ref}:{spec}" for ref in refs])
+    for ref, blob in zip(refs, found, strict=True):
+        if blob is not None:
+            short = ref.removeprefix("refs/heads/").removeprefix("refs/remotes/")
+            raise UsageError(
+                f"{name}@{version} is already registered on branch {short}; register a new version"
+            )
+    if branch and git.rev_parse(f"refs/heads/{branch}", reg.root):
+        raise UsageError(f"branch {branch} already exists; delete it or register another version")
+    warnings = []
+    if branch and "origin" in git.run(["remote"], reg.root).split():
+        try:
+            out = subprocess.run(
+                ["git", "ls-remote", "--heads", "origin", branch],
+                cwd=reg.root, capture_output=True, timeout=30, check=True,
+            ).stdout
+        except (subprocess.SubprocessError, OSError):
+            warnings.append("could not reach origin to check for the branch there; checked locally only")
+        else:
+            if out.strip():
+                raise UsageError(
+                    f"{name}@{version} is already proposed on origin (branch {branch}); register a new version"
+                )
+    return warnings
+
+
+def _complete_card(data: dict[str, Any], name: str, version: str, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    complete = dict(data)
+    complete["name"] = name
+    complete["version"] = version
+    complete.setdefault("created", dt.datetime.now(dt.UTC).date().isoformat())
+    complete["artifacts"] = artifacts
+    return complete
+
+
+def _copy_in(
+    reg: Registry, version_dir: Path, sources: list[_Source], progress: ProgressFn | None
+) -> tuple[list[Artifact], list[Path]]:
+    """Copy each artifact in, computing size and sha256 in the same pass; pick its storage."""
+    version_dir.mkdir(parents=True)
+    artifacts, to_dvc = [], []
+    limit = reg.config.git_max_bytes
+    for source in sources:
+        dest = version_dir / source.name
+        digest = hashlib.sha256()
+        size = 0
+        binary = False
+        with source.path.open("rb") as src, dest.open("wb") as out:
+            while chunk := src.read(CHUNK):
+                if size == 0 and b"\0" in chunk[:8192]:
+                    binary = True
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(source.name, size, source.size)
+            out.flush()
+            os.fsync(out.fileno())
+        if not binary:
+            try:
+                dest.read_bytes().decode("utf-8") if size <= limit else None
+            except UnicodeDecodeError:
+                binary = True
+        in_dvc = binary or size > limit
+        if in_dvc:
+            to_dvc.append(dest)
+        artifacts.append(Artifact(source.name, size, digest.hexdigest(), "dvc" if in_dvc else "git"))
+    return artifacts, to_dvc
+
+
+def _write_model_files(reg: Registry, name: str, card_data: dict[str, Any]) -> None:
+    header = yamlio.schema_header(f"../../{schemas.REPO_SCHEMA_DIR}/model.schema.json")
+    creator = card_data.get("creator")
+    owners = [creator] if isinstance(creator, str) and creator.startswith("@") else []
+    model = {
+        "description": str(card_data.get("description", "")).strip().splitlines()[0],
+        "owners": owners,
+        "task": card_data.get("task", ""),
+        "tags": {},
+    }
+    yamlio.atomic_write(reg.model_dir(name) / MODEL_FILE, header + yamlio.dumps(model))
+    yamlio.atomic_write(reg.model_dir(name) / stages.STAGES_FILE, stages.Stages().to_text())
+
+
+def _roll_back(reg: Registry, version_dir: Path, new_model: str | None, branch: str | None, original: str | None) -> None:
+    """Leave the registry as it was before the command: files, index, branch."""
+    shutil.rmtree(reg.model_dir(new_model) if new_model else version_dir, ignore_errors=True)
+    git.run(["reset", "--quiet"], reg.root, check=False)
+    if branch:
+        if original:
+            git.run(["switch", "--quiet", original], reg.root, check=False)
+        else:
+            git.run(["switch", "--quiet", "--detach", "HEAD"], reg.root, check=False)
+        git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
+
+
+def _push(reg: Registry, branch: str) -> None:
+    try:
+        git.run(["push", "--quiet", "-u", "origin", branch], reg.root)
+    except GitError as exc:
+        raise RegistryError(
+            f"{exc}\nThe version is committed on branch {branch}; push it with `git push -u origin {branch}`"
+        ) from None
