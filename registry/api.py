@@ -13,7 +13,7 @@ from pathlib import Path
 from registry.repo import Registry
 
 
-def open(path: str | Path = ".") -> Registry:  # noqa: A001 - the API's documented name
+def open(path: str | Path = ".") -> Registry:
     """The registry whose work tree contains path."""
     return Registry.find(path)
 

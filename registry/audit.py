@@ -80,31 +80,27 @@ def _parse_commit_object(raw: bytes) -> tuple[str, str]:
     return author, message
 
 
-def _stream_commits(reg: Registry, pathspec: str, since: str | None) -> Iterator[_Commit]:
+def _stream_commits(reg: Registry, pathspec: str) -> Iterator[_Commit]:
     args = [
         "git", "log", "--first-parent", "--diff-merges=first-parent", "--raw", "--no-abbrev",
         "--no-renames", "-z", "--reverse", f"--format={_FORMAT}",
     ]
-    if since:
-        args.append(f"--since={since}")
     if git.rev_parse("HEAD", reg.root) is None:
         return
     args += ["HEAD", "--", pathspec]
-    proc = subprocess.Popen(args, cwd=reg.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    buffer = b""
-    while True:
-        chunk = proc.stdout.read(1 << 16)
-        buffer += chunk
-        *records, buffer = buffer.split(b"\x1e") if chunk else [*buffer.split(b"\x1e"), b""]
-        for record in records:
-            if record:
-                yield _parse_record(record)
-        if not chunk:
-            break
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0:
-        raise GitError(f"git log failed: {err.strip()}")
+    with subprocess.Popen(args, cwd=reg.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        buffer = b""
+        while chunk := proc.stdout.read(1 << 16):
+            *records, buffer = (buffer + chunk).split(b"\x1e")
+            for record in records:
+                if record:
+                    yield _parse_record(record)
+        if buffer:
+            yield _parse_record(buffer)
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise GitError(f"git log failed: {err.strip()}")
 
 
 def _parse_record(record: bytes) -> _Commit:
@@ -150,7 +146,9 @@ def log(
         except ValueError:
             raise UsageError(f"--since {since!r}: use an ISO date, YYYY-MM-DD") from None
     pathspec = f"{MODELS_DIR}/{name}/" if name else f"{MODELS_DIR}/"
-    commits = list(_stream_commits(reg, pathspec, since))
+    # Filtered here, on the date the change reached the branch: git's own --since stops
+    # walking at the first older commit, which clock skew between machines can make wrong.
+    commits = [c for c in _stream_commits(reg, pathspec) if since is None or c.timestamp[:10] >= since]
 
     blob_ids = {
         blob for c in commits for old, new, _, path in c.changes

@@ -225,7 +225,7 @@ def _show_version(data: dict[str, Any]) -> None:
     click.echo(f"  signature: {'present' if data['signature']['present'] else 'unsigned'}")
     for entry in data["history"]:
         click.echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
-                   f"{entry['to_stage'] or '':<11} by {entry['performed_by']}")
+                   f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
 
 
 @cli.command()
@@ -283,10 +283,11 @@ def log(ref: str | None, since: str | None, as_json: bool) -> None:
         _print_json([e.as_json() for e in entries])
         return
     for e in entries:
-        stage = f"{e.from_stage or ''} → {e.to_stage or ''}"
-        approved = f", approved by {e.approved_by}" if e.approved_by else ""
-        click.echo(f"{e.timestamp[:19]} {e.action:<11} {e.model}@{e.version:<10} {stage:<26} "
-                   f"by {e.performed_by}{approved}" + (f"  ({e.reason})" if e.reason else ""))
+        stage = f"{e.from_stage} → {e.to_stage}" if e.from_stage else (e.to_stage or "")
+        ref = f"{e.model}@{e.version}"
+        approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
+        click.echo(f"{e.timestamp[:10]} {e.action:<11} {ref:<24} {stage:<26} "
+                   f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
     if not entries:
         click.echo("No changes recorded")
 
@@ -298,6 +299,11 @@ def demo(directory: Path | None) -> None:
     from registry import demo as demo_module
 
     demo_module.run(directory, echo=click.echo)
+
+
+def _who(person: str) -> str:
+    """A person's name without the e-mail, for tables (--json keeps both)."""
+    return ", ".join(p.split(" <")[0] for p in person.split(", "))
 
 
 def _size(n: int) -> str:

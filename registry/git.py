@@ -158,21 +158,14 @@ class CatFile:
 
 def stream(args: Sequence[str], cwd: Path) -> Iterator[bytes]:
     """Yield NUL-separated records of one long git command as they arrive."""
-    proc = subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    buffer = b""
-    try:
+    with subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        buffer = b""
         while chunk := proc.stdout.read(1 << 16):
-            buffer += chunk
-            *records, buffer = buffer.split(b"\0")
+            *records, buffer = (buffer + chunk).split(b"\0")
             yield from records
         if buffer:
             yield buffer
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read() if proc.stderr else b""
-        code = proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-    if code != 0:
-        raise GitError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            raise GitError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")

@@ -138,8 +138,8 @@ class Registry:
 
     def resolve(self, name: str, stage: str = "production") -> str | None:
         """The version that holds stage (the newest one for staging), or None."""
-        from registry.names import ALL_STAGES, check_model_name
         from registry.errors import UsageError
+        from registry.names import ALL_STAGES, check_model_name
 
         check_model_name(name)
         if stage not in ALL_STAGES or stage == "development":

@@ -51,7 +51,7 @@ def _validator(kind: str) -> jsonschema.protocols.Validator:
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema(kind))
-    return cls(schema(kind), format_checker=cls.FORMAT_CHECKER)  # type: ignore[no-any-return]
+    return cls(schema(kind), format_checker=cls.FORMAT_CHECKER)
 
 
 def field_path(parts: Any) -> str:
@@ -64,15 +64,16 @@ def field_path(parts: Any) -> str:
 def _describe(error: jsonschema.ValidationError, kind: str) -> tuple[list[str | int], str]:
     path: list[str | int] = list(error.absolute_path)
     validator, instance = error.validator, error.instance
+    subschema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if validator == "additionalProperties" and isinstance(instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+        allowed = set(subschema.get("properties", {}))
         extra = sorted(str(k) for k in instance if k not in allowed)
         hint = "; free-form data goes under tags or hyperparameters" if kind == "card" and not path else ""
         path.append(extra[0] if extra else "")
         return path, f"unknown field (allowed: {', '.join(sorted(allowed))}){hint}"
     if validator == "required":
         missing = str(error.message).split("'")[1] if "'" in error.message else error.message
-        return path + [missing], "required field is missing"
+        return [*path, missing], "required field is missing"
     if validator == "type":
         expected = error.validator_value
         got = type(instance).__name__
@@ -81,9 +82,9 @@ def _describe(error: jsonschema.ValidationError, kind: str) -> tuple[list[str | 
             hint = ' (quote it, e.g. "1.0.0", so YAML reads it as text)'
         return path, f"expected {expected}, got {got} {instance!r}{hint}"
     if validator == "pattern":
-        return path, f"{instance!r} does not have the required form ({error.schema.get('description') or error.validator_value})"
+        return path, f"{instance!r} does not have the required form ({subschema.get('description') or error.validator_value})"
     if validator == "enum":
-        return path, f"{instance!r} is not one of {', '.join(map(str, error.validator_value))}"
+        return path, f"{instance!r} is not one of {', '.join(map(str, subschema.get('enum', [])))}"
     if validator == "format":
         return path, f"{instance!r} is not a valid {error.validator_value} (use YYYY-MM-DD)"
     if validator == "propertyNames":

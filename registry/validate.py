@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +160,7 @@ def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
         facts[path] = found
     cache.save()
     problems = _consistency(reg, present, facts, index)
-    for path, fact in facts.items():
+    for fact in facts.values():
         problems.extend(fact.problems)
     if config.CONFIG_FILE not in present:
         problems.append(Problem(config.CONFIG_FILE, "missing; every registry has one (`{}` takes the defaults)"))
