@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from registry import config, git, schemas, storage, templates, yamlio
+from registry import codeowners, config, git, schemas, storage, templates, yamlio
 from registry.errors import UsageError
 from registry.repo import Registry
 
@@ -19,7 +19,9 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
     root = path.resolve()
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root}: exists and is not a directory")
-    top = git.toplevel(root) if root.is_dir() else None
+    # From the nearest existing folder: a PATH not made yet inside a repository is inside it too.
+    existing = next((p for p in (root, *root.parents) if p.is_dir()), None)
+    top = git.toplevel(existing) if existing is not None else None
     if top is not None and top != root:
         raise UsageError(
             f"{root} is inside the git repository {top}; run `registry init` at the top of a repository"
@@ -59,7 +61,7 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
         files = {
             config.CONFIG_FILE: config.default_text(),
             templates.WORKFLOW_FILE: templates.workflow(),
-            templates.CODEOWNERS_FILE: templates.codeowners(config.DEFAULT_CONFIG["roles"], {}),
+            codeowners.CODEOWNERS_FILE: codeowners.generate(config.DEFAULT_CONFIG["roles"], {}),
         }
         for kind in schemas.KINDS:
             files[f"{schemas.REPO_SCHEMA_DIR}/{kind}.schema.json"] = schemas.schema_file(kind).read_text()

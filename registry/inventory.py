@@ -35,11 +35,10 @@ def list_models(reg: Registry, stage: str | None = None, tag: tuple[str, str] | 
         raise UsageError(f"unknown stage {stage!r}: use one of {', '.join(ALL_STAGES)}")
     summaries = []
     for name in reg.model_names():
-        versions = reg.versions(name)
         held = reg.stages(name)
         if stage == "development":
             staged = {v for v, _ in held.assignments()}
-            if not any(v not in staged for v in versions):
+            if not any(v not in staged for v in reg.versions(name)):
                 continue
         elif stage is not None and not held.versions_in(stage):
             continue
@@ -47,7 +46,7 @@ def list_models(reg: Registry, stage: str | None = None, tag: tuple[str, str] | 
             tags = reg.model_info(name).tags
             if str(tags.get(tag[0])) != tag[1] or tag[0] not in tags:
                 continue
-        summaries.append(ModelSummary(name, versions[-1] if versions else None, held))
+        summaries.append(ModelSummary(name, reg.latest_version(name), held))
     return summaries
 
 
@@ -86,6 +85,8 @@ def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
     check_version(version)
     if not reg.has_model(name):
         raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
+    if version not in reg.versions(name):
+        raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
     card = reg.card(name, version)
     held = reg.stages(name)
     out = dict(card.data)

@@ -13,7 +13,8 @@ MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 SEMVER_RE = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,  # \d must not match look-alike digits such as Arabic-Indic '٠'
 )
 STAGES = ("production", "canary", "staging", "deprecated", "archived")
 ALL_STAGES = ("development", *STAGES)
@@ -21,9 +22,11 @@ ALL_STAGES = ("development", *STAGES)
 
 def check_model_name(name: str) -> str:
     if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        foreign = [c for c in name if not c.isascii()] if isinstance(name, str) else []
+        hint = f"; {foreign[0]!r} is U+{ord(foreign[0]):04X}, not an ASCII character" if foreign else ""
         raise UsageError(
             f"invalid model name {name!r}: use 1-64 lowercase ASCII letters, digits and '-', "
-            "starting with a letter or digit (e.g. credit-approval)"
+            f"starting with a letter or digit (e.g. credit-approval){hint}"
         )
     return name
 
@@ -41,8 +44,10 @@ class Version:
     def parse(cls, text: str) -> Version:
         match = SEMVER_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
+            foreign = [c for c in text if not c.isascii()] if isinstance(text, str) else []
+            hint = f"; {foreign[0]!r} is U+{ord(foreign[0]):04X}, not an ASCII character" if foreign else ""
             raise UsageError(
-                f"invalid version {text!r}: use a semantic version such as 1.2.0 or 1.3.0-rc.1"
+                f"invalid version {text!r}: use a semantic version such as 1.2.0 or 1.3.0-rc.1{hint}"
             )
         major, minor, patch, pre, build = match.groups()
         prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
@@ -51,6 +56,9 @@ class Version:
     @classmethod
     def is_valid(cls, text: object) -> bool:
         return isinstance(text, str) and SEMVER_RE.fullmatch(text) is not None
+
+    def sort_key(self) -> tuple[object, ...]:
+        return self._key()
 
     def _key(self) -> tuple[object, ...]:
         # semver precedence: a pre-release sorts before its release; numeric ids before alphanumeric.

@@ -38,7 +38,9 @@ def plan(
         raise UsageError(f"unknown stage {to!r}: use one of {', '.join(ALL_STAGES)}")
     if not reg.has_model(name):
         raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
-    reg.card(name, version)  # refuses an unregistered or invalid version
+    if version not in reg.versions(name):
+        raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
+    reg.card(name, version)  # refuses an invalid card
     if traffic is not None and to != "canary":
         raise UsageError("--traffic applies only to --to canary")
     if traffic is not None and not 0 < traffic < 1:

@@ -12,7 +12,6 @@ replace (temp file in the same directory, fsync, rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import yaml
 from registry.errors import Problem, ValidationError
 
 MAX_YAML_BYTES = 1 << 20
+# Where `registry init` copies the JSON Schemas inside a registry, for editors.
+REPO_SCHEMA_DIR = ".registry/schemas"
 # Nodes a document may expand to once aliases are followed.
 MAX_EXPANDED_NODES = 100_000
 
@@ -37,11 +38,14 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == _STR_TAG:
+                key: Any = key_node.value  # a str scalar constructs to exactly its value
+            elif key_node.tag == "tag:yaml.org,2002:merge":
                 raise yaml.constructor.ConstructorError(
                     None, None, "merge keys (<<) are not allowed", key_node.start_mark
                 )
-            key = self.construct_object(key_node, deep=True)
+            else:
+                key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
             except TypeError:
@@ -52,6 +56,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
                 raise _DuplicateKey(key, seen[key], key_node)
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _construct_text(loader: _Loader, node: yaml.ScalarNode) -> str:
@@ -127,11 +134,18 @@ def loads(text: str | bytes, path: str = "<string>") -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = " ".join(part for part in (exc.context, exc.problem) if part)
+        if mark is not None and "cannot start any token" in what and _char_at(text, mark.line, mark.column) == "\t":
+            what += " (a tab: YAML indents with spaces)"
         raise ValidationError.one(path, f"invalid YAML: {what}", line) from None
     except yaml.YAMLError as exc:
         raise ValidationError.one(path, f"invalid YAML: {exc}") from None
     except RecursionError:
         raise ValidationError.one(path, "invalid YAML: nested too deeply") from None
+
+
+def _char_at(text: str | bytes, line: int, column: int) -> str | None:
+    lines = (text.decode(errors="replace") if isinstance(text, bytes) else text).splitlines()
+    return lines[line][column] if line < len(lines) and column < len(lines[line]) else None
 
 
 def read_bytes(path: Path, display: str | None = None) -> bytes:
@@ -207,6 +221,8 @@ def dumps(data: Any) -> str:
 
 def atomic_write(path: Path, text: str | bytes) -> None:
     """Replace path with text: temp file beside it, fsync, rename. Never half-written."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
