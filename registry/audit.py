@@ -80,14 +80,14 @@ def _parse_commit_object(raw: bytes) -> tuple[str, str]:
     return author, message
 
 
-def _stream_commits(reg: Registry, pathspec: str) -> Iterator[_Commit]:
+def _stream_commits(reg: Registry, pathspec: str, ref: str = "HEAD") -> Iterator[_Commit]:
     args = [
         "git", "log", "--first-parent", "--diff-merges=first-parent", "--raw", "--no-abbrev",
         "--no-renames", "-z", "--reverse", f"--format={_FORMAT}",
     ]
-    if git.rev_parse("HEAD", reg.root) is None:
+    if git.rev_parse(ref, reg.root) is None:
         return
-    args += ["HEAD", "--", pathspec]
+    args += [ref, "--", pathspec]
     with subprocess.Popen(args, cwd=reg.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         buffer = b""
@@ -135,6 +135,7 @@ def log(
     name: str | None = None,
     version: str | None = None,
     since: str | None = None,
+    ref: str = "HEAD",
 ) -> list[AuditEntry]:
     if name is not None:
         check_model_name(name)
@@ -142,13 +143,16 @@ def log(
         check_version(version)
     if since is not None:
         try:
+            # fromisoformat also takes 20250101 and 2025-W01-1, which the text comparison below cannot.
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since, re.ASCII):
+                raise ValueError(since)
             dt.date.fromisoformat(since)
         except ValueError:
             raise UsageError(f"--since {since!r}: use an ISO date, YYYY-MM-DD") from None
     pathspec = f"{MODELS_DIR}/{name}/" if name else f"{MODELS_DIR}/"
     # Filtered here, on the date the change reached the branch: git's own --since stops
     # walking at the first older commit, which clock skew between machines can make wrong.
-    commits = [c for c in _stream_commits(reg, pathspec) if since is None or c.timestamp[:10] >= since]
+    commits = [c for c in _stream_commits(reg, pathspec, ref) if since is None or c.timestamp[:10] >= since]
 
     blob_ids = {
         blob for c in commits for old, new, _, path in c.changes

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registry import schemas, yamlio
+from registry import yamlio
 from registry.errors import Problem, ValidationError
 
 CARD_FILE = "card.yaml"
-SCHEMA_REF = f"../../../{schemas.REPO_SCHEMA_DIR}/card.schema.json"
+SCHEMA_REF = f"../../../{yamlio.REPO_SCHEMA_DIR}/card.schema.json"
 # The fields `register` fills in; a card given to it may leave them out.
 FILLED_BY_REGISTER = ("name", "version", "created", "artifacts")
 KEY_ORDER = (
@@ -56,6 +56,8 @@ class Card:
 
 
 def parse(text: str | bytes, path: str) -> Card:
+    from registry import schemas
+
     data = yamlio.loads(text, path)
     problems = schemas.validate("card", data, path, text)
     if problems:

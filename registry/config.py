@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import schemas, yamlio
+from registry import yamlio
 from registry.errors import ValidationError
 
 CONFIG_FILE = "registry.yaml"
@@ -95,6 +95,8 @@ class RegistryConfig:
 
 
 def parse(text: str | bytes, path: str = CONFIG_FILE) -> RegistryConfig:
+    from registry import schemas
+
     data = yamlio.loads(text, path)
     problems = schemas.validate("registry", data, path, text)
     if problems:
@@ -108,7 +110,7 @@ def load(root: Path) -> RegistryConfig:
 
 
 def default_text() -> str:
-    header = yamlio.schema_header(f"{schemas.REPO_SCHEMA_DIR}/registry.schema.json")
+    header = yamlio.schema_header(f"{yamlio.REPO_SCHEMA_DIR}/registry.schema.json")
     intro = (
         "# Registry configuration. Every key is optional; a missing key takes the default shown.\n"
         "# Lifecycle: a version in no stage is in development.\n"

@@ -117,6 +117,10 @@ class CatFile:
 
     def read_many(self, specs: Sequence[str]) -> list[bytes | None]:
         """Pipelined reads: all requests written by a thread while answers stream back."""
+        return [data for _, data in self.read_many_with_ids(specs)]
+
+    def read_many_with_ids(self, specs: Sequence[str]) -> list[tuple[str | None, bytes | None]]:
+        """Like read_many, with each object's id (the cache key of its content)."""
         import threading
 
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -128,14 +132,14 @@ class CatFile:
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
-        results: list[bytes | None] = []
+        results: list[tuple[str | None, bytes | None]] = []
         for _ in specs:
             header = stdout.readline()
             if header.endswith(b"missing\n") or header.endswith(b"ambiguous\n"):
-                results.append(None)
+                results.append((None, None))
                 continue
-            size = int(header.split()[2])
-            results.append(stdout.read(size))
+            sha, _kind, size = header.split()
+            results.append((sha.decode(), stdout.read(int(size))))
             stdout.read(1)
         writer.join()
         return results
@@ -169,3 +173,18 @@ def stream(args: Sequence[str], cwd: Path) -> Iterator[bytes]:
         err = proc.stderr.read()
         if proc.wait() != 0:
             raise GitError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")
+
+
+def parse_tree(data: bytes) -> dict[str, tuple[str, str]]:
+    """A raw tree object as {name: (mode, object id)}: reading trees by id skips path walks."""
+    entries: dict[str, tuple[str, str]] = {}
+    pos = 0
+    end = len(data)
+    while pos < end:
+        space = data.index(b" ", pos)
+        nul = data.index(b"\0", space)
+        mode = data[pos:space].decode()
+        name = data[space + 1:nul].decode(errors="surrogateescape")
+        entries[name] = (mode, data[nul + 1:nul + 21].hex())
+        pos = nul + 21
+    return entries

@@ -7,9 +7,12 @@ objects through one `git cat-file --batch` process.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from registry import cards, git, stages, storage
+from registry import cards, git, schemas, stages, storage
+from registry.blobcache import BlobCache
 from registry.errors import UsageError, ValidationError
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODELS_DIR, Registry
@@ -23,66 +26,93 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
     commit = git.rev_parse(at, reg.root)
     if commit is None:
         raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
-    model_dirs = [
-        e.path.split("/", 1)[1]
-        for e in git.ls_tree(commit, reg.root, [f"{MODELS_DIR}/"], recursive=False)
-        if e.kind == "tree"
-    ]
-    wanted = [n for n in model_dirs if MODEL_NAME_RE.fullmatch(n) and (not names or n in names)]
     models: dict[str, Any] = {}
+    tree_entries = git.ls_tree(commit, reg.root, [f"{MODELS_DIR}/"], recursive=False)
+    model_trees = {e.path.split("/", 1)[1]: e.sha for e in tree_entries if e.kind == "tree"}
+    wanted = [n for n in sorted(model_trees) if MODEL_NAME_RE.fullmatch(n) and (not names or n in names)]
+    cache = BlobCache(reg.root, "manifest-cache", f"manifest-2:{schemas.fingerprint()}")
     with git.CatFile(reg.root) as cat:
         remote = storage.remote_url(cat.read(f"{commit}:{storage.DVC_CONFIG}"))
-        blobs = cat.read_many([f"{commit}:{MODELS_DIR}/{n}/{stages.STAGES_FILE}" for n in wanted])
-        chosen: list[tuple[str, str, float | None]] = []
-        for name, blob in zip(wanted, blobs, strict=True):
+        # Trees by id, then blobs by id: no path is resolved from the root more than once.
+        trees = [git.parse_tree(t or b"") for t in cat.read_many([model_trees[n] for n in wanted])]
+        stage_ids = [tree.get(stages.STAGES_FILE, ("", ""))[1] for tree in trees]
+        stage_blobs = cat.read_many([i for i in stage_ids if i])
+        blob_of = dict(zip([i for i in stage_ids if i], stage_blobs, strict=True))
+        chosen: list[tuple[str, str, float | None, dict[str, tuple[str, str]]]] = []
+        for name, tree, stage_id in zip(wanted, trees, stage_ids, strict=True):
+            blob = blob_of.get(stage_id) if stage_id else None
             if blob is None:
                 continue
             held = stages.parse(blob, f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}")
             version, traffic = _pick(held, stage)
-            if version is not None:
-                chosen.append((name, version, traffic))
-        card_blobs = cat.read_many([f"{commit}:{MODELS_DIR}/{n}/{v}/{cards.CARD_FILE}" for n, v, _ in chosen])
-        parsed = []
-        for (name, version, traffic), blob in zip(chosen, card_blobs, strict=True):
-            path = f"{MODELS_DIR}/{name}/{version}/{cards.CARD_FILE}"
-            if blob is None:
+            if version is None:
+                continue
+            if version not in tree:
                 raise ValidationError.one(
                     f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}",
-                    f"{stage} names {version}, which has no card at {path}; fix stages.yaml", field=stage,
-                )
-            parsed.append((name, version, traffic, cards.parse(blob, path)))
-        folder = {name: f"{MODELS_DIR}/{name}/{version}" for name, version, _, _ in parsed}
-        pointer_specs = [
-            f"{commit}:{folder[name]}/{a.path}.dvc"
-            for name, _, _, card in parsed for a in card.artifacts if a.storage == "dvc"
-        ]
-        pointers = iter(cat.read_many(pointer_specs))
-        signatures = cat.read_many([f"{commit}:{folder[name]}/signature.json" for name, _, _, _ in parsed])
-        for (name, version, traffic, card), signature in zip(parsed, signatures, strict=True):
+                    f"{stage} names {version}, which is not registered; fix stages.yaml", field=stage)
+            chosen.append((name, version, traffic, tree))
+        version_trees = [git.parse_tree(t or b"") for t in cat.read_many([tree[v][1] for _, v, _, tree in chosen])]
+        # Card cores and DVC pointers, parsed once per blob id ever.
+        needed: list[str] = []
+        for (_, _, _, _), vtree in zip(chosen, version_trees, strict=True):
+            for entry_name, (_, sha) in vtree.items():
+                if (entry_name == cards.CARD_FILE or entry_name.endswith(".dvc")) and cache.get(sha) is None:
+                    needed.append(sha)
+        fresh = dict(zip(needed, cat.read_many(needed), strict=True))
+        for (name, version, traffic, _), vtree in zip(chosen, version_trees, strict=True):
+            folder = f"{MODELS_DIR}/{name}/{version}"
+            card_entry = vtree.get(cards.CARD_FILE)
+            if card_entry is None:
+                raise ValidationError.one(f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}",
+                                          f"{stage} names {version}, which has no card at {folder}/card.yaml",
+                                          field=stage)
+            core = _cached(cache, card_entry[1], fresh, partial(_card_core, path=f"{folder}/card.yaml"))
             artifacts = []
-            for artifact in card.artifacts:
-                entry = artifact.as_dict()
+            for artifact in core["artifacts"]:
+                entry = dict(artifact)
                 entry["url"] = None
-                if artifact.storage == "dvc":
-                    pointer_path = f"{folder[name]}/{artifact.path}.dvc"
-                    blob = next(pointers)
-                    if blob is None:
+                if artifact["storage"] == "dvc":
+                    pointer_path = f"{folder}/{artifact['path']}.dvc"
+                    pointer_entry = vtree.get(artifact["path"] + ".dvc")
+                    if pointer_entry is None:
                         raise ValidationError.one(pointer_path, "DVC pointer is missing for an artifact the card lists")
-                    entry["url"] = storage.object_url(remote, storage.parse_pointer(blob, pointer_path).md5)
+                    pointer = _cached(cache, pointer_entry[1], fresh, partial(_pointer_md5, path=pointer_path))
+                    entry["url"] = storage.object_url(remote, pointer["md5"])
                 artifacts.append(entry)
             model: dict[str, Any] = {"version": version}
             if traffic is not None:
                 model["traffic"] = traffic
-            model["path"] = folder[name]
+            model["path"] = folder
             model["artifacts"] = artifacts
-            model["signature"] = f"{folder[name]}/signature.json" if signature is not None else None
+            model["signature"] = f"{folder}/signature.json" if "signature.json" in vtree else None
             models[name] = model
+    cache.save()
     return {
         "registry_commit": commit,
         "stage": stage,
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "models": models,
     }
+
+
+def _card_core(blob: bytes, path: str) -> dict[str, Any]:
+    # The whole card is validated once per blob id; what serving needs is kept.
+    card = cards.parse(blob, path)
+    return {"name": card.name, "version": card.version, "artifacts": [a.as_dict() for a in card.artifacts]}
+
+
+def _pointer_md5(blob: bytes, path: str) -> dict[str, Any]:
+    return {"md5": storage.parse_pointer(blob, path).md5}
+
+
+def _cached(cache: BlobCache, sha: str, fresh: dict[str, bytes | None],
+            parse: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
+    hit = cache.get(sha)
+    if hit is None:
+        hit = parse(fresh.get(sha) or b"")
+        cache.put(sha, hit)
+    return hit  # type: ignore[no-any-return]
 
 
 def _pick(held: stages.Stages, stage: str) -> tuple[str | None, float | None]:

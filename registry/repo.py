@@ -31,6 +31,14 @@ class ModelInfo:
     tags: dict[str, object]
 
 
+def version_sort_key(text: str) -> tuple[object, ...]:
+    """Semver precedence as a plain tuple, so sorting compares tuples in C (text already valid)."""
+    if "-" not in text and "+" not in text:
+        major, minor, patch = text.split(".")
+        return (int(major), int(minor), int(patch), 1, ())
+    return Version.parse(text).sort_key()
+
+
 class Registry:
     """A registry repository's work tree. Create with :func:`registry.open`."""
 
@@ -68,9 +76,9 @@ class Registry:
         return self.model_dir(name) / version
 
     def model_names(self) -> list[str]:
-        base = self.root / MODELS_DIR
+        # os.scandir and plain strings: a registry holds thousands of models.
         try:
-            entries = os.scandir(base)
+            entries = os.scandir(os.path.join(self.root, MODELS_DIR))
         except FileNotFoundError:
             return []
         with entries:
@@ -81,20 +89,40 @@ class Registry:
 
     def versions(self, name: str) -> list[str]:
         """Registered versions (folders holding a card.yaml), oldest first by semver."""
+        base = os.path.join(self.root, MODELS_DIR, name)
         try:
-            entries = os.scandir(self.model_dir(name))
+            entries = os.scandir(base)
         except FileNotFoundError:
             return []
         with entries:
             found = [e.name for e in entries if e.is_dir() and Version.is_valid(e.name)]
-        found = [v for v in found if (self.model_dir(name) / v / cards.CARD_FILE).is_file()]
-        return sorted(found, key=Version.parse)
+        found = [v for v in found if os.path.isfile(os.path.join(base, v, cards.CARD_FILE))]
+        return sorted(found, key=version_sort_key)
+
+    def latest_version(self, name: str) -> str | None:
+        """The highest registered version: one card lookup, not one per version."""
+        base = os.path.join(self.root, MODELS_DIR, name)
+        try:
+            entries = os.scandir(base)
+        except FileNotFoundError:
+            return None
+        with entries:
+            found = [e.name for e in entries if e.is_dir() and Version.is_valid(e.name)]
+        for version in sorted(found, key=version_sort_key, reverse=True):
+            if os.path.isfile(os.path.join(base, version, cards.CARD_FILE)):
+                return version
+        return None
 
     def stages(self, name: str) -> stages.Stages:
-        path = self.model_dir(name) / stages.STAGES_FILE
-        if not path.exists():
+        rel = f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}"
+        try:
+            with open(os.path.join(self.root, rel), "rb") as handle:
+                text = handle.read(yamlio.MAX_YAML_BYTES + 1)
+        except FileNotFoundError:
             return stages.Stages()
-        return stages.parse(yamlio.read_bytes(path, self.rel(path)), self.rel(path))
+        except OSError:
+            text = yamlio.read_bytes(self.root / rel, rel)  # reports why, with the path
+        return stages.parse(text, rel)
 
     def card(self, name: str, version: str) -> cards.Card:
         path = self.version_dir(name, version) / cards.CARD_FILE

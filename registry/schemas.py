@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.errors import Problem
+from registry.yamlio import REPO_SCHEMA_DIR as REPO_SCHEMA_DIR
 from registry.yamlio import line_of
 
 if TYPE_CHECKING:
     import jsonschema
 
 KINDS = ("registry", "model", "stages", "card")
-# Where `registry init` copies the schemas inside a registry, for editors.
-REPO_SCHEMA_DIR = ".registry/schemas"
 
 
 def _schema_dir() -> Path:
@@ -79,7 +78,7 @@ def _describe(error: jsonschema.ValidationError, kind: str) -> tuple[list[str | 
         got = type(instance).__name__
         hint = ""
         if isinstance(instance, (int, float)) and not isinstance(instance, bool) and "string" in str(expected):
-            hint = ' (quote it, e.g. "1.0.0", so YAML reads it as text)'
+            hint = " (quote it so YAML reads it as text)"
         return path, f"expected {expected}, got {got} {instance!r}{hint}"
     if validator == "pattern":
         return path, f"{instance!r} does not have the required form ({subschema.get('description') or error.validator_value})"

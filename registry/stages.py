@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from registry import schemas, yamlio
+from registry import yamlio
 from registry.errors import Problem, RegistryError, ValidationError
 
 STAGES_FILE = "stages.yaml"
-SCHEMA_REF = f"../../{schemas.REPO_SCHEMA_DIR}/stages.schema.json"
+SCHEMA_REF = f"../../{yamlio.REPO_SCHEMA_DIR}/stages.schema.json"
 _PLAIN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]*")
 
 
@@ -156,9 +156,67 @@ def _scalar(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
+_VERSION = r"(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
+_LINE = re.compile(
+    rf"(?P<key>production): (?P<production>{_VERSION})"
+    rf"|(?P<lkey>staging|archived): \[(?P<list>(?:{_VERSION})(?:, {_VERSION})*)?\]"
+    rf"|canary: \{{version: (?P<cversion>{_VERSION}), traffic: (?P<traffic>0\.[0-9]+)\}}"
+    rf"|deprecated: \{{(?P<deprecated>{_VERSION}: \{{(?:sunset: [0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})?\}}"
+    rf"(?:, {_VERSION}: \{{(?:sunset: [0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})?\}})*)\}}"
+)
+_DEPRECATED_ITEM = re.compile(rf"({_VERSION}): \{{(?:sunset: ([0-9-]+))?\}}")
+
+
+def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
+    """The canonical one-line-per-stage form `to_text` writes, read without a YAML parser.
+
+    Registries hold thousands of stages files and the readers (ls, manifest, log) parse
+    them all; anything not in exactly this form returns None and goes to the YAML
+    loader. tests/test_fastcheck.py checks that both readings agree.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    data: dict[str, Any] = {}
+    empty = False
+    for line in text.split("\n"):
+        if not line or line.startswith("#"):
+            continue
+        if line == "{}" and not data and not empty:
+            empty = True
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None or empty:
+            return None
+        if match["key"]:
+            key, value = "production", match["production"]
+        elif match["lkey"]:
+            key, value = match["lkey"], match["list"].split(", ") if match["list"] else []
+        elif match["cversion"]:
+            key, value = "canary", {"version": match["cversion"], "traffic": float(match["traffic"])}
+        else:
+            key = "deprecated"
+            value = {}
+            for version, sunset in _DEPRECATED_ITEM.findall(match["deprecated"]):
+                if version in value:
+                    return None
+                value[version] = {"sunset": sunset} if sunset else {}
+        if key in data:
+            return None  # a duplicate key: let the YAML loader say where
+        data[key] = value
+    return None if empty and data else data
+
+
 def parse(text: str | bytes, path: str) -> Stages:
-    data = yamlio.loads(text, path)
-    problems = schemas.validate("stages", data, path, text)
+    canonical = _read_canonical(text) if len(text) <= yamlio.MAX_YAML_BYTES else None
+    data = canonical if canonical is not None else yamlio.loads(text, path)
+    from registry import schemas
+    from registry.fastcheck import stages_ok
+
+    # The fast exact check answers for valid files; the schema explains invalid ones.
+    problems = [] if stages_ok(data) else schemas.validate("stages", data, path, text)
     if problems:
         raise ValidationError(problems)
     stages = Stages.from_data(data)

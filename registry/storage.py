@@ -150,3 +150,17 @@ def object_url(remote: str | None, md5: str) -> str | None:
     if not remote:
         return None
     return f"{remote.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def fetch_at(root: Path, path: str, rev: str, dest: Path) -> None:
+    """Copy a DVC-tracked file as of git revision rev to dest, through DVC's API (cache, then remote)."""
+    with _quiet_dvc():
+        import dvc.api
+
+        try:
+            with dvc.api.open(path, repo=str(root), rev=rev, mode="rb") as src, open(dest, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+        except Exception as exc:
+            dest.unlink(missing_ok=True)
+            raise _error(f"fetch {path} at {rev[:8]}", exc) from exc

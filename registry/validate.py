@@ -9,18 +9,18 @@ Cross-file checks (card ↔ folder ↔ pointer ↔ stages) run every time on the
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import __version__, cards, config, git, schemas, stages, storage, yamlio
+from registry import cards, config, git, schemas, stages, storage, yamlio
+from registry.blobcache import BlobCache
 from registry.errors import Problem, ValidationError
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODEL_FILE, MODELS_DIR, Registry
 
-CACHE_NAME = "validate-cache.json"
+CACHE_NAME = "validate-cache"
 VERSION_FILES = {cards.CARD_FILE, "signature.json", ".gitignore"}
 _CARD = re.compile(rf"{MODELS_DIR}/([^/]+)/([^/]+)/card\.yaml")
 
@@ -33,7 +33,8 @@ class _Facts:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def _kind(path: str) -> str | None:
+def kind_of(path: str) -> str | None:
+    """Which schema a registry path is checked against (pointer for DVC files), or None."""
     parts = path.split("/")
     if path == config.CONFIG_FILE:
         return "registry"
@@ -48,7 +49,7 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def _check_file(kind: str, text: bytes, path: str) -> _Facts:
+def check_file(kind: str, text: bytes, path: str) -> _Facts:
     facts = _Facts()
     try:
         if kind == "pointer":
@@ -71,35 +72,25 @@ def _check_file(kind: str, text: bytes, path: str) -> _Facts:
 
 
 class _Cache:
+    """Per-file results keyed on "kind:blob id"."""
+
     def __init__(self, reg: Registry) -> None:
-        git_dir = Path(git.run(["rev-parse", "--absolute-git-dir"], reg.root).strip())
-        self.path = git_dir / "registry" / CACHE_NAME
-        self.key = f"{__version__}:{schemas.fingerprint()}"
-        self.entries: dict[str, Any] = {}
-        self.dirty = False
-        try:
-            stored = json.loads(self.path.read_text())
-            if stored.get("key") == self.key:
-                self.entries = stored["entries"]
-        except (OSError, ValueError, AttributeError, KeyError):
-            pass
+        self.store = BlobCache(reg.root, CACHE_NAME, schemas.fingerprint())
 
     def get(self, blob: str | None, kind: str) -> _Facts | None:
-        hit = self.entries.get(f"{kind}:{blob}") if blob else None
+        hit = self.store.get(f"{kind}:{blob}") if blob else None
         if hit is None:
             return None
         return _Facts([Problem(*p) for p in hit["p"]], hit["d"])
 
     def put(self, blob: str | None, kind: str, facts: _Facts) -> None:
         if blob:
-            self.entries[f"{kind}:{blob}"] = {
+            self.store.put(f"{kind}:{blob}", {
                 "p": [[p.path, p.message, p.line, p.field] for p in facts.problems], "d": facts.data,
-            }
-            self.dirty = True
+            })
 
     def save(self) -> None:
-        if self.dirty:
-            yamlio.atomic_write(self.path, json.dumps({"key": self.key, "entries": self.entries}))
+        self.store.save()
 
 
 def _tracked(reg: Registry) -> tuple[dict[str, str], set[str]]:
@@ -144,7 +135,7 @@ def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
     cache = _Cache(reg)
     facts: dict[str, _Facts] = {}
     for path in sorted(present):
-        kind = _kind(path)
+        kind = kind_of(path)
         if kind is None:
             continue
         blob = index.get(path)
@@ -155,7 +146,7 @@ def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
             except ValidationError as exc:
                 found = _Facts(list(exc.problems))
             else:
-                found = _check_file(kind, text, path)
+                found = check_file(kind, text, path)
                 cache.put(blob, kind, found)
         facts[path] = found
     cache.save()
@@ -227,7 +218,8 @@ def _consistency(reg: Registry, present: set[str], facts: dict[str, _Facts], ind
                                             "register the version again", _line(reg, card_path, ["artifacts", i]), where))
                 elif not pointer.problems and pointer.data.get("size") not in (None, size):
                     problems.append(Problem(pointer_path, f"size {pointer.data['size']} disagrees with the card's "
-                                            f"{size} for {name}", None, "outs[0].size"))
+                                            f"{size} for {name}", _line(reg, pointer_path, ["outs", 0, "size"]),
+                                            "outs[0].size"))
                 local = reg.root / folder / name
                 if local.is_file() and local.stat().st_size != size:
                     problems.append(Problem(f"{folder}/{name}", f"is {local.stat().st_size} bytes; the card says {size}"))
