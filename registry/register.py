@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import cards, git, schemas, stages, storage, yamlio
+from registry import cards, codeowners, git, schemas, stages, storage, yamlio
 from registry.cards import Artifact, Card
 from registry.errors import GitError, RegistryError, UsageError, ValidationError
 from registry.names import Version, check_model_name, check_version
@@ -80,6 +80,9 @@ def register(
         if new_model:
             _write_model_files(reg, name, card_data)
             paths += [reg.rel(reg.model_dir(name) / MODEL_FILE), reg.rel(reg.model_dir(name) / stages.STAGES_FILE)]
+            # A new model brings its owners: CODEOWNERS follows in the same commit.
+            if codeowners.write(reg):
+                paths.append(codeowners.CODEOWNERS_FILE)
         git.run(["add", "--", *paths], reg.root)
         message = f"Register {name}@{version}\n\n{card.data['description'].strip().splitlines()[0]}\n"
         git.run(["commit", "--quiet", "-m", message], reg.root)
@@ -106,6 +109,10 @@ def _resolve_version(reg: Registry, name: str, version: str | None, bump: str | 
 
 def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]:
     shown = str(card_file)
+    if not card_file.exists():
+        raise UsageError(f"--card {card_file}: no such file")
+    if card_file.is_dir():
+        raise UsageError(f"--card {card_file}: is a directory; give the card's YAML file")
     data = yamlio.load_file(card_file, shown)
     if not isinstance(data, dict):
         raise ValidationError.one(shown, "a card must be a mapping of fields (name: value)", 1)
@@ -180,10 +187,12 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
     if branch and git.rev_parse(f"refs/heads/{branch}", reg.root):
         raise UsageError(f"branch {branch} already exists; delete it or register another version")
     warnings = []
-    if branch and "origin" in git.run(["remote"], reg.root).split():
+    # Also with --no-branch: a version proposed on origin's register branch is taken.
+    proposed = f"register/{name}/{version}"
+    if "origin" in git.run(["remote"], reg.root).split():
         try:
             out = subprocess.run(
-                ["git", "ls-remote", "--heads", "origin", branch],
+                ["git", "ls-remote", "--heads", "origin", proposed],
                 cwd=reg.root, capture_output=True, timeout=30, check=True,
             ).stdout
         except (subprocess.SubprocessError, OSError):
@@ -191,7 +200,7 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
         else:
             if out.strip():
                 raise UsageError(
-                    f"{name}@{version} is already proposed on origin (branch {branch}); register a new version"
+                    f"{name}@{version} is already proposed on origin (branch {proposed}); register a new version"
                 )
     return warnings
 
@@ -258,6 +267,7 @@ def _roll_back(reg: Registry, version_dir: Path, new_model: str | None, branch: 
     """Leave the registry as it was before the command: files, index, branch."""
     shutil.rmtree(reg.model_dir(new_model) if new_model else version_dir, ignore_errors=True)
     git.run(["reset", "--quiet"], reg.root, check=False)
+    git.run(["checkout", "--quiet", "--", codeowners.CODEOWNERS_FILE], reg.root, check=False)
     if branch:
         if original:
             git.run(["switch", "--quiet", original], reg.root, check=False)

@@ -392,7 +392,11 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> ec.Elliptic
 
 def load_public_keys(path: Path) -> tuple[ec.EllipticCurvePublicKey, ...]:
     """Every PEM public key in a file (one or more, concatenated)."""
-    data = _read_key_file(path)
+    return parse_public_keys(_read_key_file(path), str(path))
+
+
+def parse_public_keys(data: bytes, path: str) -> tuple[ec.EllipticCurvePublicKey, ...]:
+    """Every PEM public key in data (e.g. a key file read from a git tree)."""
     blocks = list(_PEM_BLOCK.finditer(data))
     if not blocks:
         raise SigningKeyError(f"{path}: no PEM public key found")

@@ -1,0 +1,59 @@
+"""format gate: each artifact is what its bytes say it is, and well-formed.
+
+safetensors headers are checked strictly without reading the tensors; ONNX models
+pass the ONNX checker (skipped with a reason when `onnx` is not installed); pickles
+and archives are left to the scan gate, which parses them opcode by opcode.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from registry import formats
+from registry.errors import RegistryError, ValidationError
+from registry.gates import GateResult
+
+if TYPE_CHECKING:
+    from registry.check import CheckContext
+
+NOT_CHECKED_HERE = {"pickle", "zip", "gzip", "bz2", "xz", "npy", "tar"}
+
+
+def run(ctx: CheckContext) -> list[GateResult]:
+    results = []
+    for model, version, _target in ctx.checked_versions():
+        card = ctx.card_at(ctx.head, model, version)
+        if card is None:
+            continue
+        try:
+            folder = ctx.version_folder(model, version)
+        except RegistryError as exc:
+            results.append(GateResult("format", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
+            continue
+        for artifact in card.artifacts:
+            rel = f"models/{model}/{version}/{artifact.path}"
+            path = folder / artifact.path
+            if not path.is_file():
+                results.append(GateResult("format", model, version, "fail", f"{rel}: not available to check", rel))
+                continue
+            kind = formats.sniff(path)
+            try:
+                if kind == "safetensors" or artifact.path.endswith(".safetensors"):
+                    info = formats.validate_safetensors(path)
+                    message = f"{rel}: valid safetensors ({info.tensor_count} tensors)"
+                    results.append(GateResult("format", model, version, "pass", message, rel))
+                elif kind == "onnx" or artifact.path.endswith(".onnx"):
+                    check = formats.check_onnx(path)
+                    results.append(GateResult("format", model, version, check.status, f"{rel}: {check.message}", rel))
+                elif kind in NOT_CHECKED_HERE:
+                    results.append(GateResult("format", model, version, "pass",
+                                              f"{rel}: {kind}; its contents are checked by the scan gate", rel))
+                else:
+                    results.append(GateResult("format", model, version, "pass", f"{rel}: {kind}", rel))
+            except ValidationError as exc:
+                for problem in exc.problems:
+                    where = f"{rel}: {problem.field}: " if problem.field else f"{rel}: "
+                    results.append(GateResult("format", model, version, "fail", where + problem.message, rel))
+    if not results:
+        results.append(GateResult("format", None, None, "skip", "no version to check"))
+    return results

@@ -1,0 +1,50 @@
+"""lifecycle gate: each stage change is an allowed transition; rollbacks go to earlier production versions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from registry import audit, stages
+from registry.gates import GateResult
+from registry.repo import MODELS_DIR
+
+if TYPE_CHECKING:
+    from registry.check import CheckContext, StageChange
+
+
+def _was_in_production(ctx: CheckContext, change: StageChange) -> bool:
+    history = audit.log(ctx.reg, name=change.model, version=change.version, ref=ctx.base)
+    return any(entry.to_stage == "production" for entry in history)
+
+
+def _rebase_hint(ctx: CheckContext, change: StageChange) -> str:
+    if ctx.merge_base == ctx.base:
+        return ""
+    then = dict(ctx.stages_at(ctx.merge_base, change.model).assignments()).get(change.version, "development")
+    now = dict(ctx.stages_at(ctx.base, change.model).assignments()).get(change.version, "development")
+    if then != now:
+        return (f"; {change.model}@{change.version} moved from {then} to {now} on the base branch since this "
+                "branch was made: rebase on the base branch and re-run the checks")
+    return ""
+
+
+def run(ctx: CheckContext) -> list[GateResult]:
+    results = []
+    for change in ctx.stage_changes:
+        path = f"{MODELS_DIR}/{change.model}/{stages.STAGES_FILE}"
+        label = f"{change.source} → {change.target}"
+        if not ctx.config.allows(change.source, change.target):
+            allowed = ", ".join(ctx.config.transitions.get(change.source, ())) or "nothing"
+            results.append(GateResult(
+                "lifecycle", change.model, change.version, "fail",
+                f"{path}: {label} is not allowed (from {change.source}: {allowed})" + _rebase_hint(ctx, change), path))
+        elif change.source == "deprecated" and change.target == "production" and not _was_in_production(ctx, change):
+            results.append(GateResult(
+                "lifecycle", change.model, change.version, "fail",
+                f"{path}: deprecated → production is a rollback, but {change.model}@{change.version} was never in "
+                "production", path))
+        else:
+            results.append(GateResult("lifecycle", change.model, change.version, "pass", f"{label} is allowed", path))
+    if not results:
+        results.append(GateResult("lifecycle", None, None, "skip", "no stage changes"))
+    return results

@@ -1,0 +1,61 @@
+"""smoke gate: the model loads and predicts on its input example, in a sandboxed subprocess.
+
+Runs only after the scan and format gates passed for the version: nothing that could
+run code on load is ever loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from registry import runner
+from registry.errors import RegistryError
+from registry.gates import GateResult
+
+if TYPE_CHECKING:
+    from registry.check import CheckContext
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def cleared(ctx: CheckContext, gate: str, model: str, version: str) -> GateResult | None:
+    """A skip result when an earlier gate stops this model from being run."""
+    for earlier in ("scan", "format"):
+        if not ctx.passed(earlier, model, version):
+            return GateResult(gate, model, version, "skip", f"not run: the {earlier} gate failed for this version")
+    return None
+
+
+def run(ctx: CheckContext) -> list[GateResult]:
+    results = []
+    for model, version, target in ctx.checked_versions():
+        card = ctx.card_at(ctx.head, model, version)
+        if card is None:
+            continue
+        blocked = cleared(ctx, "smoke", model, version)
+        if blocked:
+            results.append(blocked)
+            continue
+        policy = ctx.config.policy.get(target) if target else None
+        timeout = float(policy.smoke_timeout_s) if policy else DEFAULT_TIMEOUT_S
+        try:
+            folder = ctx.version_folder(model, version)
+        except RegistryError as exc:
+            results.append(GateResult("smoke", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
+            continue
+        example = card.data.get("input_example")
+        entrypoint = card.data.get("entrypoint")
+        onnx = next((a.path for a in card.artifacts if a.path.endswith(".onnx")), None)
+        if entrypoint:
+            outcome = runner.smoke(folder, entrypoint, example, timeout)
+        elif onnx:
+            outcome = runner.onnx_smoke(folder, onnx, example, timeout)
+        else:
+            results.append(GateResult("smoke", model, version, "skip",
+                                      "the card names no entrypoint and there is no ONNX artifact to run"))
+            continue
+        file = f"models/{model}/{version}/{entrypoint or onnx}"
+        results.append(GateResult("smoke", model, version, outcome.status, f"{file}: {outcome.message}", file))
+    if not results:
+        results.append(GateResult("smoke", None, None, "skip", "no version to run"))
+    return results
