@@ -369,6 +369,9 @@ def codeowners() -> None:
     click.echo(f"{module.CODEOWNERS_FILE} {'updated; commit it' if changed else 'is up to date'}")
 
 
+# -- More commands go above this line (each calls into its own module). --
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path), required=False)
 def demo(directory: Path | None) -> None:
