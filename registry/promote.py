@@ -82,7 +82,10 @@ def promote(
     traffic: float | None = None,
     no_branch: bool = False,
     push: bool = False,
+    author: tuple[str, str] | None = None,
 ) -> Promoted:
+    """Commit the stage change; author=(name, email) makes someone else the commit's author
+    (the REST API's token user), otherwise git's configured identity is used."""
     reason = " ".join(reason.split())
     if not reason:
         raise UsageError("--reason is required: say why, for the audit log")
@@ -103,7 +106,8 @@ def promote(
     try:
         yamlio.atomic_write(path, new.to_text())
         git.run(["add", "--", reg.rel(path)], reg.root)
-        git.run(["commit", "--quiet", "-m", commit_message(name, version, to, reason, traffic)], reg.root)
+        git.run(["commit", "--quiet", "-m", commit_message(name, version, to, reason, traffic)], reg.root,
+                env=_identity(author))
     except BaseException:
         git.run(["reset", "--quiet"], reg.root, check=False)
         if original_text is None:
@@ -123,6 +127,16 @@ def promote(
                 f"{exc}\nThe promotion is committed on branch {branch}; push it with `git push -u origin {branch}`"
             ) from None
     return Promoted(name, version, source, to, replaced, branch, commit, new)
+
+
+def _identity(author: tuple[str, str] | None) -> dict[str, str] | None:
+    if author is None:
+        return None
+    import os
+
+    name, email = author
+    return dict(os.environ, GIT_AUTHOR_NAME=name, GIT_AUTHOR_EMAIL=email,
+                GIT_COMMITTER_NAME=name, GIT_COMMITTER_EMAIL=email)
 
 
 def commit_message(name: str, version: str, to: str, reason: str, traffic: float | None = None) -> str:
