@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Registry", "RegistryError", "UsageError", "ValidationError", "open"]
+__all__ = ["Puller", "Registry", "RegistryError", "UsageError", "ValidationError", "open", "pull"]
 
 if TYPE_CHECKING:
     from registry.api import open
     from registry.errors import RegistryError, UsageError, ValidationError
     from registry.repo import Registry
+    from registry.serving import Puller, pull
 
 
 def __getattr__(name: str) -> Any:
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from registry import api
 
         return api.open
+    if name in ("pull", "Puller"):
+        from registry import serving
+
+        return getattr(serving, name)
     if name == "Registry":
         from registry.repo import Registry
 

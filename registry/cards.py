@@ -17,7 +17,7 @@ KEY_ORDER = (
     "name", "version", "description", "created", "creator", "framework", "task", "algorithm",
     "metrics", "artifacts", "entrypoint", "signature", "input_example", "hyperparameters",
     "training", "evaluation", "features", "preprocessing", "intended_use", "limitations",
-    "ethical_considerations", "explainability", "tags",
+    "ethical_considerations", "explainability", "tags", "purged",
 )
 
 

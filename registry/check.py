@@ -147,13 +147,36 @@ class CheckContext:
                     result.append(StageChange(model, version, source, target, traffic))
         return result
 
+    @cached_property
+    def signed_versions(self) -> list[tuple[str, str]]:
+        """Versions whose signature.json the PR adds or replaces (signing after review)."""
+        found = set()
+        for change in self.changes:
+            parts = change.path.split("/")
+            if (change.status in ("A", "M") and len(parts) == 4 and parts[0] == MODELS_DIR
+                    and parts[3] == "signature.json" and Version.is_valid(parts[2])):
+                found.add((parts[1], parts[2]))
+        return sorted(found)
+
     def checked_versions(self) -> list[tuple[str, str, str | None]]:
         """(model, version, target stage or None for a registration) the model gates look at."""
         seen: dict[tuple[str, str], str | None] = {v: None for v in self.new_versions}
+        for model, version in self.signed_versions:
+            stage = self.stages_at(self.head, model).stage_of(version)
+            seen.setdefault((model, version), stage if stage in ("staging", "canary", "production") else None)
         for change in self.stage_changes:
             if change.target in ("staging", "canary", "production"):
                 seen[(change.model, change.version)] = change.target
         return [(m, v, t) for (m, v), t in sorted(seen.items())]
+
+    @cached_property
+    def imported_from(self) -> str | None:
+        """The source named by the `Imported-from:` trailer of every PR commit that changes stages
+        (what `registry import` writes), or None."""
+        log = git.run(["log", "--format=%(trailers:key=Imported-from,valueonly)%x00", f"{self.merge_base}..{self.head}",
+                       "--", f"{MODELS_DIR}/*/{stages.STAGES_FILE}"], self.reg.root, check=False)
+        sources = {v.strip() for v in log.split("\0")[:-1]}
+        return next(iter(sources)) if len(sources) == 1 and "" not in sources else None
 
     # -- files of a version, for gates that read bytes -----------------------------------
 

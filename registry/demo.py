@@ -1,13 +1,20 @@
-"""`registry demo`: the whole story, end to end, on embedded defaults.
+"""`registry demo`: the whole story, end to end, offline, on embedded defaults.
 
-A data scientist trains two versions of a small real model, registers them and
-asks for promotions; a reviewer merges each pull request (here: `git merge --no-ff`
-into a local bare origin); the registry then answers what is in production and
-who changed what. Every step is a real `registry` command, printed as it runs.
+An admin makes a registry (local bare origin, local DVC remote), trusts a release
+key and pins a hold-out set with DVC. A data scientist trains two real models on
+scikit-learn's bundled digits (v1 logistic regression, v2 a small MLP), exports them
+to safetensors with a NumPy-only entrypoint, and registers both, signed. The gates
+run on every pull request (metrics recomputed on the hold-out set, smoke, latency,
+scan...), a reviewer merges, and a serving folder pulls production and predicts
+through the Python API. v2 goes through canary to production; the audit log shows
+who did what; production is rolled back; a tampered artifact is refused while the
+last good version keeps serving; a pull request with a malicious pickle is refused.
+Every step is a real `registry` (or `git`, `dvc`) command, printed as it runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +22,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,49 +30,9 @@ from registry.errors import UsageError
 
 SCIENTIST = ("Dana Scientist", "dana@example.com")
 REVIEWER = ("Rita Reviewer", "rita@example.com")
-
-PREDICT_PY = '''\
-"""Entry point: load(path) and predict(model, inputs), NumPy only."""
-import numpy as np
-from safetensors.numpy import load_file
-
-
-def load(path):
-    return load_file(f"{path}/model.safetensors")
-
-
-def predict(model, inputs):
-    x = np.asarray(inputs, dtype=np.float32)
-    logits = x @ model["weight"] + model["bias"]
-    return (logits > 0).astype(int).tolist()
-'''
-
-
-def make_data(seed: int = 7, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """Two overlapping Gaussian classes in 8 features of unequal noise: a small, honest task
-    on which longer training pays off."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    noise = np.array([0.6, 4.0, 0.8, 4.0, 1.0, 5.0, 0.7, 3.0])
-    separation = np.array([1.0, 2.5, 1.0, 2.5, 1.0, 2.5, 1.0, 2.5])
-    centers = np.where(y[:, None] == 1, 0.5, -0.5) * separation
-    x = (centers + rng.normal(0, 1, size=(n, 8)) * noise).astype(np.float32)
-    return x, y
-
-
-def train(x: np.ndarray, y: np.ndarray, steps: int, lr: float = 0.1) -> dict[str, np.ndarray]:
-    """Logistic regression by gradient descent."""
-    w = np.zeros(x.shape[1], dtype=np.float32)
-    b = np.zeros(1, dtype=np.float32)
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-(x @ w + b)))
-        w -= lr * (x.T @ (p - y) / len(y)).astype(np.float32)
-        b -= lr * np.array([np.mean(p - y)], dtype=np.float32)
-    return {"weight": w, "bias": b}
-
-
-def accuracy(model: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(((x @ model["weight"] + model["bias"]) > 0).astype(int) == y))
+ADMIN = ("Alex Admin", "alex@example.com")
+MODEL = "digits"
+HOLDOUT = "datasets/digits-holdout.npz"
 
 
 class _Story:
@@ -72,8 +40,8 @@ class _Story:
         self.root = root
         self.registry = root / "registry"
         self.echo = echo
-        self.env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(root / "home"),
-                        DVC_NO_ANALYTICS="1", COLUMNS="120")
+        self.env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(root / "home"), DVC_NO_ANALYTICS="1",
+                        COLUMNS="120")
         self.pr = 0
 
     def as_user(self, who: tuple[str, str]) -> dict[str, str]:
@@ -85,59 +53,87 @@ class _Story:
         self.echo("")
         self.echo(f"## {text}")
 
-    def registry_cmd(self, *args: str, cwd: Path | None = None, show: bool = True) -> str:
-        shown = " ".join(a if " " not in a else repr(a) for a in args)
-        if show:
-            self.echo(f"$ registry {shown}")
-        proc = subprocess.run([sys.executable, "-m", "registry", *args], cwd=cwd or self.registry,
-                              env=self.as_user(SCIENTIST), capture_output=True, text=True, check=False)
+    def run(self, argv: list[str], shown: str, *, who: tuple[str, str] = SCIENTIST, cwd: Path | None = None,
+            expect: int = 0, show_output: bool = True, keep: Callable[[str], bool] | None = None) -> str:
+        self.echo(f"$ {shown}")
+        proc = subprocess.run(argv, cwd=cwd or self.registry, env=self.as_user(who), capture_output=True,
+                              text=True, check=False)
         output = (proc.stdout + proc.stderr).rstrip()
-        if show and output:
+        if keep is not None:
+            output = "\n".join(line for line in output.splitlines() if keep(line))
+        if show_output and output:
             self.echo(textwrap.indent(output, "  "))
-        if proc.returncode != 0:
-            raise UsageError(f"demo step failed: registry {shown}")
+        if proc.returncode != expect:
+            raise UsageError(f"demo step failed (exit {proc.returncode}, expected {expect}): {shown}\n{output}")
         return proc.stdout
+
+    def registry_cmd(self, *args: str, **options: Any) -> str:
+        shown = "registry " + " ".join(a if " " not in a else repr(a) for a in args)
+        shown = shown.replace(str(self.root) + "/", "")
+        return self.run([sys.executable, "-m", "registry", *args], shown, **options)
 
     def git(self, *args: str, who: tuple[str, str] = SCIENTIST, cwd: Path | None = None) -> str:
         return subprocess.run(["git", *args], cwd=cwd or self.registry, env=self.as_user(who),
                               capture_output=True, text=True, check=True).stdout
 
+    def check(self, branch: str, *, expect: int = 0, full: bool = False) -> None:
+        """What CI does on the pull request: pull the changed versions' files, run the gates."""
+        self.git("switch", "--quiet", branch)
+        self.git("fetch", "--quiet", "origin")
+        self.registry_cmd("fetch", "--base", "origin/main", show_output=False)
+
+        def keep(line: str) -> bool:
+            return full or line.startswith("FAIL") or "gate" in line or line.startswith(("all gates", "ok   metrics"))
+
+        self.registry_cmd("check", "--base", "origin/main", expect=expect, keep=keep)
+
     def merge(self, branch: str) -> None:
         """What a reviewer's merge button does: a --no-ff merge into main, pushed."""
         self.pr += 1
         self.git("switch", "--quiet", "main")
-        self.git("merge", "--quiet", "--no-ff", branch, "-m",
-                 f"Merge pull request #{self.pr} from demo/{branch}", who=REVIEWER)
-        self.git("push", "--quiet", "origin", "main")
+        self.git("merge", "--quiet", "--no-ff", branch, "-m", f"Merge pull request #{self.pr} from demo/{branch}",
+                 who=REVIEWER)
+        self.git("push", "--quiet", "origin", "main", who=REVIEWER)
         self.echo(f"  (reviewer {REVIEWER[0]} approves and merges PR #{self.pr}: {branch})")
 
-    def write_version(self, label: str, model: dict[str, np.ndarray], acc: float, steps: int) -> Path:
+    def pull(self, into: str, *, expect: int = 0) -> None:
+        self.registry_cmd("pull", "--stage", "production", "--from", str(self.root / "origin.git"),
+                          "--to", str(self.root / into), "--trusted-keys", str(self.root / "keys/release.pub"),
+                          cwd=self.root, expect=expect)
+
+    def write_version(self, label: str, trained: Any, holdout_sha256: str, example: list[list[float]]) -> Path:
         from safetensors.numpy import save_file
 
         folder = self.root / "work" / label
         folder.mkdir(parents=True)
-        save_file(model, str(folder / "model.safetensors"))
-        (folder / "predict.py").write_text(PREDICT_PY)
-        (folder / "card.yaml").write_text(textwrap.dedent(f"""\
-            description: Approves or declines credit applications from 8 numeric features.
-            creator: "@dana"
-            framework: numpy
-            task: binary-classification
-            algorithm: logistic-regression
-            metrics: {{accuracy: {acc:.4f}}}
-            hyperparameters: {{steps: {steps}, learning_rate: 0.1}}
-            training: {{data: {{path: synthetic://gaussians, hash: seed-7}}, samples: 1500}}
-            entrypoint: predict.py
-            signature:
-              inputs: [{{name: features, type: float32, shape: [null, 8]}}]
-              outputs: [{{name: approved, type: int64, shape: [null]}}]
-            input_example: [[0.5, -0.2, 1.1, 0.0, 0.3, -0.7, 0.9, 0.1]]
-            intended_use: Demo of the registry workflow; not for real credit decisions.
-            """))
+        save_file(trained.tensors, str(folder / "model.safetensors"))
+        (folder / "predict.py").write_text(trained.predict_source)
+        card = {
+            "description": f"Handwritten digit classifier (8x8 images), {trained.algorithm}.",
+            "creator": "@dana", "framework": "numpy", "task": "image-classification",
+            "algorithm": trained.algorithm,
+            "metrics": {"accuracy": round(trained.accuracy, 4)},
+            "hyperparameters": trained.hyperparameters,
+            "training": {"data": {"path": "sklearn.datasets.load_digits", "hash": "first 1400 of seed-0 order"},
+                         "samples": 1400},
+            "entrypoint": "predict.py",
+            "signature": {"inputs": [{"name": "pixels", "type": "float32", "shape": [None, 64]}],
+                          "outputs": [{"name": "digit", "type": "int64", "shape": [None]}]},
+            "input_example": example,
+            "evaluation": {"data": {"path": HOLDOUT, "hash": holdout_sha256}, "metrics": ["accuracy"],
+                           "tolerance": 0.001},
+            "intended_use": "Demonstrates the registry workflow.",
+            "limitations": "8x8 grey-scale digits only.",
+        }
+        from registry import yamlio
+
+        (folder / "card.yaml").write_text(yamlio.dumps(card))
         return folder
 
 
 def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
+    from registry import demo_models
+
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="registry-demo-"))
     if root.exists() and any(root.iterdir()):
         raise UsageError(f"{root} is not empty; give a new folder for the demo")
@@ -145,67 +141,133 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     root = root.resolve()
     story = _Story(root, echo)
     (root / "home").mkdir()
-    echo(f"Demo registry in {root}")
+    echo(f"Demo in {root}")
 
-    story.say("An admin makes the registry, with a local bare origin and a local DVC remote")
+    story.say("An admin makes the registry: a local bare origin, a local DVC remote, a release key")
     subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(root / "origin.git")], check=True)
-    story.registry_cmd("init", str(story.registry), "--dvc-remote", str(root / "dvc-storage"), cwd=root)
+    story.registry_cmd("init", str(story.registry), "--dvc-remote", str(root / "dvc-storage"), cwd=root, who=ADMIN)
     story.git("remote", "add", "origin", str(root / "origin.git"))
-    story.git("push", "--quiet", "-u", "origin", "main")
+    (root / "keys").mkdir()
+    story.registry_cmd("keys", "generate", "--out", str(root / "keys/release"), cwd=root, who=ADMIN)
+    (story.registry / "keys").mkdir()
+    (story.registry / "keys/release.pub").write_bytes((root / "keys/release.pub").read_bytes())
+    config = story.registry / "registry.yaml"
+    config.write_text(config.read_text().replace("trusted_keys: []", "trusted_keys:\n- keys/release.pub")
+                      .replace("admin: []", "admin:\n  - '@alex'"))
+    x_train, y_train, x_test, y_test = demo_models.digits()
+    demo_models.write_holdout(story.registry / HOLDOUT, x_test, y_test)
+    echo("  (the hold-out set is pinned with DVC, so the metrics gate recomputes accuracy on it)")
+    story.run([sys.executable, "-m", "dvc", "add", "--quiet", HOLDOUT], f"dvc add {HOLDOUT}", who=ADMIN)
+    story.run([sys.executable, "-m", "dvc", "push", "--quiet"], "dvc push", who=ADMIN, show_output=False)
+    story.registry_cmd("codeowners", who=ADMIN)
+    story.git("add", "-A", who=ADMIN)
+    story.git("commit", "--quiet", "-m", "Trust the release key, pin the digits hold-out set", who=ADMIN)
+    story.git("push", "--quiet", "-u", "origin", "main", who=ADMIN)
+    import hashlib
 
-    story.say("A data scientist trains v1 (NumPy logistic regression) and registers it")
-    x, y = make_data()
-    train_x, train_y, test_x, test_y = x[:1500], y[:1500], x[1500:], y[1500:]
-    v1 = train(train_x, train_y, steps=300)
-    acc1 = accuracy(v1, test_x, test_y)
-    work = story.write_version("v1", v1, acc1, steps=300)
-    story.registry_cmd("register", "credit-approval", "1.0.0", "--card", str(work / "card.yaml"),
+    holdout_sha = hashlib.sha256((story.registry / HOLDOUT).read_bytes()).hexdigest()
+    example = [[float(v) for v in row] for row in x_test[:2]]
+
+    story.say("A data scientist trains v1 (logistic regression) and v2 (MLP) on scikit-learn's digits")
+    v1 = demo_models.train_logistic(x_train, y_train, x_test, y_test)
+    v2 = demo_models.train_mlp(x_train, y_train, x_test, y_test)
+    echo(f"  v1 hold-out accuracy {v1.accuracy:.4f}; v2 {v2.accuracy:.4f} (weights exported to safetensors)")
+    for label, trained, version in (("v1", v1, "1.0.0"), ("v2", v2, "1.1.0")):
+        work = story.write_version(label, trained, holdout_sha, example)
+        story.git("switch", "--quiet", "main")
+        story.registry_cmd("register", MODEL, version, "--card", str(work / "card.yaml"),
+                           "--artifact", str(work / "model.safetensors"), "--artifact", str(work / "predict.py"),
+                           "--sign-key", str(root / "keys/release.key"), "--push")
+        story.echo("  CI runs the gates on the pull request:")
+        story.check(f"register/{MODEL}/{version}", full=version == "1.0.0")
+        story.merge(f"register/{MODEL}/{version}")
+
+    story.say("v1 goes to staging, then production; each promotion is a one-line PR with its own gates")
+    for stage in ("staging", "production"):
+        story.registry_cmd("promote", MODEL, "1.0.0", "--to", stage, "--reason", f"v1 to {stage}", "--push")
+        story.check(f"promote/{MODEL}/1.0.0-to-{stage}")
+        story.merge(f"promote/{MODEL}/1.0.0-to-{stage}")
+
+    story.say("A serving host pulls production, verifies digests and signature, and predicts via the Python API")
+    story.pull("serving")
+    serve_and_predict(story, x_test, y_test)
+
+    story.say("v2 goes through staging and a 10% canary to production")
+    for stage, extra in (("staging", []), ("canary", ["--traffic", "0.1"]), ("production", [])):
+        story.registry_cmd("promote", MODEL, "1.1.0", "--to", stage, *extra, "--reason", f"v2 to {stage}", "--push")
+        if stage == "production":
+            diff = story.git("diff", "main", f"promote/{MODEL}/1.1.0-to-production", "--", f"models/{MODEL}/stages.yaml")
+            echo("  The diff the reviewer reads:")
+            echo(textwrap.indent("\n".join(line for line in diff.splitlines()
+                                           if line[:1] in "+-" and line[:3] not in ("+++", "---")), "    "))
+        story.check(f"promote/{MODEL}/1.1.0-to-{stage}")
+        story.merge(f"promote/{MODEL}/1.1.0-to-{stage}")
+        if stage == "canary":
+            story.registry_cmd("manifest", "--stage", "canary")
+
+    story.say("Someone tampered with v2's weights in storage: the serving host refuses them and keeps v1")
+    pointer = (story.registry / f"models/{MODEL}/1.1.0/model.safetensors.dvc").read_text()
+    md5 = pointer.split("md5: ")[1].split()[0]
+    blob = root / "dvc-storage/files/md5" / md5[:2] / md5[2:]
+    good = blob.read_bytes()
+    blob.chmod(0o644)
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    echo(f"  (one bit of {blob.relative_to(root)} flipped)")
+    story.pull("serving", expect=1)
+    echo(f"  serving still answers with: {(root / 'serving' / MODEL / 'current').resolve().name}")
+    blob.write_bytes(good)
+    echo("  (storage restored from backup)")
+    story.pull("serving")
+    serve_and_predict(story, x_test, y_test)
+
+    story.say("Incident: roll production back to v1 (a PR like any other; v1 is still on the host)")
+    story.registry_cmd("rollback", MODEL, "--reason", "v2 misreads 7s in production", "--push")
+    story.check(f"rollback/{MODEL}/1.0.0")
+    story.merge(f"rollback/{MODEL}/1.0.0")
+    story.pull("serving")
+    serve_and_predict(story, x_test, y_test)
+
+    story.say("A pull request that smuggles a malicious pickle is refused, and nothing is executed")
+    work = root / "work/evil"
+    work.mkdir(parents=True)
+    (work / "card.yaml").write_text((root / "work/v2/card.yaml").read_text())
+    (work / "model.safetensors").write_bytes((root / "work/v2/model.safetensors").read_bytes())
+    (work / "predict.py").write_text(v2.predict_source)
+    marker = root / "pwned"
+    payload = (b"\x80\x04\x95" + (0).to_bytes(8, "little") + b"\x8c\x02os\x94\x8c\x06system\x94\x93\x94"
+               + b"\x8c" + bytes([len(f"touch {marker}")]) + f"touch {marker}".encode() + b"\x94\x85\x94R\x94.")
+    (work / "tokenizer.pkl").write_bytes(payload)
+    story.git("switch", "--quiet", "main")
+    story.registry_cmd("register", MODEL, "1.2.0", "--card", str(work / "card.yaml"),
                        "--artifact", str(work / "model.safetensors"), "--artifact", str(work / "predict.py"),
-                       "--push")
-    story.merge("register/credit-approval/1.0.0")
+                       "--artifact", str(work / "tokenizer.pkl"), "--push")
+    story.check(f"register/{MODEL}/1.2.0", expect=1)
+    echo(f"  payload executed: {marker.exists()}")
+    story.git("switch", "--quiet", "main")
 
-    story.say("...then trains v2 longer, and registers it as the next minor version")
-    v2 = train(train_x, train_y, steps=1000)
-    acc2 = accuracy(v2, test_x, test_y)
-    work = story.write_version("v2", v2, acc2, steps=1000)
-    story.registry_cmd("register", "credit-approval", "--bump", "minor", "--card", str(work / "card.yaml"),
-                       "--artifact", str(work / "model.safetensors"), "--artifact", str(work / "predict.py"),
-                       "--push")
-    story.merge("register/credit-approval/1.1.0")
-
-    story.say("Promotions are pull requests that edit one line of stages.yaml")
-    story.registry_cmd("promote", "credit-approval", "1.0.0", "--to", "staging", "--reason", "offline eval ok", "--push")
-    story.merge("promote/credit-approval/1.0.0-to-staging")
-    story.registry_cmd("promote", "credit-approval", "1.0.0", "--to", "production", "--reason", "first release", "--push")
-    story.merge("promote/credit-approval/1.0.0-to-production")
-    story.registry_cmd("promote", "credit-approval", "1.1.0", "--to", "staging", "--reason",
-                       f"accuracy {acc2:.3f} vs {acc1:.3f}", "--push")
-    story.merge("promote/credit-approval/1.1.0-to-staging")
-    story.registry_cmd("promote", "credit-approval", "1.1.0", "--to", "production", "--reason",
-                       "better accuracy on hold-out", "--push")
-    echo("  The diff the reviewer reads:")
-    diff = story.git("diff", "main", "promote/credit-approval/1.1.0-to-production", "--", "models/credit-approval/stages.yaml")
-    echo(textwrap.indent("\n".join(line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")), "    "))
-    story.merge("promote/credit-approval/1.1.0-to-production")
-
-    story.say("What is registered, and where")
+    story.say("The audit log, from git history alone")
+    story.registry_cmd("log", MODEL)
     story.registry_cmd("ls")
-    story.registry_cmd("validate")
-    story.say("What serving pulls")
-    story.registry_cmd("manifest", "--stage", "production")
-    story.say("Who changed what, from git history")
-    story.registry_cmd("log", "credit-approval")
-    story.say("The weights are in DVC, not git: a fresh clone plus `dvc pull` gives the same bytes")
-    clone = root / "clone"
-    story.git("clone", "--quiet", str(root / "origin.git"), str(clone), cwd=root)
-    from registry import storage
-
-    storage.pull(clone, ["models/credit-approval/1.1.0/model.safetensors.dvc"])
-    same = (clone / "models/credit-approval/1.1.0/model.safetensors").read_bytes() == \
-        (root / "work/v2/model.safetensors").read_bytes()
-    echo(f"  identical bytes after dvc pull: {same}")
-    if not same:
-        raise UsageError("demo: the pulled weights differ from what was registered")
     echo("")
-    echo(f"Done. Look around: cd {story.registry} && git log --graph --oneline")
+    echo(f"Done. Look around: cd {story.registry} && git log --graph --oneline; open the serving folder {root / 'serving'}")
     return root
+
+
+def serve_and_predict(story: _Story, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """What serving code does: read the state the pull wrote, load the current version, predict."""
+    import importlib.util
+
+    current = story.root / "serving" / MODEL / "current"
+    spec = importlib.util.spec_from_file_location("demo_entrypoint", current / "predict.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.load(str(current))
+    predicted = np.asarray(module.predict(model, x_test))
+    version = current.resolve().name
+    story.echo(f"  python: load {MODEL}/current ({version}) → predict {len(y_test)} hold-out digits: "
+               f"accuracy {np.mean(predicted == y_test):.4f}; first five {predicted[:5].tolist()}")
+    state = json.loads((story.root / "serving" / ".registry-state.json").read_text()) \
+        if (story.root / "serving" / ".registry-state.json").exists() else None
+    if state is not None:
+        story.echo(f"  serving state: registry commit {str(state.get('registry_commit', ''))[:8]}")

@@ -77,6 +77,7 @@ def show_model(reg: Registry, name: str) -> dict[str, Any]:
         "tags": info.tags,
         "stages": held.as_dict(),
         "versions": versions,
+        "past_sunset": past_sunset(held),
     }
 
 
@@ -93,10 +94,14 @@ def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
     out["stage"] = held.stage_of(version)
     if version in held.deprecated:
         out["sunset"] = held.deprecated[version].sunset
+        out["past_sunset"] = [p for p in past_sunset(held) if p[0] == version]
     if held.canary and held.canary.version == version:
         out["traffic"] = held.canary.traffic
-    signature = reg.version_dir(name, version) / "signature.json"
-    out["signature"] = {"present": signature.is_file(), "path": reg.rel(signature) if signature.is_file() else None}
+    from registry import sign
+
+    # present, path, status ("verified by KEY" / "invalid: why" / "unverified: why" / "unsigned"), key_id.
+    # Its own key: the card's `signature` field is the model's I/O schema and stays as it is.
+    out["signing"] = sign.signature_status(reg, name, version)
     from registry import audit
 
     out["history"] = [e.as_json() for e in audit.log(reg, name=name, version=version)][-10:]

@@ -10,7 +10,7 @@ from registry import git, stages, yamlio
 from registry.errors import GitError, RegistryError, UsageError
 from registry.names import ALL_STAGES, check_model_name, check_version
 from registry.repo import Registry
-from registry.stages import Stages
+from registry.stages import Deprecation, Stages
 
 VERBS = {"production": "Promote", "canary": "Promote", "staging": "Promote",
          "development": "Demote", "deprecated": "Deprecate", "archived": "Archive"}
@@ -29,7 +29,8 @@ class Promoted:
 
 
 def plan(
-    reg: Registry, name: str, version: str, to: str, *, traffic: float | None = None
+    reg: Registry, name: str, version: str, to: str, *, traffic: float | None = None,
+    sunset: str | None = None, reason: str | None = None,
 ) -> tuple[Stages, Stages, str, str | None]:
     """Check a stage change against the lifecycle; return (old, new, from_stage, replaced)."""
     check_model_name(name)
@@ -40,17 +41,25 @@ def plan(
         raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
     if version not in reg.versions(name):
         raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
-    reg.card(name, version)  # refuses an invalid card
+    card = reg.card(name, version)  # refuses an invalid card
+    if "purged" in card.data and to not in ("archived", "development"):
+        raise UsageError(f"{name}@{version} was purged by the retention policy on "
+                         f"{card.data['purged'].get('date')}; its weights are gone, register a new version")
     if traffic is not None and to != "canary":
         raise UsageError("--traffic applies only to --to canary")
     if traffic is not None and not 0 < traffic < 1:
         raise UsageError(f"--traffic {traffic}: give a share between 0 and 1, e.g. 0.1")
+    config = reg.config
+    if to == "deprecated" and sunset:
+        sunset = check_sunset(sunset, config.min_sunset_days)  # input first, then the lifecycle
     old = reg.stages(name)
     source = old.stage_of(version)
-    if source == to:
+    redate = source == to == "deprecated" and sunset is not None
+    if redate and old.deprecated[version] == Deprecation(sunset, reason):
+        raise UsageError(f"{name}@{version} is already deprecated with sunset {sunset}; nothing to do")
+    if source == to and not redate:
         raise UsageError(f"{name}@{version} is already in {to}; nothing to do")
-    config = reg.config
-    if not config.allows(source, to):
+    if not redate and not config.allows(source, to):
         allowed = ", ".join(config.transitions.get(source, ())) or "nothing"
         raise UsageError(
             f"{name}@{version} is in {source}; {source} → {to} is not allowed by registry.yaml "
@@ -62,14 +71,33 @@ def plan(
         raise UsageError(
             f"{name}@{old.canary.version} holds canary; promote it or move it back to staging first"
         )
-    sunset = (dt.date.today() + dt.timedelta(days=config.min_sunset_days)).isoformat()
+    default_sunset = (dt.date.today() + dt.timedelta(days=config.min_sunset_days)).isoformat()
     if to == "production" and old.production and old.production != version:
         replaced = old.production
-        new = new.with_stage(replaced, config.on_replace, sunset=sunset if config.on_replace == "deprecated" else None)
+        aside = default_sunset if config.on_replace == "deprecated" else None
+        new = new.with_stage(replaced, config.on_replace, sunset=aside)
+    if to == "deprecated" and not sunset:
+        sunset = default_sunset
     new = new.with_stage(
-        version, to, traffic=traffic, sunset=sunset if to == "deprecated" else None
+        version, to, traffic=traffic, sunset=sunset if to == "deprecated" else None,
+        reason=reason if to == "deprecated" else None,
     )
     return old, new, source, replaced
+
+
+def check_sunset(text: str, min_days: int, today: dt.date | None = None) -> str:
+    """A sunset date at least the policy's minimum ahead (deprecation.min_sunset_days)."""
+    try:
+        date = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--sunset {text!r}: use an ISO date, YYYY-MM-DD") from None
+    earliest = (today or dt.date.today()) + dt.timedelta(days=min_days)
+    if date < earliest:
+        raise UsageError(
+            f"--sunset {text}: must be at least {min_days} days ahead (on or after {earliest.isoformat()}), "
+            "per registry.yaml deprecation.min_sunset_days, so that consumers have time to move"
+        )
+    return date.isoformat()
 
 
 def promote(
@@ -83,19 +111,22 @@ def promote(
     no_branch: bool = False,
     push: bool = False,
     author: tuple[str, str] | None = None,
+    sunset: str | None = None,
+    branch_name: str | None = None,
+    subject: str | None = None,
 ) -> Promoted:
     """Commit the stage change; author=(name, email) makes someone else the commit's author
     (the REST API's token user), otherwise git's configured identity is used."""
     reason = " ".join(reason.split())
     if not reason:
         raise UsageError("--reason is required: say why, for the audit log")
-    _old, new, source, replaced = plan(reg, name, version, to, traffic=traffic)
+    _old, new, source, replaced = plan(reg, name, version, to, traffic=traffic, sunset=sunset, reason=reason)
     dirty = git.dirty_paths(reg.root)
     if dirty:
         raise UsageError(
             f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
         )
-    branch = None if no_branch else f"promote/{name}/{version}-to-{to}"
+    branch = None if no_branch else (branch_name or f"promote/{name}/{version}-to-{to}")
     if branch and git.rev_parse(f"refs/heads/{branch}", reg.root):
         raise UsageError(f"branch {branch} already exists; delete it or finish that promotion first")
     path = reg.model_dir(name) / stages.STAGES_FILE
@@ -106,8 +137,8 @@ def promote(
     try:
         yamlio.atomic_write(path, new.to_text())
         git.run(["add", "--", reg.rel(path)], reg.root)
-        git.run(["commit", "--quiet", "-m", commit_message(name, version, to, reason, traffic)], reg.root,
-                env=_identity(author))
+        message = commit_message(name, version, to, reason, traffic, subject)
+        git.run(["commit", "--quiet", "-m", message], reg.root, env=_identity(author))
     except BaseException:
         git.run(["reset", "--quiet"], reg.root, check=False)
         if original_text is None:
@@ -139,9 +170,10 @@ def _identity(author: tuple[str, str] | None) -> dict[str, str] | None:
                 GIT_COMMITTER_NAME=name, GIT_COMMITTER_EMAIL=email)
 
 
-def commit_message(name: str, version: str, to: str, reason: str, traffic: float | None = None) -> str:
+def commit_message(name: str, version: str, to: str, reason: str, traffic: float | None = None,
+                   subject: str | None = None) -> str:
     share = f" ({traffic:.0%} traffic)" if traffic is not None else ""
-    subject = f"{VERBS[to]} {name}@{version} to {to}{share}"
+    subject = subject or f"{VERBS[to]} {name}@{version} to {to}{share}"
     return f"{subject}\n\nReason: {reason}\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -32,6 +33,7 @@ class Registered:
     commit: str
     card: Card
     warnings: tuple[str, ...] = field(default=())
+    signed_by: str | None = None  # the signing key's id (hex sha256 of its public PEM)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def register(
     no_branch: bool = False,
     push: bool = False,
     progress: ProgressFn | None = None,
+    sign_key: Path | None = None,
+    passphrase: bytes | None = None,
 ) -> Registered:
     check_model_name(name)
     version = _resolve_version(reg, name, version, bump)
@@ -65,6 +69,11 @@ def register(
     problems = schemas.validate("card", probe, str(card_file), yamlio.read_bytes(card_file))
     if problems:
         raise ValidationError(problems)
+    private_key = None
+    if sign_key is not None:
+        from registry import keys
+
+        private_key = keys.load_private_key(sign_key, passphrase, option="--sign-key")
 
     original = git.current_branch(reg.root)
     version_dir = reg.version_dir(name, version)
@@ -76,6 +85,12 @@ def register(
         storage.add_and_push(reg.root, to_dvc)
         card = Card.from_data(_complete_card(card_data, name, version, [a.as_dict() for a in artifacts]))
         yamlio.atomic_write(version_dir / cards.CARD_FILE, card.to_text())
+        signed_by = None
+        if private_key is not None:
+            from registry import sign
+
+            # signature.json lands in the version folder, so it is part of this commit.
+            signed_by = sign.sign_new_version(version_dir, card, private_key)
         paths = [reg.rel(version_dir)]
         if new_model:
             _write_model_files(reg, name, card_data)
@@ -92,7 +107,7 @@ def register(
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
     if push and branch:
         _push(reg, branch)
-    return Registered(name, version, branch, commit, card, tuple(warnings))
+    return Registered(name, version, branch, commit, card, tuple(warnings), signed_by)
 
 
 def _resolve_version(reg: Registry, name: str, version: str | None, bump: str | None) -> str:
@@ -266,6 +281,10 @@ def _write_model_files(reg: Registry, name: str, card_data: dict[str, Any]) -> N
 def _roll_back(reg: Registry, version_dir: Path, new_model: str | None, branch: str | None, original: str | None) -> None:
     """Leave the registry as it was before the command: files, index, branch."""
     shutil.rmtree(reg.model_dir(new_model) if new_model else version_dir, ignore_errors=True)
+    if new_model:
+        # The first model made models/ too; rmdir leaves it if anything else is in it.
+        with contextlib.suppress(OSError):
+            reg.model_dir(new_model).parent.rmdir()
     git.run(["reset", "--quiet"], reg.root, check=False)
     git.run(["checkout", "--quiet", "--", codeowners.CODEOWNERS_FILE], reg.root, check=False)
     if branch:

@@ -180,10 +180,11 @@ class Registry:
 
         return manifest.build(self, stage=stage, at=at)
 
-    def log(self, name: str | None = None, version: str | None = None, since: str | None = None) -> list[AuditEntry]:
+    def log(self, name: str | None = None, version: str | None = None, since: str | None = None,
+            **filters: Any) -> list[AuditEntry]:
         from registry import audit
 
-        return audit.log(self, name=name, version=version, since=since)
+        return audit.log(self, name=name, version=version, since=since, **filters)
 
     def validate(self, paths: list[Path] | None = None) -> list[Problem]:
         from registry import validate

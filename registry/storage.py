@@ -164,3 +164,33 @@ def fetch_at(root: Path, path: str, rev: str, dest: Path) -> None:
         except Exception as exc:
             dest.unlink(missing_ok=True)
             raise _error(f"fetch {path} at {rev[:8]}", exc) from exc
+
+
+def delete_objects(root: Path, md5s: Sequence[str]) -> int:
+    """Remove objects from the default DVC remote and the local cache (DVC's object-db API).
+
+    Returns how many remote objects were removed. Objects already gone are skipped.
+    """
+    if not md5s:
+        return 0
+    with _quiet_dvc():
+        from dvc.repo import Repo
+
+        repo = Repo(str(root))
+        try:
+            removed = 0
+            try:
+                remote = repo.cloud.get_remote_odb(command="gc")
+                for md5 in md5s:
+                    if remote.exists(md5):
+                        remote.delete(md5)
+                        removed += 1
+                local = repo.cache.local
+                for md5 in md5s:
+                    if local.exists(md5):
+                        local.delete(md5)
+            except Exception as exc:
+                raise _error("remove objects from the remote", exc) from exc
+            return removed
+        finally:
+            repo.close()

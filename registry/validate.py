@@ -193,7 +193,11 @@ def _consistency(reg: Registry, present: set[str], facts: dict[str, _Facts], ind
         folder = f"{MODELS_DIR}/{model}/{version}"
         card_path = f"{folder}/{cards.CARD_FILE}"
         if cards.CARD_FILE not in files:
-            problems.append(Problem(folder, "version folder has no card.yaml"))
+            untracked = all(f"{folder}/{f}" not in index for f in files)
+            hint = ("; its files are untracked: left over from a registration on another branch? "
+                    "(git keeps untracked files when you switch) Switch back, or delete the folder"
+                    if untracked else "")
+            problems.append(Problem(folder, "version folder has no card.yaml" + hint))
             continue
         registered.setdefault(model, set()).add(version)
         card = facts[card_path]

@@ -119,7 +119,12 @@ def run(ctx: CheckContext) -> list[GateResult]:
         if policy is not None:
             problems += _thresholds(card, policy, target or "")
             current_version = ctx.stages_at(ctx.base, model).production if target == "production" else None
-            if current_version and current_version != version and policy.max_regression:
+            rollback = any(c.model == model and c.version == version and c.source == "deprecated"
+                           and c.target == "production" for c in ctx.stage_changes)
+            if rollback and current_version:
+                # Back to a version that passed these gates before: an emergency is no time to block on it.
+                notes.append(f"rollback: no regression check against {current_version}")
+            elif current_version and current_version != version and policy.max_regression:
                 current = ctx.card_at(ctx.base, model, current_version)
                 if current is not None:
                     problems += _regressions(card, current, policy)

@@ -1,0 +1,81 @@
+"""`registry fetch`: pull from the DVC remote only what a pull request's gates will read.
+
+A registry's remote may hold terabytes; a PR touches one or two versions. The
+versions are the ones `registry check` looks at (new registrations and versions
+moved to staging, canary or production), found the same diff-aware way; their DVC
+pointers at HEAD, plus a pinned evaluation set's pointer, are pulled into the work
+tree in one DVC call, so the check then reads local files instead of fetching
+artifact by artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry import check, git, storage
+from registry.errors import UsageError
+from registry.repo import MODELS_DIR, Registry
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    base: str
+    head: str
+    versions: tuple[tuple[str, str], ...]
+    targets: tuple[str, ...]  # repo-relative paths of DVC pointer files at head
+
+    def as_json(self) -> dict[str, Any]:
+        return {"base": self.base, "head": self.head,
+                "versions": [f"{model}@{version}" for model, version in self.versions],
+                "targets": list(self.targets)}
+
+
+def _context(reg: Registry, base: str) -> check.CheckContext:
+    """What `registry check --base BASE` would look at, with HEAD (the work tree's commit) as head."""
+    base_sha = git.rev_parse(base, reg.root)
+    if base_sha is None:
+        raise UsageError(f"--base {base}: no such commit, branch or tag (fetch it first, e.g. git fetch origin)")
+    head_sha = git.rev_parse("HEAD", reg.root)
+    if head_sha is None:
+        raise UsageError("HEAD: the registry has no commit yet")
+    merge_base = git.run(["merge-base", base_sha, head_sha], reg.root, check=False).strip() or git.EMPTY_TREE
+    raw = git.run(["diff", "--no-renames", "--name-status", "-z", merge_base, head_sha], reg.root)
+    fields = raw.split("\0")
+    changes = [check.Change(s[0], p) for s, p in zip(fields[0::2], fields[1::2], strict=False) if s]
+    return check.CheckContext(reg, base_sha, head_sha, merge_base, changes)
+
+
+def plan(reg: Registry, base: str) -> FetchPlan:
+    ctx = _context(reg, base)
+    try:
+        versions = tuple((model, version) for model, version, _target in ctx.checked_versions())
+        targets: list[str] = []
+        for model, version in versions:
+            folder = f"{MODELS_DIR}/{model}/{version}"
+            targets += [e.path for e in ctx.files_at(ctx.head, folder) if e.path.endswith(".dvc")]
+            targets += _evaluation_pointer(ctx, model, version)
+    finally:
+        ctx.close()
+    return FetchPlan(ctx.base, ctx.head, versions, tuple(dict.fromkeys(targets)))
+
+
+def _evaluation_pointer(ctx: check.CheckContext, model: str, version: str) -> list[str]:
+    """The pointer of a pinned evaluation set, which the metrics gate runs the model on."""
+    card = ctx.card_at(ctx.head, model, version)
+    evaluation = card.data.get("evaluation") if card is not None else None
+    data = evaluation.get("data") if isinstance(evaluation, dict) else None
+    path = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(path, str) or not path:
+        return []
+    pointer = f"{path}.dvc"
+    return [pointer] if ctx.read(ctx.head, pointer) is not None else []
+
+
+def fetch(reg: Registry, base: str, *, dry_run: bool = False) -> FetchPlan:
+    """Pull the planned pointers' files into the work tree (one DVC call), unless dry_run."""
+    planned = plan(reg, base)
+    if planned.targets and not dry_run:
+        storage.pull(reg.root, planned.targets)
+    return planned
+
