@@ -103,11 +103,10 @@ class Registry:
         """The highest registered version: one card lookup, not one per version."""
         base = os.path.join(self.root, MODELS_DIR, name)
         try:
-            entries = os.scandir(base)
+            names = os.listdir(base)  # names only, in C: the card lookup below is the real test
         except FileNotFoundError:
             return None
-        with entries:
-            found = [e.name for e in entries if e.is_dir() and Version.is_valid(e.name)]
+        found = [n for n in names if n[:1].isdigit() and Version.is_valid(n)]
         for version in sorted(found, key=version_sort_key, reverse=True):
             if os.path.isfile(os.path.join(base, version, cards.CARD_FILE)):
                 return version

@@ -212,11 +212,10 @@ def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
 def parse(text: str | bytes, path: str) -> Stages:
     canonical = _read_canonical(text) if len(text) <= yamlio.MAX_YAML_BYTES else None
     data = canonical if canonical is not None else yamlio.loads(text, path)
-    from registry import schemas
     from registry.fastcheck import stages_ok
 
     # The fast exact check answers for valid files; the schema explains invalid ones.
-    problems = [] if stages_ok(data) else schemas.validate("stages", data, path, text)
+    problems = [] if stages_ok(data) else _schema_problems(data, path, text)
     if problems:
         raise ValidationError(problems)
     stages = Stages.from_data(data)
@@ -224,6 +223,12 @@ def parse(text: str | bytes, path: str) -> Stages:
     if problems:
         raise ValidationError(problems)
     return stages
+
+
+def _schema_problems(data: Any, path: str, text: str | bytes) -> list[Problem]:
+    from registry import schemas
+
+    return schemas.validate("stages", data, path, text)
 
 
 def duplicate_problems(stages: Stages, path: str, text: str | bytes | None = None) -> list[Problem]:
