@@ -244,6 +244,12 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     story.check(f"register/{MODEL}/1.2.0", expect=1)
     echo(f"  payload executed: {marker.exists()}")
     story.git("switch", "--quiet", "main")
+    # The PR is closed: its branch goes, and so do the untracked weights git left behind.
+    story.git("branch", "--quiet", "-D", f"register/{MODEL}/1.2.0")
+    import shutil
+
+    shutil.rmtree(story.registry / f"models/{MODEL}/1.2.0", ignore_errors=True)
+    story.registry_cmd("validate")
 
     story.say("The audit log, from git history alone")
     story.registry_cmd("log", MODEL)

@@ -55,7 +55,8 @@ def run(ctx: CheckContext) -> list[GateResult]:
                                       "the card names no entrypoint and there is no ONNX artifact to run"))
             continue
         file = f"models/{model}/{version}/{entrypoint or onnx}"
-        results.append(GateResult("smoke", model, version, outcome.status, f"{file}: {outcome.message}", file))
+        message = outcome.message.removeprefix(f"{entrypoint or onnx}: ")  # the runner names it too
+        results.append(GateResult("smoke", model, version, outcome.status, f"{file}: {message}", file))
     if not results:
         results.append(GateResult("smoke", None, None, "skip", "no version to run"))
     return results
