@@ -15,7 +15,7 @@ import datetime as dt
 import shutil
 from dataclasses import dataclass
 
-from registry import cards, git, storage, yamlio
+from registry import branches, cards, git, storage, yamlio
 from registry.errors import UsageError
 from registry.repo import Registry, version_sort_key
 
@@ -99,11 +99,12 @@ def run(reg: Registry, *, dry_run: bool = False, no_branch: bool = False,
     branch = None if no_branch else f"gc/{date}"
     if branch and git.rev_parse(f"refs/heads/{branch}", reg.root):
         raise UsageError(f"branch {branch} already exists; merge or delete it first")
-    original = git.current_branch(reg.root)
-    if branch:
-        git.run(["switch", "--quiet", "-c", branch], reg.root)
-    paths = []
-    try:
+    paths: list[str] = []
+
+    def restore() -> None:
+        git.run(["checkout", "--quiet", "--", *paths], reg.root, check=False)
+
+    with branches.change_on_branch(reg.root, branch, restore):
         for c in result.candidates:
             path = reg.version_dir(c.model, c.version) / cards.CARD_FILE
             card = reg.card(c.model, c.version)
@@ -118,12 +119,6 @@ def run(reg: Registry, *, dry_run: bool = False, no_branch: bool = False,
                    f"Reason: retention policy (keep_latest {reg.config.keep_latest}, "
                    f"purge_unstaged_after_days {reg.config.purge_unstaged_after_days})\n")
         git.run(["commit", "--quiet", "-m", message], reg.root)
-    except BaseException:
-        git.run(["reset", "--quiet", "--hard"], reg.root, check=False)
-        if branch:
-            git.run(["switch", "--quiet", original or "--detach"], reg.root, check=False)
-            git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
-        raise
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
     # The marks are committed: now the bytes go, from the remote, the cache and the work tree.
     storage.delete_objects(reg.root, sorted({md5 for c in result.candidates for md5 in c.md5s}))

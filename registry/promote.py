@@ -6,8 +6,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from registry import git, stages, yamlio
-from registry.errors import GitError, RegistryError, UsageError
+from registry import branches, git, stages, yamlio
+from registry.errors import UsageError
 from registry.names import ALL_STAGES, check_model_name, check_version
 from registry.repo import Registry
 from registry.stages import Deprecation, Stages
@@ -131,32 +131,21 @@ def promote(
         raise UsageError(f"branch {branch} already exists; delete it or finish that promotion first")
     path = reg.model_dir(name) / stages.STAGES_FILE
     original_text = path.read_bytes() if path.exists() else None
-    original_branch = git.current_branch(reg.root)
-    if branch:
-        git.run(["switch", "--quiet", "-c", branch], reg.root)
-    try:
-        yamlio.atomic_write(path, new.to_text())
-        git.run(["add", "--", reg.rel(path)], reg.root)
-        message = commit_message(name, version, to, reason, traffic, subject)
-        git.run(["commit", "--quiet", "-m", message], reg.root, env=_identity(author))
-    except BaseException:
-        git.run(["reset", "--quiet"], reg.root, check=False)
+
+    def restore() -> None:
         if original_text is None:
             path.unlink(missing_ok=True)
         else:
             yamlio.atomic_write(path, original_text)
-        if branch:
-            git.run(["switch", "--quiet", original_branch or "--detach"], reg.root, check=False)
-            git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
-        raise
+
+    with branches.change_on_branch(reg.root, branch, restore):
+        yamlio.atomic_write(path, new.to_text())
+        git.run(["add", "--", reg.rel(path)], reg.root)
+        message = commit_message(name, version, to, reason, traffic, subject)
+        git.run(["commit", "--quiet", "-m", message], reg.root, env=_identity(author))
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
     if push and branch:
-        try:
-            git.run(["push", "--quiet", "-u", "origin", branch], reg.root)
-        except GitError as exc:
-            raise RegistryError(
-                f"{exc}\nThe promotion is committed on branch {branch}; push it with `git push -u origin {branch}`"
-            ) from None
+        branches.push(reg.root, branch, "The promotion")
     return Promoted(name, version, source, to, replaced, branch, commit, new)
 
 

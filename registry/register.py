@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import cards, codeowners, git, schemas, stages, storage, yamlio
+from registry import branches, cards, codeowners, git, schemas, stages, storage, yamlio
 from registry.cards import Artifact, Card
-from registry.errors import GitError, RegistryError, UsageError, ValidationError
+from registry.errors import UsageError, ValidationError
 from registry.names import Version, check_model_name, check_version
 from registry.repo import MODEL_FILE, Registry
 
@@ -106,7 +106,7 @@ def register(
         raise
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
     if push and branch:
-        _push(reg, branch)
+        branches.push(reg.root, branch, "The version")
     return Registered(name, version, branch, commit, card, tuple(warnings), signed_by)
 
 
@@ -293,12 +293,3 @@ def _roll_back(reg: Registry, version_dir: Path, new_model: str | None, branch: 
         else:
             git.run(["switch", "--quiet", "--detach", "HEAD"], reg.root, check=False)
         git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
-
-
-def _push(reg: Registry, branch: str) -> None:
-    try:
-        git.run(["push", "--quiet", "-u", "origin", branch], reg.root)
-    except GitError as exc:
-        raise RegistryError(
-            f"{exc}\nThe version is committed on branch {branch}; push it with `git push -u origin {branch}`"
-        ) from None

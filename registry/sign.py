@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from registry import cards, config, git, keys, signing, storage, yamlio
-from registry.errors import GitError, RegistryError, StorageError, UsageError
+from registry import branches, cards, config, git, keys, signing, storage, yamlio
+from registry.errors import RegistryError, StorageError, UsageError
 from registry.names import check_model_name, check_version
 from registry.repo import Registry
 from registry.signing import SIGNATURE_FILE, SignatureError, SigningKeyError
@@ -107,33 +107,21 @@ def sign_version(
     check_against_card(manifest, card, rel)
     bundle = signing.Signer(private_key).sign(manifest)
 
-    original = git.current_branch(reg.root)
-    if branch:
-        git.run(["switch", "--quiet", "-c", branch], reg.root)
-    try:
+    def restore() -> None:
+        if previous is None:
+            signature_path.unlink(missing_ok=True)
+        else:
+            yamlio.atomic_write(signature_path, previous)
+
+    with branches.change_on_branch(reg.root, branch, restore):
         yamlio.atomic_write(signature_path, bundle.to_json())
         git.run(["add", "--", f"{rel}/{SIGNATURE_FILE}"], reg.root)
         verb = "Re-sign" if previous is not None else "Sign"
         message = f"{verb} {name}@{version}\n\nSigned-with-key: {bundle.key_id}\n"
         git.run(["commit", "--quiet", "-m", message], reg.root)
-    except BaseException:
-        git.run(["reset", "--quiet"], reg.root, check=False)
-        if previous is None:
-            signature_path.unlink(missing_ok=True)
-        else:
-            yamlio.atomic_write(signature_path, previous)
-        if branch:
-            git.run(["switch", "--quiet", original or "--detach"], reg.root, check=False)
-            git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
-        raise
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
     if push and branch:
-        try:
-            git.run(["push", "--quiet", "-u", "origin", branch], reg.root)
-        except GitError as exc:
-            raise RegistryError(
-                f"{exc}\nThe signature is committed on branch {branch}; push it with `git push -u origin {branch}`"
-            ) from None
+        branches.push(reg.root, branch, "The signature")
     files_signed = tuple(r.name for r in manifest.resources)
     return Signed(name, version, branch, commit, bundle.key_id or "", files_signed, previous is not None)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry import formats
-from registry.errors import RegistryError, ValidationError
-from registry.gates import GateResult
+from registry.errors import ValidationError
+from registry.gates import GateResult, checked_folders
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
@@ -20,17 +20,10 @@ NOT_CHECKED_HERE = {"pickle", "zip", "gzip", "bz2", "xz", "npy", "tar"}
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
-    results = []
-    for model, version, _target in ctx.checked_versions():
-        card = ctx.card_at(ctx.head, model, version)
-        if card is None:
-            continue
-        try:
-            folder = ctx.version_folder(model, version)
-        except RegistryError as exc:
-            results.append(GateResult("format", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
-            continue
-        for artifact in card.artifacts:
+    results: list[GateResult] = []
+    for checked in checked_folders(ctx, "format", results):
+        model, version, folder = checked.model, checked.version, checked.folder
+        for artifact in checked.card.artifacts:
             rel = f"models/{model}/{version}/{artifact.path}"
             path = folder / artifact.path
             if not path.is_file():

@@ -10,29 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry import scan
-from registry.errors import RegistryError, ValidationError
-from registry.gates import GateResult
+from registry.errors import ValidationError
+from registry.gates import GateResult, checked_folders
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
-    results = []
+    results: list[GateResult] = []
     try:
         scan.allow_list(ctx.config.allow_globals)
     except ValidationError as exc:
         return [GateResult("scan", None, None, "fail", str(exc), "registry.yaml")]
-    for model, version, _target in ctx.checked_versions():
-        card = ctx.card_at(ctx.head, model, version)
-        if card is None:
-            continue
-        try:
-            folder = ctx.version_folder(model, version)
-        except RegistryError as exc:
-            results.append(GateResult("scan", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
-            continue
-        for artifact in card.artifacts:
+    for checked in checked_folders(ctx, "scan", results):
+        model, version, folder = checked.model, checked.version, checked.folder
+        for artifact in checked.card.artifacts:
             rel = f"models/{model}/{version}/{artifact.path}"
             report = scan.scan_file(folder / artifact.path, ctx.config.allow_globals)
             if report.safe:
