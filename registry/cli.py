@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ import click
 
 from registry import __version__
 from registry.errors import RegistryError, UsageError
-from registry.names import ALL_STAGES
 
 F = TypeVar("F", bound=Callable[..., Any])
 _JSON_FLAG = False
@@ -69,7 +67,56 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
         yield update
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands live in their own modules and are imported only when they run: a read
+# command must not pay for defining forty others (see docs/benchmarks.md).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "api": ("registry.cli_commands", "api_command"),
+    "archive": ("registry.cli_commands", "archive"),
+    "check": ("registry.cli_commands", "check"),
+    "codeowners": ("registry.cli_commands", "codeowners"),
+    "convert": ("registry.cli_commands", "convert_command"),
+    "demo": ("registry.cli_commands", "demo"),
+    "deprecate": ("registry.cli_commands", "deprecate"),
+    "fetch": ("registry.cli_commands", "fetch_command"),
+    "gc": ("registry.cli_commands", "gc_command"),
+    "import": ("registry.cli_commands", "import_group"),
+    "init": ("registry.cli_commands", "init"),
+    "keys": ("registry.cli_commands", "keys_group"),
+    "log": ("registry.cli_read", "log"),
+    "ls": ("registry.cli_read", "ls_command"),
+    "manifest": ("registry.cli_read", "manifest"),
+    "mcp": ("registry.cli_commands", "mcp_command"),
+    "promote": ("registry.cli_commands", "promote"),
+    "pull": ("registry.cli_commands", "pull_command"),
+    "register": ("registry.cli_commands", "register"),
+    "rollback": ("registry.cli_commands", "rollback"),
+    "scan": ("registry.cli_commands", "scan_command"),
+    "show": ("registry.cli_read", "show"),
+    "sign": ("registry.cli_commands", "sign_command"),
+    "site": ("registry.cli_commands", "site"),
+    "validate": ("registry.cli_read", "validate"),
+    "verify": ("registry.cli_commands", "verify_command"),
+}
+
+
+class LazyGroup(click.Group):
+    """click's documented lazy-loading group: a command's module is imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="registry")
 @click.option("--traceback", is_flag=True, help="Show a Python traceback on errors (for bug reports).")
 def cli(traceback: bool) -> None:
@@ -78,131 +125,6 @@ def cli(traceback: bool) -> None:
     A pull request is a request to register or promote; merging it is the
     promotion; git history is the audit log.
     """
-
-
-@cli.command()
-@click.argument("path", type=click.Path(path_type=Path), default=".")
-@click.option("--dvc-remote", metavar="URL", help="DVC remote for artifacts (default: a folder beside PATH).")
-def init(path: Path, dvc_remote: str | None) -> None:
-    """Make a registry repository at PATH (git, DVC, registry.yaml, workflow)."""
-    from registry import api, create
-
-    reg = api.init(path, dvc_remote)
-    remote = dvc_remote or str(create.default_remote(reg.root))
-    click.echo(f"Initialised registry in {reg.root}")
-    click.echo(f"  DVC remote: {remote}")
-    click.echo("  Next: registry register NAME VERSION --card card.yaml --artifact model.safetensors")
-
-
-@cli.command()
-@click.argument("name")
-@click.argument("version", required=False)
-@click.option("--card", "card", required=True, type=click.Path(path_type=Path), help="The model card (YAML).")
-@click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
-              help="A file of the version (repeat for each).")
-@click.option("--bump", type=click.Choice(["major", "minor", "patch"]), help="Next version after the latest.")
-@click.option("--sign-key", type=click.Path(path_type=Path), help="Sign the version with this private key.")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, ...], bump: str | None,
-             sign_key: Path | None, no_branch: bool, push: bool, as_json: bool) -> None:
-    """Register a version: copy artifacts in, track weights with DVC, commit on a branch."""
-    from registry import keys
-
-    reg = _open()
-    with _progress() as progress:
-        done = reg.register(name, version, card, list(artifacts), bump=bump, no_branch=no_branch,
-                            push=push, progress=progress, sign_key=sign_key,
-                            passphrase=keys.passphrase(None) if sign_key is not None else None)
-    if as_json:
-        _print_json({"name": done.name, "version": done.version, "branch": done.branch,
-                     "commit": done.commit, "artifacts": [a.as_dict() for a in done.card.artifacts],
-                     "warnings": list(done.warnings)})
-        return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    click.echo(f"Registered {done.name}@{done.version} {where} (commit {done.commit[:8]})")
-    if done.signed_by:
-        click.echo(f"  signed with key {done.signed_by}")
-    for artifact in done.card.artifacts:
-        click.echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
-    for warning in done.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
-
-
-@cli.command()
-@click.argument("name")
-@click.argument("version")
-@click.option("--to", "to", required=True, type=click.Choice(ALL_STAGES), help="Target stage.")
-@click.option("--reason", required=True, help="Why: recorded in the commit and the audit log.")
-@click.option("--traffic", type=float, help="Canary traffic share, 0 < F < 1.")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def promote(name: str, version: str, to: str, reason: str, traffic: float | None, no_branch: bool,
-            push: bool, as_json: bool) -> None:
-    """Move a version to another stage (edits stages.yaml on a branch)."""
-    reg = _open()
-    done = reg.promote(name, version, to, reason, traffic=traffic, no_branch=no_branch, push=push)
-    _echo_promoted(done, as_json, push, reg.config.on_replace)
-
-
-@cli.command(name="ls")
-@click.option("--stage", type=click.Choice(ALL_STAGES), help="Only models with a version in this stage.")
-@click.option("--tag", metavar="K=V", help="Only models whose model.yaml tags match.")
-@json_option
-def ls_command(stage: str | None, tag: str | None, as_json: bool) -> None:
-    """Inventory: each model's latest and staged versions."""
-    from registry import inventory
-
-    reg = _open()
-    summaries = reg.models(stage=stage, tag=inventory.parse_tag(tag) if tag else None)
-    if as_json:
-        _print_json([s.as_json() for s in summaries])
-        return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("MODEL", "LATEST", "PRODUCTION", "CANARY", "STAGING", "DEPRECATED"):
-        table.add_column(column)
-    warnings = []
-    for s in summaries:
-        held = s.stages
-        canary = f"{held.canary.version} ({held.canary.traffic:.0%})" if held.canary else "-"
-        table.add_row(s.name, s.latest or "-", held.production or "-", canary,
-                      ", ".join(held.staging) or "-", ", ".join(held.deprecated) or "-")
-        warnings += [f"{s.name}@{v} is past its sunset ({d})" for v, d in inventory.past_sunset(held)]
-    console = _console()
-    if summaries:
-        console.print(table)
-    else:
-        console.print("No models" + (" match" if stage or tag else " registered yet"))
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-
-
-@cli.command()
-@click.argument("ref", metavar="NAME[@VERSION]")
-@json_option
-def show(ref: str, as_json: bool) -> None:
-    """A model (stages, versions) or a version (card, stage, signature, history)."""
-    from registry import inventory
-    from registry.names import parse_ref
-
-    name, version = parse_ref(ref)
-    reg = _open()
-    data = inventory.show_version(reg, name, version) if version else inventory.show_model(reg, name)
-    for version_text, sunset in data.get("past_sunset", []):
-        click.echo(f"warning: {name}@{version_text} is past its sunset ({sunset})", err=True)
-    if as_json:
-        _print_json(data)
-        return
-    if version:
-        _show_version(data)
-    else:
-        _show_model(data)
 
 
 def _show_model(data: dict[str, Any]) -> None:
@@ -226,162 +148,6 @@ def _show_version(data: dict[str, Any]) -> None:
                    f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
 
 
-@cli.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@json_option
-def validate(paths: tuple[Path, ...], as_json: bool) -> None:
-    """Check schema and consistency of the given files, or of the whole registry."""
-    reg = _open()
-    problems = reg.validate(list(paths) or None)
-    if as_json:
-        _print_json({"valid": not problems, "problems": [
-            {"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in problems]})
-    else:
-        for problem in problems:
-            click.echo(str(problem), err=True)
-        if not problems:
-            click.echo("valid")
-    if problems:
-        if not as_json:
-            click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
-        sys.exit(1)
-
-
-@cli.command()
-@click.option("--stage", default="production", show_default=True, type=click.Choice(["production", "canary", "staging"]))
-@click.option("--at", "at", default="HEAD", show_default=True, help="Registry commit, branch or tag.")
-@json_option
-def manifest(stage: str, at: str, as_json: bool) -> None:
-    """What serving needs for a stage: versions, artifacts, digests, locations."""
-    reg = _open()
-    data = reg.manifest(stage=stage, at=at)
-    if as_json:
-        _print_json(data)
-        return
-    click.echo(f"{stage} at {data['registry_commit'][:8]}")
-    for name, model in data["models"].items():
-        share = f" ({model['traffic']:.0%})" if "traffic" in model else ""
-        click.echo(f"  {name}@{model['version']}{share}")
-        for artifact in model["artifacts"]:
-            click.echo(f"    {artifact['path']}  {_size(artifact['size'])}  sha256:{artifact['sha256'][:16]}")
-
-
-@cli.command()
-@click.argument("ref", metavar="[NAME[@VERSION]]", required=False)
-@click.option("--model", "model", metavar="NAME", help="Only this model (same as giving NAME).")
-@click.option("--action", "actions", multiple=True, metavar="ACTION",
-              help="Only these actions (repeatable): registered, promoted, rolled back, deprecated, archived, purged…")
-@click.option("--since", metavar="DATE", help="Only changes on or after this date (YYYY-MM-DD).")
-@click.option("--until", metavar="DATE", help="Only changes on or before this date (YYYY-MM-DD).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
-              help="Output format (--json is the same as --format json).")
-@json_option
-def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str | None, until: str | None,
-        fmt: str | None, as_json: bool) -> None:
-    """The audit log: who changed which stage, when, why, approved by whom."""
-    from registry import audit
-    from registry.names import parse_ref
-
-    name, version = parse_ref(ref) if ref else (None, None)
-    if model is not None:
-        if name is not None and name != model:
-            raise UsageError(f"give the model once: {ref} and --model {model} disagree")
-        name = model
-    fmt = "json" if as_json else (fmt or "table")
-    reg = _open()
-    entries = reg.log(name, version, since, until=until, actions=actions)
-    if fmt == "json":
-        _print_json([e.as_json() for e in entries])
-    elif fmt == "jsonl":
-        for e in entries:
-            click.echo(json.dumps(e.as_json()))
-    elif fmt == "csv":
-        click.echo(audit.to_csv(entries), nl=False)
-    else:
-        for e in entries:
-            stage = f"{e.from_stage} → {e.to_stage}" if e.from_stage else (e.to_stage or "")
-            ref_text = f"{e.model}@{e.version}"
-            approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
-            click.echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
-                       f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
-        if not entries:
-            click.echo("No changes recorded")
-
-
-@cli.command()
-@click.option("--base", required=True, metavar="REF", help="What the PR merges into, e.g. origin/main.")
-@click.option("--head", default="HEAD", show_default=True, metavar="REF", help="The PR's commit.")
-@click.option("--json", "json_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Write the report as JSON to FILE ('-' for stdout).")
-@click.option("--summary", "summary_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Append the Markdown report to FILE (e.g. $GITHUB_STEP_SUMMARY).")
-@click.option("--gate", "only", multiple=True, metavar="NAME", help="Run only these gates (repeatable).")
-def check(base: str, head: str, json_file: Path | None, summary_file: Path | None, only: tuple[str, ...]) -> None:
-    """Run the pull-request gates on what changed between BASE and HEAD."""
-    from registry import check as check_module
-
-    unknown = [g for g in only if g not in check_module.GATE_ORDER]
-    if unknown:
-        raise UsageError(f"--gate {unknown[0]}: unknown gate; use one of {', '.join(check_module.GATE_ORDER)}")
-    reg = _open()
-    gates = tuple(g for g in check_module.GATE_ORDER if not only or g in only)
-    report = check_module.run(reg, base, head, gates)
-    to_stdout = json_file is not None and str(json_file) == "-"
-    check_module.write_outputs(report, None if to_stdout else json_file, summary_file)
-    if to_stdout:
-        _print_json(report.as_json())
-    else:
-        icons = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
-        for r in report.results:
-            target = f"{r.model}@{r.version}" if r.model and r.version else (r.model or "-")
-            click.echo(f"{icons[r.status]} {r.gate:<12} {target:<28} {r.message}")
-        failed = sum(r.status == "fail" for r in report.results)
-        click.echo("all gates passed" if report.passed else f"{failed} gate check{'s' if failed != 1 else ''} failed")
-    if not report.passed:
-        sys.exit(1)
-
-
-@cli.command(name="scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--allow-global", "allow", multiple=True, metavar="MODULE.QUALNAME",
-              help="Also allow this exact global (repeatable); registry.yaml scan.allow_globals adds more.")
-@json_option
-def scan_command(paths: tuple[Path, ...], allow: tuple[str, ...], as_json: bool) -> None:
-    """Scan model files for anything that could run code on load (never unpickles)."""
-    from registry import scan
-
-    extra = list(allow)
-    # Outside a registry: the built-in allow-list and --allow-global only.
-    with contextlib.suppress(RegistryError):
-        extra += list(_open().config.allow_globals)
-    scan.allow_list(extra, source="--allow-global")
-    reports = scan.scan_paths(paths, extra)
-    if as_json:
-        _print_json([{"path": r.path, "kind": r.kind, "safe": r.safe, "findings": [
-            {"member": f.member, "offset": f.offset, "global": f.global_name, "message": f.message}
-            for f in r.findings]} for r in reports])
-    else:
-        for report in reports:
-            if report.safe:
-                click.echo(f"ok    {report.path} ({report.kind})")
-            for finding in report.findings:
-                click.echo(f"UNSAFE {finding}")
-    unsafe = sum(not r.safe for r in reports)
-    if not as_json:
-        click.echo(f"{len(reports)} file{'s' if len(reports) != 1 else ''} scanned, {unsafe} unsafe", err=True)
-    if unsafe:
-        sys.exit(1)
-
-
-@cli.command()
-def codeowners() -> None:
-    """Regenerate .github/CODEOWNERS from registry.yaml roles and model owners."""
-    from registry import codeowners as module
-
-    changed = module.write(_open())
-    click.echo(f"{module.CODEOWNERS_FILE} {'updated; commit it' if changed else 'is up to date'}")
-
-
 def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> None:
     if as_json:
         _print_json({"name": done.name, "version": done.version, "from_stage": done.from_stage,
@@ -394,214 +160,6 @@ def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> Non
         click.echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
     if done.branch and not push:
         click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--reason", required=True, help="Why: recorded in the commit and the audit log.")
-@click.option("--to", "to", metavar="VERSION", help="An earlier production version (default: the previous one).")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def rollback(name: str, reason: str, to: str | None, no_branch: bool, push: bool, as_json: bool) -> None:
-    """Put the previous (or a named earlier) production version back into production."""
-    from registry import lifecycle
-
-    reg = _open()
-    done = lifecycle.rollback(reg, name, reason, to, no_branch=no_branch, push=push)
-    _echo_promoted(done, as_json, push, reg.config.on_replace)
-
-
-@cli.command()
-@click.argument("name")
-@click.argument("version")
-@click.option("--sunset", required=True, metavar="DATE", help="Last day of service, YYYY-MM-DD (policy minimum ahead).")
-@click.option("--reason", required=True, help="Why: recorded in the commit, stages.yaml and the audit log.")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def deprecate(name: str, version: str, sunset: str, reason: str, no_branch: bool, push: bool, as_json: bool) -> None:
-    """Deprecate a version with a sunset date."""
-    from registry import lifecycle
-
-    reg = _open()
-    done = lifecycle.deprecate(reg, name, version, sunset, reason, no_branch=no_branch, push=push)
-    _echo_promoted(done, as_json, push, reg.config.on_replace)
-
-
-@cli.command()
-@click.argument("name")
-@click.argument("version")
-@click.option("--reason", default="end of life", show_default=True, help="Why: recorded in the audit log.")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def archive(name: str, version: str, reason: str, no_branch: bool, push: bool, as_json: bool) -> None:
-    """Archive a version: its lifecycle ends; it is never served again."""
-    from registry import lifecycle
-
-    reg = _open()
-    done = lifecycle.archive(reg, name, version, reason, no_branch=no_branch, push=push)
-    _echo_promoted(done, as_json, push, reg.config.on_replace)
-
-
-@cli.command(name="mcp")
-@click.option("--registry", "registry_path", type=click.Path(path_type=Path, file_okay=False), default=".",
-              show_default=True, help="The registry to serve (any folder inside its work tree).")
-def mcp_command(registry_path: Path) -> None:
-    """Serve the registry to AI agents over MCP (stdio): read tools, and promotion proposals
-    pushed as branches for human review."""
-    try:
-        from registry import mcpserver
-    except ModuleNotFoundError as exc:
-        missing = (exc.name or "mcp").partition(".")[0]
-        raise RegistryError(f"`registry mcp` needs the MCP SDK ({missing} is not installed): "
-                            "pip install 'gitops-registry[mcp]'") from None
-    mcpserver.serve(registry_path)
-
-
-@cli.command(name="gc")
-@click.option("--dry-run", is_flag=True, help="List what would be purged, with sizes; change nothing.")
-@click.option("--no-branch", is_flag=True, help="Commit the purge marks on the current branch.")
-@json_option
-def gc_command(dry_run: bool, no_branch: bool, as_json: bool) -> None:
-    """Apply the retention policy: purge old unstaged versions' weights, mark their cards."""
-    from registry import gc
-
-    reg = _open()
-    result, branch, commit = gc.run(reg, dry_run=dry_run, no_branch=no_branch)
-    if as_json:
-        _print_json({"dry_run": dry_run, "branch": branch, "commit": commit, "kept": result.kept,
-                     "bytes": result.size, "purged": [
-                         {"model": c.model, "version": c.version, "stage": c.stage, "created": c.created,
-                          "bytes": c.size} for c in result.candidates]})
-        return
-    verb = "would purge" if dry_run else "purged"
-    for c in result.candidates:
-        click.echo(f"{verb} {c.model}@{c.version}  {c.stage}, created {c.created}  {_size(c.size)}")
-    click.echo(f"{len(result.candidates)} version(s) {verb} ({_size(result.size)}); {result.kept} kept")
-    if commit:
-        where = f"on branch {branch}" if branch else "on the current branch"
-        click.echo(f"Purge marks committed {where} (commit {commit[:8]}); the weights are removed from the DVC remote")
-
-
-@cli.command(name="fetch")
-@click.option("--base", required=True, metavar="REF", help="What the PR merges into, e.g. origin/main.")
-@click.option("--dry-run", is_flag=True, help="Only list the DVC pointers that would be pulled.")
-@json_option
-def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
-    """Pull from the DVC remote only the artifacts of the versions a PR's gates check."""
-    from registry import fetch
-
-    planned = fetch.fetch(_open(), base, dry_run=dry_run)
-    if as_json:
-        _print_json({**planned.as_json(), "pulled": bool(planned.targets) and not dry_run})
-        return
-    if not planned.targets:
-        click.echo("Nothing to pull: no version checked between "
-                   f"{planned.base[:8]} and {planned.head[:8]} has DVC-tracked files")
-        return
-    verb = "Would pull" if dry_run else "Pulled"
-    versions = ", ".join(f"{m}@{v}" for m, v in planned.versions)
-    click.echo(f"{verb} {len(planned.targets)} DVC-tracked file{'s' if len(planned.targets) != 1 else ''} "
-               f"for {versions}")
-    for target in planned.targets:
-        click.echo(f"  {target.removesuffix('.dvc')}")
-
-
-@cli.command()
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder to write the site into (made, or replaced if it holds an earlier catalog).")
-@click.option("--at", "at", default="HEAD", show_default=True, help="Registry commit, branch or tag.")
-@json_option
-def site(out: Path, at: str, as_json: bool) -> None:
-    """Write a static HTML catalog (works offline and on GitHub Pages)."""
-    from registry import site as site_module
-
-    built = site_module.build(_open(), out, at=at)
-    if as_json:
-        _print_json({"out": str(built.out), "registry_commit": built.commit, "files": list(built.files)})
-        return
-    pages = [f for f in built.files if f.endswith(".html")]
-    click.echo(f"Wrote {len(pages)} page{'s' if len(pages) != 1 else ''} to {built.out} "
-               f"(commit {built.commit[:8]}); open {built.out / 'index.html'}")
-
-
-@cli.command(name="convert")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, type=click.Choice(["safetensors"]), help="Target format.")
-@click.option("--out", type=click.Path(path_type=Path), metavar="FILE",
-              help="Output file (default: PATH with the suffix .safetensors).")
-@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-@json_option
-def convert_command(path: Path, to: str, out: Path | None, force: bool, as_json: bool) -> None:
-    """Convert a PyTorch checkpoint or pickled dict of arrays to safetensors, never running it."""
-    from registry import convert
-
-    done = convert.convert(path, to=to, out=out, force=force)
-    if as_json:
-        _print_json(done.as_json())
-        return
-    count = len(done.tensors)
-    click.echo(f"Converted {done.source} ({done.source_format}) to {done.output}: {count} "
-               f"tensor{'s' if count != 1 else ''}, {_size(done.size)}, sha256:{done.sha256[:16]}")
-    for group in done.shared_storage:
-        click.echo(f"  shared storage, written as separate copies: {', '.join(group)}")
-    for key, value in done.metadata.items():
-        click.echo(f"  metadata {key} = {value}")
-
-
-@cli.command(name="api")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--ref", default="main", show_default=True, help="Branch served, and the base of proposed branches.")
-@click.option("--refresh", default=30.0, show_default=True, type=click.FloatRange(min=0), metavar="S",
-              help="Fetch --ref at most every S seconds (on demand, in the background).")
-@click.option("--origin", metavar="URL", help="Serve this registry, cloned into the cache "
-              "(default: the registry in the current directory, its committed --ref only).")
-@click.option("--cache", type=click.Path(path_type=Path), metavar="DIR",
-              help="Folder of the server's private clones (default: ~/.cache/registry/api/<hash of the source>).")
-def api_command(host: str, port: int, ref: str, refresh: float, origin: str | None, cache: Path | None) -> None:
-    """Serve the registry over HTTP: JSON reads, metrics, promotion proposals (see docs/api.md).
-
-    Tokens for POST .../transitions come from $REGISTRY_API_TOKENS ("token=user,token2=user2").
-    """
-    try:
-        from registry import restapi
-    except ImportError as exc:
-        if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client"):
-            raise
-        raise UsageError(f"`registry api` needs {exc.name}: pip install 'gitops-registry[api]'") from None
-    restapi.serve(host, port, origin, ref, refresh, cache, echo=lambda line: click.echo(line, err=True))
-
-
-@cli.group(name="import")
-def import_group() -> None:
-    """Bring models over from another model registry (MLflow), one review branch per model."""
-
-
-@import_group.command(name="mlflow")
-@click.option("--tracking-uri", required=True, metavar="URI",
-              help="MLflow tracking/registry URI, e.g. sqlite:///mlflow.db or http://host:5000.")
-@click.option("--model", "models", multiple=True, metavar="NAME", help="Only this MLflow model (repeat).")
-@click.option("--no-push", is_flag=True, help="Keep the import branches local (weights still go to DVC's remote).")
-@json_option
-def import_mlflow(tracking_uri: str, models: tuple[str, ...], no_push: bool, as_json: bool) -> None:
-    """Import MLflow registered models: versions → cards, aliases/stages → stages.yaml."""
-    from registry.importers import mlflow as importer
-
-    reg = _open()
-    with _progress() as progress:
-        report = importer.import_mlflow(reg, tracking_uri, models, push=not no_push, progress=progress)
-    if as_json:
-        _print_json(report.as_json())
-    else:
-        for model in report.models:
-            _print_import(model)
-        if not report.models:
-            click.echo("No registered models in MLflow")
-    if report.failed:
-        sys.exit(1)
 
 
 def _print_import(model: Any) -> None:
@@ -629,110 +187,6 @@ def _print_import(model: Any) -> None:
         click.echo(f"  Next: open a pull request for {model.branch}")
 
 
-@cli.command(name="pull")
-@click.option("--stage", required=True, type=click.Choice(["production", "canary", "staging"]),
-              help="The stage to serve.")
-@click.option("--to", "to", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="The serving folder; load DIR/<name>/current.")
-@click.option("--from", "source", metavar="URL",
-              help="The registry's git URL or path (default: the one DIR was last pulled from).")
-@click.option("--ref", default="main", show_default=True, help="The branch or tag to follow.")
-@click.option("--model", "models", multiple=True, metavar="NAME", help="Only this model (repeatable).")
-@click.option("--trusted-keys", type=click.Path(path_type=Path), metavar="FILE",
-              help="PEM public key(s), given out of band, that must have signed each version.")
-@click.option("--insecure-skip-signature", is_flag=True,
-              help="Load versions without checking signatures (sizes and digests are still checked).")
-@click.option("--allow-rewind", is_flag=True,
-              help="Accept a registry commit that does not descend from the last one applied.")
-@click.option("--watch", is_flag=True, help="Keep polling; apply changes as they merge (stop with SIGTERM).")
-@click.option("--interval", type=float, metavar="S", help="Seconds between polls with --watch.  [default: 30]")
-@click.option("--metrics-file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Write Prometheus metrics to FILE after each poll.")
-@json_option
-def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tuple[str, ...],
-                 trusted_keys: Path | None, insecure_skip_signature: bool, allow_rewind: bool, watch: bool,
-                 interval: float | None, metrics_file: Path | None, as_json: bool) -> None:
-    """Serve a stage: download verified versions into DIR, switch DIR/<name>/current atomically."""
-    import signal
-    import threading
-
-    from registry import serving
-
-    if interval is not None and not watch:
-        raise UsageError("--interval goes with --watch")
-    stop = threading.Event()
-
-    def show(event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if as_json:
-            click.echo(json.dumps(event))
-        elif kind == "switched":
-            share = f" ({event['traffic']:.0%} of traffic)" if "traffic" in event else ""
-            was = f", was {event['previous']}" if event.get("previous") else ""
-            click.echo(f"{event['model']}@{event['version']} now serving{share}{was}: {event['path']}")
-        elif kind == "traffic":
-            click.echo(f"{event['model']}@{event['version']} traffic {event['previous_traffic'] or 0:.0%} "
-                       f"→ {event['traffic'] or 0:.0%}")
-        elif kind == "removed":
-            click.echo(f"{event['model']}@{event['version']} removed: no longer in {event['stage']}")
-        elif kind == "applied":
-            click.echo(f"{event['stage']} at registry commit {event['registry_commit'][:12]}: "
-                       f"{len(event['switched'])} switched, {_size(event['downloaded_bytes'])} downloaded and verified")
-        elif kind == "unchanged" and not watch:
-            click.echo(f"{event['stage']} is up to date at registry commit {event['registry_commit'][:12]}")
-        elif kind == "failed":
-            for line in event["error"].splitlines():
-                click.echo(f"error: {line}", err=True)
-        elif kind in ("waiting", "watching", "stopped"):
-            text = event.get("message") or (
-                f"watching {event['source'] or 'the registry'} ({event['ref']}) every {event['interval']:g} s"
-                if kind == "watching" else "stopped")
-            click.echo(text, err=True)
-
-    with _progress() as progress, serving.stop_on_signals(stop) as received:
-        puller = serving.Puller(to, stage=stage, source=source, ref=ref, models=models, trusted_keys=trusted_keys,
-                                insecure_skip_signature=insecure_skip_signature, allow_rewind=allow_rewind,
-                                metrics_file=metrics_file, on_event=show, progress=progress, stop=stop)
-        try:
-            if watch:
-                puller.watch(30.0 if interval is None else interval)
-            else:
-                puller.poll()
-        except serving.Stopped as exc:
-            exc.exit_code = 128 + (received[0] if received else signal.SIGTERM)
-            raise
-
-
-@cli.group(name="keys")
-def keys_group() -> None:
-    """Signing keys: ECDSA P-256 key pairs in PEM files."""
-
-
-@keys_group.command(name="generate")
-@click.option("--out", "out", metavar="PREFIX", type=click.Path(path_type=Path), default=Path("registry-signing"),
-              show_default=True, help="Write PREFIX.key (private, mode 0600) and PREFIX.pub (public).")
-@click.option("--passphrase-env", metavar="VAR",
-              help="Encrypt the private key with the passphrase in environment variable VAR "
-                   "(default: REGISTRY_KEY_PASSPHRASE when it is set; otherwise unencrypted).")
-@json_option
-def keys_generate(out: Path, passphrase_env: str | None, as_json: bool) -> None:
-    """Make a new signing key pair."""
-    from registry import keys
-
-    made = keys.generate(out, keys.passphrase(passphrase_env))
-    if as_json:
-        _print_json({"private_key": str(made.private_key), "public_key": str(made.public_key),
-                     "key_id": made.key_id, "encrypted": made.encrypted, "warnings": list(made.warnings)})
-        return
-    protection = "encrypted with your passphrase" if made.encrypted else "not encrypted"
-    click.echo(f"Private key: {made.private_key} (mode 0600, {protection}; keep it secret)")
-    click.echo(f"Public key:  {made.public_key} (key id {made.key_id[:16]})")
-    for warning in made.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo("Next: commit the .pub file into the registry (e.g. keys/) and list it under trusted_keys "
-               "in registry.yaml")
-
-
 def _version_ref(ref: str) -> tuple[str, str]:
     from registry.names import parse_ref
 
@@ -742,67 +196,7 @@ def _version_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
-@cli.command(name="sign")
-@click.argument("ref", metavar="NAME@VERSION")
-@click.option("--key", "key", required=True, type=click.Path(path_type=Path), help="The private key (PREFIX.key).")
-@click.option("--passphrase-env", metavar="VAR",
-              help="Environment variable holding the key's passphrase (default: REGISTRY_KEY_PASSPHRASE).")
-@click.option("--force", is_flag=True, help="Replace an existing signature.")
-@click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
-@click.option("--push", is_flag=True, help="Push the branch to origin.")
-@json_option
-def sign_command(ref: str, key: Path, passphrase_env: str | None, force: bool, no_branch: bool, push: bool,
-                 as_json: bool) -> None:
-    """Sign a registered version, in a commit of its own on branch sign/NAME/VERSION."""
-    from registry import keys, sign
-
-    name, version = _version_ref(ref)
-    reg = _open()
-    done = sign.sign_version(reg, name, version, key, passphrase=keys.passphrase(passphrase_env), force=force,
-                             no_branch=no_branch, push=push)
-    if as_json:
-        _print_json({"name": done.name, "version": done.version, "branch": done.branch, "commit": done.commit,
-                     "key_id": done.key_id, "files": list(done.files), "replaced": done.replaced})
-        return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    verb = "Re-signed" if done.replaced else "Signed"
-    click.echo(f"{verb} {done.name}@{done.version} with key {done.key_id[:16]} {where} (commit {done.commit[:8]})")
-    click.echo(f"  {len(done.files)} files: {', '.join(done.files)}")
-    if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
-
-
-@cli.command(name="verify")
-@click.argument("ref", metavar="NAME@VERSION")
-@click.option("--trusted-keys", "trusted_keys", type=click.Path(path_type=Path), metavar="FILE",
-              help="Public keys to trust (one or more PEM); default: registry.yaml trusted_keys.")
-@click.option("--signature", "signature", type=click.Path(path_type=Path), metavar="FILE",
-              help="A signature bundle to check instead of the version's signature.json.")
-@json_option
-def verify_command(ref: str, trusted_keys: Path | None, signature: Path | None, as_json: bool) -> None:
-    """Check a version's signature against trusted keys; exit 1 with the reason if it fails."""
-    from registry import sign
-
-    name, version = _version_ref(ref)
-    verified = sign.verify_version(_open(), name, version, keys_file=trusted_keys, signature=signature)
-    if as_json:
-        _print_json(verified.as_json())
-        return
-    click.echo(f"{verified.name}@{verified.version}: signature verified by key {verified.key_id[:16]} "
-               f"({verified.key_source})")
-    click.echo(f"  {len(verified.files)} files: {', '.join(verified.files)}")
-
-
 # -- More commands go above this line (each calls into its own module). --
-
-
-@cli.command()
-@click.argument("directory", type=click.Path(path_type=Path), required=False)
-def demo(directory: Path | None) -> None:
-    """Run the whole story end to end in a fresh folder (default: a temporary one)."""
-    from registry import demo as demo_module
-
-    demo_module.run(directory, echo=click.echo)
 
 
 def _who(person: str) -> str:

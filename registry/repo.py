@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry import cards, config, git, stages, yamlio
+from registry import cards, config, stages, yamlio
 from registry.errors import NotARegistryError, Problem, ValidationError
 from registry.names import MODEL_NAME_RE, Version
 
@@ -31,6 +31,18 @@ class ModelInfo:
     tags: dict[str, object]
 
 
+def _worktree_top(start: Path) -> Path | None:
+    """The nearest folder holding .git, as `git rev-parse --show-toplevel` finds it when no
+    GIT_* variable redirects git; None sends the caller to git itself (no process spawned here)."""
+    if any(name in os.environ for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_CEILING_DIRECTORIES")):
+        return None
+    for folder in (start, *start.parents):
+        marker = folder / ".git"
+        if marker.is_dir() or marker.is_file():
+            return folder
+    return None
+
+
 def version_sort_key(text: str) -> tuple[object, ...]:
     """Semver precedence as a plain tuple, so sorting compares tuples in C (text already valid)."""
     if "-" not in text and "+" not in text:
@@ -50,7 +62,11 @@ class Registry:
         start = Path(start).resolve()
         if not start.is_dir():
             raise NotARegistryError(f"{start}: no such directory")
-        top = git.toplevel(start)
+        top = _worktree_top(start)
+        if top is None:
+            from registry import git
+
+            top = git.toplevel(start)
         if top is None or not (top / config.CONFIG_FILE).is_file():
             where = top or start
             raise NotARegistryError(

@@ -13,6 +13,7 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import Problem, RegistryError, ValidationError
+from registry.names import SEMVER_RE
 
 STAGES_FILE = "stages.yaml"
 SCHEMA_REF = f"../../{yamlio.REPO_SCHEMA_DIR}/stages.schema.json"
@@ -156,15 +157,47 @@ def _scalar(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
-_VERSION = r"(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)\.(?:0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
-_LINE = re.compile(
-    rf"(?P<key>production): (?P<production>{_VERSION})"
-    rf"|(?P<lkey>staging|archived): \[(?P<list>(?:{_VERSION})(?:, {_VERSION})*)?\]"
-    rf"|canary: \{{version: (?P<cversion>{_VERSION}), traffic: (?P<traffic>0\.[0-9]+)\}}"
-    rf"|deprecated: \{{(?P<deprecated>{_VERSION}: \{{(?:sunset: [0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})?\}}"
-    rf"(?:, {_VERSION}: \{{(?:sunset: [0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})?\}})*)\}}"
-)
-_DEPRECATED_ITEM = re.compile(rf"({_VERSION}): \{{(?:sunset: ([0-9-]+))?\}}")
+_TRAFFIC = re.compile(r"0\.[0-9]+")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _plain_version(text: str) -> bool:
+    # A semantic version is always a plain YAML string (never a number or a date).
+    return SEMVER_RE.fullmatch(text) is not None
+
+
+def _read_line(key: str, rest: str) -> Any:
+    """The value of one canonical line, or None when it is not in exactly that form."""
+    if key == "production":
+        return rest if _plain_version(rest) else None
+    if key in ("staging", "archived"):
+        if not (rest.startswith("[") and rest.endswith("]")):
+            return None
+        items = rest[1:-1].split(", ") if rest != "[]" else []
+        return items if all(_plain_version(v) for v in items) else None
+    if key == "canary":
+        if not (rest.startswith("{version: ") and rest.endswith("}")):
+            return None
+        version, sep, traffic = rest[len("{version: "):-1].partition(", traffic: ")
+        if not sep or not _plain_version(version) or not _TRAFFIC.fullmatch(traffic):
+            return None
+        return {"version": version, "traffic": float(traffic)}
+    if key == "deprecated":
+        if not (rest.startswith("{") and rest.endswith("}")) or rest == "{}":
+            return None
+        value: dict[str, Any] = {}
+        for item in rest[1:-1].split(", "):
+            version, sep, detail = item.partition(": ")
+            if not sep or not _plain_version(version) or version in value:
+                return None
+            if detail == "{}":
+                value[version] = {}
+            elif detail.startswith("{sunset: ") and detail.endswith("}") and _DATE.fullmatch(detail[9:-1]):
+                value[version] = {"sunset": detail[9:-1]}
+            else:
+                return None
+        return value
+    return None
 
 
 def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
@@ -187,24 +220,10 @@ def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
         if line == "{}" and not data and not empty:
             empty = True
             continue
-        match = _LINE.fullmatch(line)
-        if match is None or empty:
-            return None
-        if match["key"]:
-            key, value = "production", match["production"]
-        elif match["lkey"]:
-            key, value = match["lkey"], match["list"].split(", ") if match["list"] else []
-        elif match["cversion"]:
-            key, value = "canary", {"version": match["cversion"], "traffic": float(match["traffic"])}
-        else:
-            key = "deprecated"
-            value = {}
-            for version, sunset in _DEPRECATED_ITEM.findall(match["deprecated"]):
-                if version in value:
-                    return None
-                value[version] = {"sunset": sunset} if sunset else {}
-        if key in data:
-            return None  # a duplicate key: let the YAML loader say where
+        key, sep, rest = line.partition(": ")
+        value = _read_line(key, rest) if sep and not empty else None
+        if value is None or key in data:
+            return None  # not canonical, or a duplicate key: let the YAML loader say where
         data[key] = value
     return None if empty and data else data
 
