@@ -43,6 +43,19 @@ def _worktree_top(start: Path) -> Path | None:
     return None
 
 
+def _version_key_or_none(text: str) -> tuple[Any, ...] | None:
+    """The sort key of a version folder name, or None when it is not a semantic version.
+
+    Plain X.Y.Z names (nearly all) are checked and keyed in one pass without a regex.
+    """
+    if "-" not in text and "+" not in text:
+        parts = text.split(".")
+        if len(parts) == 3 and all(p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") for p in parts):
+            return (int(parts[0]), int(parts[1]), int(parts[2]), 1, ())
+        return None
+    return Version.parse(text).sort_key() if Version.is_valid(text) else None
+
+
 def version_sort_key(text: str) -> tuple[object, ...]:
     """Semver precedence as a plain tuple, so sorting compares tuples in C (text already valid)."""
     if "-" not in text and "+" not in text:
@@ -122,10 +135,12 @@ class Registry:
             names = os.listdir(base)  # names only, in C: the card lookup below is the real test
         except FileNotFoundError:
             return None
-        found = [n for n in names if n[:1].isdigit() and Version.is_valid(n)]
-        for version in sorted(found, key=version_sort_key, reverse=True):
-            if os.path.isfile(os.path.join(base, version, cards.CARD_FILE)):
-                return version
+        keyed = [(key, n) for n in names if n[:1].isdigit() and (key := _version_key_or_none(n)) is not None]
+        while keyed:  # usually one round: the highest version has its card
+            best = max(keyed)
+            if os.path.isfile(os.path.join(base, best[1], cards.CARD_FILE)):
+                return best[1]
+            keyed.remove(best)
         return None
 
     def stages(self, name: str) -> stages.Stages:

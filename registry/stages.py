@@ -6,6 +6,7 @@ so that a promotion is a one- or two-line diff a reviewer reads at a glance.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -166,6 +167,16 @@ def _plain_version(text: str) -> bool:
     return SEMVER_RE.fullmatch(text) is not None
 
 
+def _real_date(text: str) -> bool:
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_line(key: str, rest: str) -> Any:
     """The value of one canonical line, or None when it is not in exactly that form."""
     if key == "production":
@@ -174,12 +185,13 @@ def _read_line(key: str, rest: str) -> Any:
         if not (rest.startswith("[") and rest.endswith("]")):
             return None
         items = rest[1:-1].split(", ") if rest != "[]" else []
-        return items if all(_plain_version(v) for v in items) else None
+        unique = len(set(items)) == len(items)
+        return items if unique and all(_plain_version(v) for v in items) else None
     if key == "canary":
         if not (rest.startswith("{version: ") and rest.endswith("}")):
             return None
         version, sep, traffic = rest[len("{version: "):-1].partition(", traffic: ")
-        if not sep or not _plain_version(version) or not _TRAFFIC.fullmatch(traffic):
+        if not sep or not _plain_version(version) or not _TRAFFIC.fullmatch(traffic) or float(traffic) == 0:
             return None
         return {"version": version, "traffic": float(traffic)}
     if key == "deprecated":
@@ -192,7 +204,7 @@ def _read_line(key: str, rest: str) -> Any:
                 return None
             if detail == "{}":
                 value[version] = {}
-            elif detail.startswith("{sunset: ") and detail.endswith("}") and _DATE.fullmatch(detail[9:-1]):
+            elif detail.startswith("{sunset: ") and detail.endswith("}") and _real_date(detail[9:-1]):
                 value[version] = {"sunset": detail[9:-1]}
             else:
                 return None
@@ -202,6 +214,8 @@ def _read_line(key: str, rest: str) -> Any:
 
 def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
     """The canonical one-line-per-stage form `to_text` writes, read without a YAML parser.
+
+    What it returns is always valid against stages.schema.json (no check is needed after it).
 
     Registries hold thousands of stages files and the readers (ls, manifest, log) parse
     them all; anything not in exactly this form returns None and goes to the YAML
@@ -230,13 +244,16 @@ def _read_canonical(text: str | bytes) -> dict[str, Any] | None:
 
 def parse(text: str | bytes, path: str) -> Stages:
     canonical = _read_canonical(text) if len(text) <= yamlio.MAX_YAML_BYTES else None
-    data = canonical if canonical is not None else yamlio.loads(text, path)
-    from registry.fastcheck import stages_ok
+    if canonical is not None:
+        data: Any = canonical  # valid by construction
+    else:
+        from registry.fastcheck import stages_ok
 
-    # The fast exact check answers for valid files; the schema explains invalid ones.
-    problems = [] if stages_ok(data) else _schema_problems(data, path, text)
-    if problems:
-        raise ValidationError(problems)
+        data = yamlio.loads(text, path)
+        # The fast exact check answers for valid files; the schema explains invalid ones.
+        problems = [] if stages_ok(data) else _schema_problems(data, path, text)
+        if problems:
+            raise ValidationError(problems)
     stages = Stages.from_data(data)
     problems = duplicate_problems(stages, path, text)
     if problems:

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from registry import schemas, stages, yamlio
+from registry.errors import ValidationError
 from registry.fastcheck import stages_ok
 from registry.stages import Canary, Deprecation, Stages, _read_canonical
 
@@ -74,3 +75,22 @@ def test_stages_check_agrees_with_schema(doc: object) -> None:
 
 def test_canary_equality_helper() -> None:
     assert Stages(canary=Canary("1.0.0", 0.1)).to_text().splitlines()[1] == "canary: {version: 1.0.0, traffic: 0.1}"
+
+
+@pytest.mark.parametrize("seed", range(200, 400))
+def test_canonical_reader_output_is_schema_valid(seed: int) -> None:
+    """Stages read without YAML skip the structural check: what the reader accepts must be valid."""
+    text = random_stages(random.Random(seed)).to_text()
+    data = _read_canonical(text)
+    assert data is not None and stages_ok(data) and schema_says("stages", data)
+
+
+@pytest.mark.parametrize("text", [
+    "staging: [1.0.0, 1.0.0]\n",                         # not unique
+    "canary: {version: 1.0.0, traffic: 0.0}\n",          # no share
+    "deprecated: {1.0.0: {sunset: 2027-02-30}}\n",       # no such day
+])
+def test_canonical_reader_leaves_invalid_files_to_the_schema(text: str) -> None:
+    assert _read_canonical(text) is None
+    with pytest.raises(ValidationError):
+        stages.parse(text, "stages.yaml")

@@ -43,3 +43,12 @@ def test_parse_ref() -> None:
     assert parse_ref("credit-approval") == ("credit-approval", None)
     with pytest.raises(UsageError):
         parse_ref("credit-approval@")
+
+
+@pytest.mark.parametrize("text", ["1.0.0", "01.0.0", "1.0", "1.0.0.0", "1.2.3-rc.1", "1.2.3+b", "a.b.c",
+                                  "1.\u0660.0", "0.0.0", "10.20.30", "1.0.0-", "", "1..0"])
+def test_folder_name_keys_agree_with_the_parser(text: str) -> None:
+    from registry.repo import _version_key_or_none
+
+    expected = Version.parse(text).sort_key() if Version.is_valid(text) else None
+    assert _version_key_or_none(text) == expected
