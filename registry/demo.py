@@ -40,8 +40,10 @@ class _Story:
         self.root = root
         self.registry = root / "registry"
         self.echo = echo
+        # The demo's repositories stand alone even inside another work tree (make demo writes ./demo
+        # inside this project's checkout): git must not look above the demo folder.
         self.env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", HOME=str(root / "home"), DVC_NO_ANALYTICS="1",
-                        COLUMNS="120")
+                        COLUMNS="120", GIT_CEILING_DIRECTORIES=str(root.parent))
         self.pr = 0
 
     def as_user(self, who: tuple[str, str]) -> dict[str, str]:

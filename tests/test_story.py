@@ -182,7 +182,10 @@ def test_every_command_has_help(cli: Callable[..., Result]) -> None:
 
 def test_demo_runs_end_to_end(tmp_path: Path, cli: Callable[..., Result]) -> None:
     pytest.importorskip("sklearn", reason="the demo trains with scikit-learn: pip install 'gitops-registry[demo]'")
-    result = cli("demo", str(tmp_path / "demo"))
+    # As `make demo` does: a demo folder inside another git work tree (this project's checkout).
+    outer = tmp_path / "checkout"
+    git(tmp_path, "init", "--quiet", str(outer))
+    result = cli("demo", str(outer / "demo"))
     assert result.code == 0, result.err
     out = result.out
     assert "Traceback" not in out + result.err
@@ -192,4 +195,4 @@ def test_demo_runs_end_to_end(tmp_path: Path, cli: Callable[..., Result]) -> Non
     assert "nothing was changed: still serving digits@1.0.0" in out  # the tampered pull
     assert "FAIL scan" in out and "payload executed: False" in out
     assert "rolled back digits@1.0.0" in out
-    assert (tmp_path / "demo/serving/digits/current").resolve().name == "1.0.0"
+    assert (outer / "demo/serving/digits/current").resolve().name == "1.0.0"
