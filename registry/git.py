@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -158,21 +158,6 @@ class CatFile:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def stream(args: Sequence[str], cwd: Path) -> Iterator[bytes]:
-    """Yield NUL-separated records of one long git command as they arrive."""
-    with subprocess.Popen(["git", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        buffer = b""
-        while chunk := proc.stdout.read(1 << 16):
-            *records, buffer = (buffer + chunk).split(b"\0")
-            yield from records
-        if buffer:
-            yield buffer
-        err = proc.stderr.read()
-        if proc.wait() != 0:
-            raise GitError(f"git {args[0]} failed: {err.decode(errors='replace').strip()}")
 
 
 def parse_tree(data: bytes) -> dict[str, tuple[str, str]]:

@@ -103,10 +103,6 @@ def check_version(text: str) -> str:
     return text
 
 
-def version_key(text: str) -> Version:
-    return Version.parse(text)
-
-
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """Split ``name@version`` (version optional) and validate both parts."""
     name, sep, version = ref.partition("@")

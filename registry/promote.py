@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from registry import branches, git, stages, yamlio
@@ -164,6 +163,3 @@ def commit_message(name: str, version: str, to: str, reason: str, traffic: float
     share = f" ({traffic:.0%} traffic)" if traffic is not None else ""
     subject = subject or f"{VERBS[to]} {name}@{version} to {to}{share}"
     return f"{subject}\n\nReason: {reason}\n"
-
-
-TRAILER_RE = re.compile(r"^Reason:\s*(.+)$", re.MULTILINE)

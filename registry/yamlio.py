@@ -12,11 +12,11 @@ replace (temp file in the same directory, fsync, rename).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.errors import Problem, ValidationError
+from registry.errors import ValidationError
 
 MAX_YAML_BYTES = 1 << 20
 # Where `registry init` copies the JSON Schemas inside a registry, for editors.
@@ -95,7 +95,3 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
-
-
-def problems_text(problems: Iterable[Problem]) -> str:
-    return "\n".join(str(p) for p in problems)
