@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import StorageError, ValidationError
+from registry.quiet import quiet_loggers
 
 DEFAULT_REMOTE = "storage"
 DVC_CONFIG = ".dvc/config"
@@ -38,15 +38,8 @@ def _quiet_dvc() -> Iterator[None]:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     import dvc.repo  # noqa: F401 - importing dvc installs its CLI log handlers; quiet them after
 
-    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_objects", "dvc_data")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
-    try:
+    with quiet_loggers("dvc", "dvc_objects", "dvc_data"):
         yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
 
 
 def _error(action: str, exc: Exception) -> StorageError:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import logging
 import math
 import os
 import re
@@ -47,6 +46,7 @@ from registry.importers import (
     sha256_file,
 )
 from registry.names import MODEL_NAME_RE, Version
+from registry.quiet import quiet_loggers
 from registry.repo import Registry
 
 INSTALL_HINT = "MLflow is not installed: pip install 'gitops-registry[mlflow]'"
@@ -257,15 +257,10 @@ def _quiet_mlflow(uri: str) -> Iterator[None]:
     }
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
-    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.WARNING)
     try:
-        yield
+        with quiet_loggers("mlflow", "alembic"):
+            yield
     finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
