@@ -8,7 +8,7 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import UsageError
-from registry.names import ALL_STAGES, check_model_name, check_version
+from registry.names import ALL_STAGES, check_model_name
 from registry.repo import Registry
 from registry.stages import Stages
 
@@ -82,12 +82,7 @@ def show_model(reg: Registry, name: str) -> dict[str, Any]:
 
 
 def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
-    check_model_name(name)
-    check_version(version)
-    if not reg.has_model(name):
-        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
-    if version not in reg.versions(name):
-        raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
+    reg.require_version(name, version)
     card = reg.card(name, version)
     held = reg.stages(name)
     out = dict(card.data)

@@ -36,10 +36,7 @@ def plan(
     check_version(version)
     if to not in ALL_STAGES:
         raise UsageError(f"unknown stage {to!r}: use one of {', '.join(ALL_STAGES)}")
-    if not reg.has_model(name):
-        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
-    if version not in reg.versions(name):
-        raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
+    reg.require_version(name, version)
     card = reg.card(name, version)  # refuses an invalid card
     if "purged" in card.data and to not in ("archived", "development"):
         raise UsageError(f"{name}@{version} was purged by the retention policy on "

@@ -116,6 +116,18 @@ class Registry:
     def has_model(self, name: str) -> bool:
         return (self.model_dir(name) / MODEL_FILE).is_file()
 
+    def require_version(self, name: str, version: str) -> None:
+        """Refuse (usage error) a bad name or version, an unknown model or an unregistered version."""
+        from registry.errors import UsageError
+        from registry.names import check_model_name, check_version
+
+        check_model_name(name)
+        check_version(version)
+        if not self.has_model(name):
+            raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
+        if version not in self.versions(name):
+            raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
+
     def versions(self, name: str) -> list[str]:
         """Registered versions (folders holding a card.yaml), oldest first by semver."""
         base = os.path.join(self.root, MODELS_DIR, name)

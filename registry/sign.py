@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from registry import branches, cards, config, git, keys, signing, storage, yamlio
 from registry.errors import RegistryError, StorageError, UsageError
-from registry.names import check_model_name, check_version
 from registry.repo import Registry
 from registry.signing import SIGNATURE_FILE, SignatureError, SigningKeyError
 
@@ -274,12 +273,7 @@ def signature_status(reg: Registry, name: str, version: str) -> dict[str, Any]:
 
 
 def _registered_folder(reg: Registry, name: str, version: str) -> None:
-    check_model_name(name)
-    check_version(version)
-    if not reg.has_model(name):
-        raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
-    if version not in reg.versions(name):
-        raise UsageError(f"{name}@{version} is not registered; see `registry show {name}` for its versions")
+    reg.require_version(name, version)
 
 
 def _registered_card(reg: Registry, name: str, version: str) -> cards.Card:
