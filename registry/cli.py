@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from registry import __version__
-from registry.errors import RegistryError, UsageError
+from registry.errors import RegistryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _JSON_FLAG = False
@@ -38,33 +37,6 @@ def _open() -> Any:
     import registry
 
     return registry.open(Path.cwd())
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress bar on a terminal for long copies; nothing when piped."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
-
-        yield update
 
 
 # Commands live in their own modules and are imported only when they run: a read
@@ -127,81 +99,7 @@ def cli(traceback: bool) -> None:
     """
 
 
-def _show_model(data: dict[str, Any]) -> None:
-    click.echo(f"{data['name']}: {data['description']}")
-    click.echo(f"  owners: {', '.join(data['owners']) or '-'}   task: {data['task'] or '-'}")
-    for entry in data["versions"]:
-        metrics = ", ".join(f"{k}={v}" for k, v in entry["metrics"].items())
-        click.echo(f"  {entry['version']:<14} {entry['stage']:<12} {entry['created'] or '':<11} {metrics}")
-
-
-def _show_version(data: dict[str, Any]) -> None:
-    click.echo(f"{data['name']}@{data['version']}  [{data['stage']}]")
-    click.echo(f"  {data['description'].strip()}")
-    click.echo(f"  created {data['created']}  framework {data['framework']}  task {data['task']}")
-    click.echo("  metrics: " + ", ".join(f"{k}={v}" for k, v in data["metrics"].items()))
-    for artifact in data["artifacts"]:
-        click.echo(f"  {artifact['path']}  {_size(artifact['size'])}  {artifact['storage']}  sha256:{artifact['sha256'][:16]}")
-    click.echo(f"  signing: {data['signing']['status']}")
-    for entry in data["history"]:
-        click.echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
-                   f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
-
-
-def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> None:
-    if as_json:
-        _print_json({"name": done.name, "version": done.version, "from_stage": done.from_stage,
-                     "to_stage": done.to_stage, "replaced": done.replaced, "branch": done.branch,
-                     "commit": done.commit, "stages": done.stages.as_dict()})
-        return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    click.echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
-    if done.replaced:
-        click.echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
-    if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
-
-
-def _print_import(model: Any) -> None:
-    counts = {s: sum(v.status == s for v in model.versions) for s in ("registered", "skipped")}
-    if model.status == "refused":
-        click.echo(f"error: {model.label}: {model.error}" if model.label not in (model.error or "")
-                   else f"error: {model.error}", err=True)
-        return
-    where = f" on branch {model.branch}" if model.branch else ""
-    pushed = " (pushed)" if model.pushed else ""
-    summary = {"imported": f"{counts['registered']} registered, {counts['skipped']} already there",
-               "up-to-date": "up to date, nothing to do", "conflict": "CONFLICT, nothing imported"}[model.status]
-    click.echo(f"{model.name} ← {model.label}: {summary}{where}{pushed}")
-    for v in model.versions:
-        files = ", ".join(a.path + (" (dvc)" if a.storage == "dvc" else "") for a in v.artifacts)
-        click.echo(f"  {v.version:<10} ← version {v.source_version:<4} {v.status:<12} {v.stage:<11} "
-                   + (v.message if v.status == "conflict" else files))
-    for note in model.notes:
-        click.echo(f"  note: {note}")
-    if model.status == "conflict":
-        click.echo(f"error: {model.name}: {model.error}", err=True)
-    elif model.status == "imported" and not model.pushed:
-        click.echo(f"  Next: git push -u origin {model.branch}, then open a pull request")
-    elif model.status == "imported":
-        click.echo(f"  Next: open a pull request for {model.branch}")
-
-
-def _version_ref(ref: str) -> tuple[str, str]:
-    from registry.names import parse_ref
-
-    name, version = parse_ref(ref)
-    if version is None:
-        raise UsageError(f"{ref}: give a version, NAME@VERSION (e.g. {name}@1.0.0)")
-    return name, version
-
-
 # -- More commands go above this line (each calls into its own module). --
-
-
-def _who(person: str) -> str:
-    """A person's name without the e-mail, for tables (--json keeps both)."""
-    return ", ".join(p.split(" <")[0] for p in person.split(", "))
 
 
 def _size(n: int) -> str:

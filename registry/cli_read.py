@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from registry.cli import (  # noqa: F401 - shared helpers of the command modules
-    _console,
-    _echo_promoted,
+from registry.cli import (  # the helpers the command modules share
     _open,
-    _print_import,
     _print_json,
-    _progress,
-    _show_model,
-    _show_version,
     _size,
-    _version_ref,
-    _who,
     json_option,
 )
 from registry.errors import UsageError
@@ -162,3 +155,35 @@ def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str
                        f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
         if not entries:
             click.echo("No changes recorded")
+
+
+def _show_model(data: dict[str, Any]) -> None:
+    click.echo(f"{data['name']}: {data['description']}")
+    click.echo(f"  owners: {', '.join(data['owners']) or '-'}   task: {data['task'] or '-'}")
+    for entry in data["versions"]:
+        metrics = ", ".join(f"{k}={v}" for k, v in entry["metrics"].items())
+        click.echo(f"  {entry['version']:<14} {entry['stage']:<12} {entry['created'] or '':<11} {metrics}")
+
+
+def _show_version(data: dict[str, Any]) -> None:
+    click.echo(f"{data['name']}@{data['version']}  [{data['stage']}]")
+    click.echo(f"  {data['description'].strip()}")
+    click.echo(f"  created {data['created']}  framework {data['framework']}  task {data['task']}")
+    click.echo("  metrics: " + ", ".join(f"{k}={v}" for k, v in data["metrics"].items()))
+    for artifact in data["artifacts"]:
+        click.echo(f"  {artifact['path']}  {_size(artifact['size'])}  {artifact['storage']}  sha256:{artifact['sha256'][:16]}")
+    click.echo(f"  signing: {data['signing']['status']}")
+    for entry in data["history"]:
+        click.echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
+                   f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _who(person: str) -> str:
+    """A person's name without the e-mail, for tables (--json keeps both)."""
+    return ", ".join(p.split(" <")[0] for p in person.split(", "))
