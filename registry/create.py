@@ -60,7 +60,7 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
         written += [root / ".dvc", root / ".dvcignore"]
         files = {
             config.CONFIG_FILE: config.default_text(),
-            templates.WORKFLOW_FILE: templates.workflow(),
+            templates.WORKFLOW_FILE: templates.workflow(remote),
             codeowners.CODEOWNERS_FILE: codeowners.generate(config.DEFAULT_CONFIG["roles"], {}),
         }
         for kind in schemas.KINDS:

@@ -18,9 +18,16 @@ CHECK_REPORT = "registry-check.json"
 MANIFEST_FILE = "manifest.json"
 
 
-def package_spec() -> str:
-    # The distribution's own name, pinned: `pip install registry` is an unrelated package.
-    return f"gitops-registry=={__version__}"
+# The extra a DVC remote's URL scheme needs on the runner (DVC's own plugin for that storage).
+REMOTE_EXTRAS = {"s3": "s3"}
+
+
+def package_spec(remote_url: str = "") -> str:
+    """What pip installs: the distribution's own name, pinned (`pip install registry` is an
+    unrelated package), with the extra the DVC remote needs, e.g. gitops-registry[s3]==X.Y.Z."""
+    scheme = remote_url.partition("://")[0] if "://" in remote_url else ""
+    extra = REMOTE_EXTRAS.get(scheme.lower())
+    return f"gitops-registry{f'[{extra}]' if extra else ''}=={__version__}"
 
 
 # @NAME@ placeholders, not str.format: the text is full of ${{ }} and shell ${VAR:-}.
@@ -175,9 +182,10 @@ def _render(text: str, values: dict[str, str]) -> str:
 _FILES = {"REPORT": CHECK_REPORT, "MANIFEST": MANIFEST_FILE}
 
 
-def workflow() -> str:
-    """The workflow `registry init` writes: self-contained, pinned to this version."""
-    values = {"VERSION": __version__, "PACKAGE": f'"{package_spec()}"', "PYTHON": '"3.11"',
+def workflow(remote_url: str = "") -> str:
+    """The workflow `registry init` writes: self-contained, pinned to this version, with the
+    extra that the registry's DVC remote needs."""
+    values = {"VERSION": __version__, "PACKAGE": f'"{package_spec(remote_url)}"', "PYTHON": '"3.11"',
               "BASE_REF": "${{ github.base_ref }}", "STAGE": "production",
               "ARTIFACT": "production-manifest", **_FILES}
     return _render(_INIT_HEAD + _JOBS, values)

@@ -337,6 +337,23 @@ def test_init_writes_the_workflow_and_the_reusable_file_is_current(registry_dir:
         f"> {templates.REUSABLE_WORKFLOW_FILE}"
 
 
+@pytest.mark.parametrize(("remote", "spec"), [
+    ("s3://models-bucket/registry", f"gitops-registry[s3]=={__version__}"),
+    ("S3://Models-Bucket/registry", f"gitops-registry[s3]=={__version__}"),
+    ("remote-folder", f"gitops-registry=={__version__}"),
+])
+def test_init_installs_the_extra_its_remote_needs(remote: str, spec: str, tmp_path: Path,
+                                                  cli: Callable[..., Result]) -> None:
+    # An S3 remote needs DVC's S3 plugin on the runner, or the PR job cannot pull the weights.
+    reg = tmp_path / "reg"
+    result = cli("init", str(reg), "--dvc-remote", str(tmp_path / remote) if "://" not in remote else remote,
+                 cwd=tmp_path)
+    assert result.code == 0, result.err
+    workflow = load(init_workflow(reg))
+    for job in ("gates", "manifest"):
+        assert workflow["jobs"][job]["env"]["REGISTRY_PACKAGE"] == spec
+
+
 @pytest.mark.parametrize("kind", sorted(WORKFLOWS))
 def test_workflow_shape(kind: str, registry_dir: Path) -> None:
     text = WORKFLOWS[kind](registry_dir)
