@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from registry.errors import ValidationError
-from registry.yamlio import MAX_EXPANDED_NODES, MAX_YAML_BYTES
+from registry.yamlio import MAX_EXPANDED_NODES, MAX_YAML_BYTES, too_big
 
 try:
     _BaseLoader: type = yaml.CSafeLoader
@@ -95,9 +95,7 @@ def _check_expansion(root: yaml.Node, path: str) -> None:
 def loads(text: str | bytes, path: str = "<string>") -> Any:
     """Parse one YAML document safely. Errors raise ValidationError naming file and line."""
     if len(text) > MAX_YAML_BYTES:
-        raise ValidationError.one(
-            path, f"file is {len(text)} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML files"
-        )
+        raise too_big(path, len(text))
     loader = _Loader(text)
     try:
         try:

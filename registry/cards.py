@@ -8,8 +8,8 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import Problem, ValidationError
+from registry.layout import CARD_FILE as CARD_FILE
 
-CARD_FILE = "card.yaml"
 SCHEMA_REF = f"../../../{yamlio.REPO_SCHEMA_DIR}/card.schema.json"
 # The fields `register` fills in; a card given to it may leave them out.
 FILLED_BY_REGISTER = ("name", "version", "created", "artifacts")

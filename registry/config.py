@@ -9,8 +9,7 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import ValidationError
-
-CONFIG_FILE = "registry.yaml"
+from registry.layout import CONFIG_FILE as CONFIG_FILE
 
 DEFAULT_TRANSITIONS: dict[str, list[str]] = {
     "development": ["staging", "archived"],

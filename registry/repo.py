@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry import cards, config, stages, yamlio
+from registry import stages, yamlio
 from registry.errors import NotARegistryError, Problem, ValidationError
 from registry.names import MODEL_NAME_RE, Version
 
 if TYPE_CHECKING:
     from registry.audit import AuditEntry
+    from registry.cards import Card
+    from registry.config import RegistryConfig
     from registry.inventory import ModelSummary
     from registry.promote import Promoted
     from registry.register import Registered
 
-MODELS_DIR = "models"
-MODEL_FILE = "model.yaml"
+from registry.layout import CARD_FILE, CONFIG_FILE
+from registry.layout import MODEL_FILE as MODEL_FILE
+from registry.layout import MODELS_DIR as MODELS_DIR
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,23 @@ def _worktree_top(start: Path) -> Path | None:
     return None
 
 
-def _version_key_or_none(text: str) -> tuple[Any, ...] | None:
-    """The sort key of a version folder name, or None when it is not a semantic version.
+# Version folders picked out of one NUL-joined directory listing (no file name holds a NUL)
+# with one regex call per model instead of Python work per folder: plain X.Y.Z names are
+# keyed straight from the match; the rare pre-release or build names go through Version.
+_PLAIN_VERSIONS = re.compile(r"(?<![^\0])(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?![^\0])")
+_OTHER_VERSIONS = re.compile(r"(?<![^\0])[0-9][^\0]*[-+][^\0]*(?![^\0])")
 
-    Plain X.Y.Z names (nearly all) are checked and keyed in one pass without a regex.
-    """
-    if "-" not in text and "+" not in text:
-        parts = text.split(".")
-        if len(parts) == 3 and all(p.isascii() and p.isdigit() and (p == "0" or p[0] != "0") for p in parts):
-            return (int(parts[0]), int(parts[1]), int(parts[2]), 1, ())
-        return None
-    return Version.parse(text).sort_key() if Version.is_valid(text) else None
+
+def version_folders(names: list[str]) -> list[tuple[tuple[Any, ...], str]]:
+    """(semver sort key, name) for each entry of a listing that is a semantic version."""
+    listing = "\0".join(names)
+    keyed: list[tuple[tuple[Any, ...], str]] = [
+        ((int(major), int(minor), int(patch), 1, ()), f"{major}.{minor}.{patch}")
+        for major, minor, patch in _PLAIN_VERSIONS.findall(listing)
+    ]
+    if "-" in listing or "+" in listing:
+        keyed += [(Version.parse(n).sort_key(), n) for n in _OTHER_VERSIONS.findall(listing) if Version.is_valid(n)]
+    return keyed
 
 
 def version_sort_key(text: str) -> tuple[object, ...]:
@@ -80,10 +90,10 @@ class Registry:
             from registry import git
 
             top = git.toplevel(start)
-        if top is None or not (top / config.CONFIG_FILE).is_file():
+        if top is None or not (top / CONFIG_FILE).is_file():
             where = top or start
             raise NotARegistryError(
-                f"{where}: not a registry (no {config.CONFIG_FILE} at the top of a git repository); "
+                f"{where}: not a registry (no {CONFIG_FILE} at the top of a git repository); "
                 "run `registry init` to make one, or cd into one"
             )
         return cls(top)
@@ -92,8 +102,10 @@ class Registry:
         return f"Registry({str(self.root)!r})"
 
     @cached_property
-    def config(self) -> config.RegistryConfig:
-        return config.load(self.root)
+    def config(self) -> RegistryConfig:
+        from registry.config import load
+
+        return load(self.root)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -137,7 +149,7 @@ class Registry:
             return []
         with entries:
             found = [e.name for e in entries if e.is_dir() and Version.is_valid(e.name)]
-        found = [v for v in found if os.path.isfile(os.path.join(base, v, cards.CARD_FILE))]
+        found = [v for v in found if os.path.isfile(os.path.join(base, v, CARD_FILE))]
         return sorted(found, key=version_sort_key)
 
     def latest_version(self, name: str) -> str | None:
@@ -147,10 +159,10 @@ class Registry:
             names = os.listdir(base)  # names only, in C: the card lookup below is the real test
         except FileNotFoundError:
             return None
-        keyed = [(key, n) for n in names if n[:1].isdigit() and (key := _version_key_or_none(n)) is not None]
+        keyed = version_folders(names)
         while keyed:  # usually one round: the highest version has its card
             best = max(keyed)
-            if os.path.isfile(os.path.join(base, best[1], cards.CARD_FILE)):
+            if os.path.isfile(os.path.join(base, best[1], CARD_FILE)):
                 return best[1]
             keyed.remove(best)
         return None
@@ -158,16 +170,17 @@ class Registry:
     def stages(self, name: str) -> stages.Stages:
         rel = f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}"
         try:
-            with open(os.path.join(self.root, rel), "rb") as handle:
-                text = handle.read(yamlio.MAX_YAML_BYTES + 1)
-        except FileNotFoundError:
-            return stages.Stages()
+            text = yamlio.read_present(os.path.join(self.root, rel), rel)
         except OSError:
             text = yamlio.read_bytes(self.root / rel, rel)  # reports why, with the path
+        if text is None:
+            return stages.Stages()
         return stages.parse(text, rel)
 
-    def card(self, name: str, version: str) -> cards.Card:
-        path = self.version_dir(name, version) / cards.CARD_FILE
+    def card(self, name: str, version: str) -> Card:
+        from registry import cards
+
+        path = self.version_dir(name, version) / CARD_FILE
         if not path.is_file():
             raise ValidationError.one(
                 self.rel(path), f"{name}@{version} is not registered (no card); "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +19,12 @@ KINDS = ("registry", "model", "stages", "card")
 
 
 def _schema_dir() -> Path:
-    packaged = resources.files("registry") / "schemas"
+    here = Path(__file__).resolve().parent
+    packaged = here / "schemas"  # where the wheel puts them (force-include in pyproject.toml)
     if packaged.is_dir():
-        return Path(str(packaged))
+        return packaged
     # Editable install / source checkout: the project's top-level schemas/ folder.
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return here.parent / "schemas"
 
 
 def schema_file(kind: str) -> Path:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry import git, manifest, signing, stages, storage
 from registry.errors import RegistryError, UsageError
+from registry.layout import CARD_FILE
 from registry.names import check_model_name
 from registry.repo import MODELS_DIR, Registry
 from registry.serving_fetch import Blob, Mirror, SourceError, remote_head
@@ -511,12 +512,12 @@ class Puller:
             if artifact.path not in digests:
                 raise VerificationError(f"{want.ref}: {artifact.path}: listed in card.yaml but not in {want.folder}")
             self._check_artifact(want, artifact, sizes[artifact.path], digests[artifact.path], f"{want.folder}/{artifact.path}")
-        card_path = folder / signing.CARD_FILE
+        card_path = folder / CARD_FILE
         try:
             card_bytes = card_path.read_bytes()
         except FileNotFoundError:
             raise VerificationError(f"{want.ref}: {want.folder} has no card.yaml") from None
-        if hashlib.sha256(card_bytes).hexdigest() != digests.get(signing.CARD_FILE):
+        if hashlib.sha256(card_bytes).hexdigest() != digests.get(CARD_FILE):
             raise VerificationError(f"{want.ref}: card.yaml changed while being verified")
         try:
             card = yaml.safe_load(card_bytes)

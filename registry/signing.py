@@ -50,9 +50,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry import yamlio
 from registry.errors import RegistryError
+from registry.layout import CARD_FILE
 
 SIGNATURE_FILE = "signature.json"
-CARD_FILE = "card.yaml"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

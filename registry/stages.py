@@ -14,9 +14,9 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import Problem, RegistryError, ValidationError
+from registry.layout import STAGES_FILE as STAGES_FILE
 from registry.names import SEMVER_RE
 
-STAGES_FILE = "stages.yaml"
 SCHEMA_REF = f"../../{yamlio.REPO_SCHEMA_DIR}/stages.schema.json"
 _PLAIN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]*")
 

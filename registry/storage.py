@@ -17,7 +17,6 @@ from typing import Any
 
 from registry import yamlio
 from registry.errors import StorageError, ValidationError
-from registry.quiet import quiet_loggers
 
 DEFAULT_REMOTE = "storage"
 DVC_CONFIG = ".dvc/config"
@@ -35,6 +34,8 @@ class Pointer:
 @contextlib.contextmanager
 def _quiet_dvc() -> Iterator[None]:
     """DVC talks to its logger as if it were the CLI; as a library we keep it quiet."""
+    from registry.quiet import quiet_loggers
+
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     import dvc.repo  # noqa: F401 - importing dvc installs its CLI log handlers; quiet them after
 

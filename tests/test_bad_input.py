@@ -358,6 +358,16 @@ def stages_duplicate(env: Env) -> None:
     git(env.reg, "commit", "--quiet", "-am", "hand edit")
 
 
+def stages_huge(env: Env) -> None:
+    env.write(f"{MODEL}/stages.yaml", HEADER + "staging: [1.0.0]\n" + "#" * 2_000_000 + "\n")
+    git(env.reg, "commit", "--quiet", "-am", "hand edit")
+
+
+def stages_a_folder(env: Env) -> None:
+    (env.reg / MODEL / "stages.yaml").unlink(missing_ok=True)
+    env.write(f"{MODEL}/stages.yaml/README", "a folder where the stages file belongs\n")
+
+
 def config_broken(env: Env) -> None:
     env.edit("registry.yaml", "keep_latest: 3", "keep_latest: three")
     git(env.reg, "commit", "--quiet", "-am", "hand edit")
@@ -599,6 +609,8 @@ def staging_with_bad_card(env: Env) -> None:
 # Reading commands on a registry whose committed files were broken by hand: exit 1, file:line: field.
 BROKEN_READ_CASES: list[tuple[str, list[str], Setup, list[str]]] = [
     ("ls-stages-duplicate", ["ls"], stages_duplicate, [f"{STAGES}:3: duplicate key 'staging'"]),
+    ("ls-stages-huge", ["ls"], stages_huge, [f"{STAGES}: file is 2000", "over the 1048576-byte limit"]),
+    ("ls-stages-a-folder", ["ls"], stages_a_folder, [f"{STAGES}: not a regular file"]),
     ("show-model-stages-duplicate", ["show", "credit-approval"], stages_duplicate,
      [f"{STAGES}:3: duplicate key 'staging'"]),
     ("manifest-stages-duplicate", ["manifest", "--stage", "staging"], stages_duplicate,

@@ -45,10 +45,23 @@ def test_parse_ref() -> None:
         parse_ref("credit-approval@")
 
 
-@pytest.mark.parametrize("text", ["1.0.0", "01.0.0", "1.0", "1.0.0.0", "1.2.3-rc.1", "1.2.3+b", "a.b.c",
-                                  "1.\u0660.0", "0.0.0", "10.20.30", "1.0.0-", "", "1..0"])
-def test_folder_name_keys_agree_with_the_parser(text: str) -> None:
-    from registry.repo import _version_key_or_none
+FOLDER_NAMES = ["1.0.0", "01.0.0", "1.0", "1.0.0.0", "1.2.3-rc.1", "1.2.3+b", "a.b.c", "1.\u0660.0", "0.0.0",
+                "10.20.30", "1.0.0-", "", "1..0", "2.0.0-rc.1+build.5", "1.0.0-01", "model.yaml", "stages.yaml",
+                "1.0.0\n2.0.0", " 1.0.0", "1.0.0 ", "v1.0.0", "1.0.0-rc.1\n1.0.0", "9.9.9-"]
 
-    expected = Version.parse(text).sort_key() if Version.is_valid(text) else None
-    assert _version_key_or_none(text) == expected
+
+@pytest.mark.parametrize("text", FOLDER_NAMES)
+def test_folder_name_keys_agree_with_the_parser(text: str) -> None:
+    from registry.repo import version_folders
+
+    expected = [(Version.parse(text).sort_key(), text)] if Version.is_valid(text) else []
+    assert version_folders([text]) == expected
+
+
+def test_a_listing_keys_every_version_folder_once() -> None:
+    from registry.repo import version_folders
+
+    got = version_folders(FOLDER_NAMES)
+    expected = [(Version.parse(t).sort_key(), t) for t in FOLDER_NAMES if Version.is_valid(t)]
+    assert sorted(got) == sorted(expected)
+    assert max(got)[1] == "10.20.30"
