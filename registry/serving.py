@@ -553,45 +553,54 @@ class Puller:
         models: dict[str, ModelRecord] = {n: m for n, m in old_models.items() if self.scope and n not in self.scope}
         versions: dict[str, dict[str, VersionRecord]] = {}
         switched: list[str] = []
-        for item in ready:
-            want, old = item.want, old_models.get(item.want.name)
-            serving = self.store.current_version(want.name)
-            if serving != want.version:
-                self.store.switch(want.name, want.version)
-            previous = serving if serving not in (None, want.version) else (old.previous if old else None)
-            if old is None or old.version != want.version or serving != want.version:
-                switched.append(want.name)
-                event: dict[str, Any] = {"event": "switched", "time": stamp, "model": want.name, "version": want.version,
-                         "previous": serving, "stage": self.stage, "registry_commit": commit,
-                         "path": str(self.store.model_dir(want.name) / CURRENT)}
-                if want.traffic is not None:
-                    event["traffic"] = want.traffic
-                events.append(event)
-            elif old.traffic != want.traffic:
-                events.append({"event": "traffic", "time": stamp, "model": want.name, "version": want.version,
-                               "traffic": want.traffic, "previous_traffic": old.traffic, "stage": self.stage,
-                               "registry_commit": commit})
-            same = old is not None and old.version == want.version and old.traffic == want.traffic
-            models[want.name] = ModelRecord(want.version, want.traffic, previous,
-                                            old.commit if same and old else commit)
-            kept = {want.version: item.record}
-            if previous is not None and state is not None and (record := state.record(want.name, previous)):
-                kept[previous] = record
-            versions[want.name] = kept
-        retired = [n for n in old_models if (not self.scope or n in self.scope) and n not in models]
-        for name in retired:
-            self.store.retire(name)
-            events.append({"event": "removed", "time": stamp, "model": name, "version": old_models[name].version,
-                           "stage": self.stage, "registry_commit": commit})
-        for name in models:
-            if name not in versions and state is not None:
-                versions[name] = dict(state.versions.get(name, {}))
-        new_state = State(
-            source=source, ref=refname, stage=self.stage, scope=self.scope, registry_commit=commit,
-            applied_at=stamp, models=models, versions=versions,
-            failures_total=state.failures_total if state else 0,
-            last_failure=state.last_failure if state else None, last_success=time.time())
-        self.store.write_state(new_state)
+        undo: list[tuple[str, str | None]] = []  # (model, version served before), newest last
+        try:
+            for item in ready:
+                want, old = item.want, old_models.get(item.want.name)
+                serving = self.store.current_version(want.name)
+                if serving != want.version:
+                    self.store.switch(want.name, want.version)
+                    undo.append((want.name, serving))
+                previous = serving if serving not in (None, want.version) else (old.previous if old else None)
+                if old is None or old.version != want.version or serving != want.version:
+                    switched.append(want.name)
+                    event: dict[str, Any] = {
+                        "event": "switched", "time": stamp, "model": want.name, "version": want.version,
+                        "previous": serving, "stage": self.stage, "registry_commit": commit,
+                        "path": str(self.store.model_dir(want.name) / CURRENT)}
+                    if want.traffic is not None:
+                        event["traffic"] = want.traffic
+                    events.append(event)
+                elif old.traffic != want.traffic:
+                    events.append({"event": "traffic", "time": stamp, "model": want.name, "version": want.version,
+                                   "traffic": want.traffic, "previous_traffic": old.traffic, "stage": self.stage,
+                                   "registry_commit": commit})
+                same = old is not None and old.version == want.version and old.traffic == want.traffic
+                models[want.name] = ModelRecord(want.version, want.traffic, previous,
+                                                old.commit if same and old else commit)
+                kept = {want.version: item.record}
+                if previous is not None and state is not None and (record := state.record(want.name, previous)):
+                    kept[previous] = record
+                versions[want.name] = kept
+            retired = [n for n in old_models if (not self.scope or n in self.scope) and n not in models]
+            for name in retired:
+                self.store.retire(name)
+                events.append({"event": "removed", "time": stamp, "model": name, "version": old_models[name].version,
+                               "stage": self.stage, "registry_commit": commit})
+            for name in models:
+                if name not in versions and state is not None:
+                    versions[name] = dict(state.versions.get(name, {}))
+            new_state = State(
+                source=source, ref=refname, stage=self.stage, scope=self.scope, registry_commit=commit,
+                applied_at=stamp, models=models, versions=versions,
+                failures_total=state.failures_total if state else 0,
+                last_failure=state.last_failure if state else None, last_success=time.time())
+            self.store.write_state(new_state)
+        except BaseException:
+            # A disk error part-way (or an interrupt): what was switched goes back, so the
+            # folder serves exactly what state.json says and the failure message is true.
+            self.store.switch_back(undo)
+            raise
         for item in ready:
             self.store.prune(item.want.name, set(versions[item.want.name]))
         summary: dict[str, Any] = {

@@ -361,6 +361,18 @@ class ServingDir:
             raise
         fsync_dir(model_dir)
 
+    def switch_back(self, undo: list[tuple[str, str | None]]) -> None:
+        """Undo the switches of a pull that failed part-way: each model points at what it
+        served before, newest switch first (a model new in this pull serves nothing again).
+        Best effort: a failure here leaves that model on the verified version it was switched to."""
+        for name, version in reversed(undo):
+            with contextlib.suppress(OSError):
+                if version is None:
+                    (self.model_dir(name) / CURRENT).unlink(missing_ok=True)
+                    fsync_dir(self.model_dir(name))
+                else:
+                    self.switch(name, version)
+
     def retire(self, name: str) -> None:
         """A model no longer in the stage: its folder goes (current first, so readers see it gone)."""
         (self.model_dir(name) / CURRENT).unlink(missing_ok=True)

@@ -373,6 +373,41 @@ def test_a_tampered_blob_in_the_dvc_remote_is_refused_and_the_previous_version_k
     assert pull(serve, origin, world).switched == ("m",)
 
 
+def test_a_disk_error_while_switching_the_second_model_switches_the_first_back(
+        world: World, origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from registry.serving_store import ServingDir
+
+    serve, keys = tmp_path / "serve", tmp_path / "both.pub"
+    keys.write_bytes(world.trusted.read_bytes() + world.rogue.read_bytes())
+    pull(serve, origin, world, trusted_keys=keys)  # m@1.0.0
+    merge_to(origin, world, "big1")  # m@1.3.0, and big@1.0.0 new: two switches in one pull
+    real_switch, calls = ServingDir.switch, []
+
+    def full_disk_on_the_second(store: ServingDir, name: str, version: str) -> None:
+        calls.append(name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_switch(store, name, version)
+
+    monkeypatch.setattr(ServingDir, "switch", full_disk_on_the_second)
+    with pytest.raises(serving.PullError) as failed:
+        pull(serve, origin, world, trusted_keys=keys)
+    assert sorted(calls[:2]) == ["big", "m"]
+    assert "No space left on device" in str(failed.value) and "still serving m@1.0.0" in str(failed.value)
+    # What the message says is what is served: the first switch was undone.
+    assert os.readlink(serve / "m" / "current") == "versions/1.0.0"
+    assert not os.path.lexists(serve / "big" / "current")
+    state = json.loads((serve / "state.json").read_text())
+    assert state["registry_commit"] == world.commit("v1") and list(state["models"]) == ["m"]
+    monkeypatch.undo()
+    result = pull(serve, origin, world, trusted_keys=keys)
+    assert sorted(result.switched) == ["big", "m"]
+    assert os.readlink(serve / "m" / "current") == "versions/1.3.0"
+    assert os.readlink(serve / "big" / "current") == "versions/1.0.0"
+
+
 def test_a_force_pushed_older_state_is_refused_unless_rewind_is_allowed(
         world: World, origin: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
     serve = tmp_path / "serve"
