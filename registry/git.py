@@ -12,6 +12,7 @@ from types import TracebackType
 from registry.errors import GitError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+TREE_MODE = "40000"  # a folder, as raw tree objects spell its mode
 
 
 def run(

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from registry import cards, git, schemas, stages, storage
+from registry import git, schemas, stages, storage
 from registry.blobcache import BlobCache
 from registry.errors import UsageError, ValidationError
+from registry.layout import CARD_FILE
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODELS_DIR, Registry
 
@@ -23,15 +24,18 @@ SERVABLE = ("production", "canary", "staging")
 def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tuple[str, ...] = ()) -> dict[str, Any]:
     if stage not in SERVABLE:
         raise UsageError(f"--stage {stage}: a manifest is made for {', '.join(SERVABLE)} only")
-    commit = git.rev_parse(at, reg.root)
-    if commit is None:
-        raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
+    if not at or "\n" in at:  # one request per line to cat-file below
+        raise UsageError(f"--at {at!r}: no such commit, branch or tag in this registry")
     models: dict[str, Any] = {}
-    tree_entries = git.ls_tree(commit, reg.root, [f"{MODELS_DIR}/"], recursive=False)
-    model_trees = {e.path.split("/", 1)[1]: e.sha for e in tree_entries if e.kind == "tree"}
-    wanted = [n for n in sorted(model_trees) if MODEL_NAME_RE.fullmatch(n) and (not names or n in names)]
     cache = BlobCache(reg.root, "manifest-cache", f"manifest-2:{schemas.fingerprint()}")
     with git.CatFile(reg.root) as cat:
+        # The commit and the models folder through the one cat-file process: no rev-parse, no ls-tree.
+        [(commit, _)] = cat.read_many_with_ids([f"{at}^{{commit}}"])
+        if commit is None:
+            raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
+        listing = git.parse_tree(cat.read(f"{commit}:{MODELS_DIR}/") or b"")  # "/": a folder only
+        model_trees = {name: sha for name, (mode, sha) in listing.items() if mode == git.TREE_MODE}
+        wanted = [n for n in sorted(model_trees) if MODEL_NAME_RE.fullmatch(n) and (not names or n in names)]
         remote = storage.remote_url(cat.read(f"{commit}:{storage.DVC_CONFIG}"))
         # Trees by id, then blobs by id: no path is resolved from the root more than once.
         trees = [git.parse_tree(t or b"") for t in cat.read_many([model_trees[n] for n in wanted])]
@@ -57,12 +61,12 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
         needed: list[str] = []
         for (_, _, _, _), vtree in zip(chosen, version_trees, strict=True):
             for entry_name, (_, sha) in vtree.items():
-                if (entry_name == cards.CARD_FILE or entry_name.endswith(".dvc")) and cache.get(sha) is None:
+                if (entry_name == CARD_FILE or entry_name.endswith(".dvc")) and cache.get(sha) is None:
                     needed.append(sha)
         fresh = dict(zip(needed, cat.read_many(needed), strict=True))
         for (name, version, traffic, _), vtree in zip(chosen, version_trees, strict=True):
             folder = f"{MODELS_DIR}/{name}/{version}"
-            card_entry = vtree.get(cards.CARD_FILE)
+            card_entry = vtree.get(CARD_FILE)
             if card_entry is None:
                 raise ValidationError.one(f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}",
                                           f"{stage} names {version}, which has no card at {folder}/card.yaml",
@@ -98,6 +102,8 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
 
 def _card_core(blob: bytes, path: str) -> dict[str, Any]:
     # The whole card is validated once per blob id; what serving needs is kept.
+    from registry import cards
+
     card = cards.parse(blob, path)
     return {"name": card.name, "version": card.version, "artifacts": [a.as_dict() for a in card.artifacts]}
 

@@ -157,7 +157,7 @@ class Mirror:
         """Every file under a tree (trees are always in the mirror), recursively."""
         files: list[Blob] = []
         for name, (mode, oid) in sorted(self.subtrees(cat, tree).items()):
-            if mode == "40000":
+            if mode == git.TREE_MODE:
                 files += self.walk(cat, oid, f"{prefix}{name}/")
             else:
                 files.append(Blob(f"{prefix}{name}", mode, oid))

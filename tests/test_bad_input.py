@@ -588,6 +588,8 @@ OTHER_CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("show-unregistered-version", ["show", "credit-approval@9.9.9"], USAGE, ["credit-approval@9.9.9 is not registered"]),
     ("manifest-unknown-ref", ["manifest", "--at", "nosuchref"], USAGE, ["--at nosuchref: no such commit, branch or tag"]),
     ("manifest-option-as-ref", ["manifest", "--at", "--all"], USAGE, ["--at --all: no such commit"]),
+    ("manifest-two-refs-in-one", ["manifest", "--at", "main\nHEAD"], USAGE, ["--at 'main\\nHEAD': no such commit"]),
+    ("manifest-a-file-as-ref", ["manifest", "--at", "HEAD:registry.yaml"], USAGE, ["--at HEAD:registry.yaml: no such commit"]),
     ("manifest-archived", ["manifest", "--stage", "archived"], USAGE, ["Invalid value for '--stage'", "'archived'"]),
     ("log-since-yesterday", ["log", "--since", "yesterday"], USAGE, ["--since 'yesterday': use an ISO date, YYYY-MM-DD"]),
     ("log-since-basic-format", ["log", "--since", "20250101"], USAGE, ["--since '20250101': use an ISO date"]),
