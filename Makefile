@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	@# pip compiles an installed wheel; an editable install is compiled here, so that no
+	@# command pays for it where PYTHONDONTWRITEBYTECODE is set (stale files are ignored).
+	$(BIN)/python -m compileall -q registry
 	touch $(STAMP)
 
 demo: $(STAMP)
