@@ -48,7 +48,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry import yamlio
+from registry import storage, yamlio
 from registry.errors import RegistryError
 from registry.layout import CARD_FILE
 
@@ -58,7 +58,6 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 HASH_ALGORITHM = "sha256"
-CHUNK = 1 << 20
 _BUNDLE_KEYS = {"mediaType", "verificationMaterial", "dsseEnvelope"}
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
@@ -141,14 +140,6 @@ def is_signed_file(relative: str) -> bool:
     return relative != SIGNATURE_FILE and not base.endswith(".dvc") and base != ".gitignore"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _walk(folder: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
     with os.scandir(folder) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
@@ -174,7 +165,7 @@ def hash_folder(folder: Path, name: str, version: str) -> Manifest:
     ignored: list[str] = [SIGNATURE_FILE]
     for relative, path in _walk(folder):
         if is_signed_file(relative):
-            resources.append(Resource(relative, file_sha256(path)))
+            resources.append(Resource(relative, storage.file_digest(path)[0]))
         else:
             ignored.append(relative)
     return Manifest(name, version, tuple(resources), tuple(ignored))

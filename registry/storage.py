@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,12 @@ class Pointer:
     path: str
     md5: str
     size: int | None
+
+
+def file_digest(path: Path | str) -> tuple[str, int]:
+    """The sha256 (hex) and size of a file, as a card records an artifact: one read."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest(), os.fstat(handle.fileno()).st_size
 
 
 @contextlib.contextmanager

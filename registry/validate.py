@@ -8,7 +8,6 @@ Cross-file checks (card ↔ folder ↔ pointer ↔ stages) run every time on the
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +232,7 @@ def _consistency(reg: Registry, present: set[str], facts: dict[str, _Facts], ind
                     problems.append(Problem(card_path, f"{name} is stored in git but {file_path} is missing",
                                             _line(reg, card_path, ["artifacts", i]), where))
                     continue
-                digest, actual = _git_file_digest(reg, file_path)
+                digest, actual = storage.file_digest(reg.root / file_path)
                 if actual != size or digest != artifact["sha256"]:
                     problems.append(Problem(card_path, f"{file_path} is {actual} bytes with sha256 {digest[:12]}…; "
                                             f"the card says {size} bytes, {artifact['sha256'][:12]}…",
@@ -261,16 +260,6 @@ def _line(reg: Registry, path: str, field_path: list[str | int]) -> int | None:
         return yamlio.line_of((reg.root / path).read_bytes(), field_path)
     except OSError:
         return None
-
-
-def _git_file_digest(reg: Registry, path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(reg.root / path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 __all__ = ["validate"]

@@ -15,10 +15,6 @@ if TYPE_CHECKING:
     from registry.check import CheckContext
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def check_version(ctx: CheckContext, model: str, version: str) -> list[str]:
     """Problems of one version folder at head, each naming the file."""
     folder = f"{MODELS_DIR}/{model}/{version}"
@@ -44,8 +40,9 @@ def check_version(ctx: CheckContext, model: str, version: str) -> list[str]:
                 problems.append(f"{file_path}: listed in the card as stored in git, but not in the commit")
                 continue
             data = ctx.cat.read(entry.sha) or b""
-            if len(data) != artifact.size or _sha256(data) != artifact.sha256:
-                problems.append(f"{file_path}: is {len(data)} bytes with sha256 {_sha256(data)}; "
+            digest = hashlib.sha256(data).hexdigest()
+            if len(data) != artifact.size or digest != artifact.sha256:
+                problems.append(f"{file_path}: is {len(data)} bytes with sha256 {digest}; "
                                 f"the card says {artifact.size} bytes, {artifact.sha256}")
             continue
         pointer_path = file_path + ".dvc"
@@ -71,14 +68,9 @@ def check_version(ctx: CheckContext, model: str, version: str) -> list[str]:
         if not blob.is_file():
             problems.append(f"{file_path}: not available from DVC to verify")
             continue
-        digest = hashlib.sha256()
-        size = 0
-        with blob.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-        if size != artifact.size or digest.hexdigest() != artifact.sha256:
-            problems.append(f"{file_path}: is {size} bytes with sha256 {digest.hexdigest()}; "
+        digest, size = storage.file_digest(blob)
+        if size != artifact.size or digest != artifact.sha256:
+            problems.append(f"{file_path}: is {size} bytes with sha256 {digest}; "
                             f"the card says {artifact.size} bytes, {artifact.sha256}")
     for extra in sorted(set(entries) - listed):
         problems.append(f"{folder}/{extra}: not listed in the card's artifacts")

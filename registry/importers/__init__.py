@@ -15,7 +15,6 @@ a conflict, and then nothing is committed for that model: an import never overwr
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,7 +31,6 @@ from registry.stages import Stages
 
 ProgressFn = Callable[[str, int, int], None]
 REMOTE = "origin"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -113,14 +111,6 @@ class ModelOutcome:
             "stages": self.stages.as_dict() if self.stages is not None else None,
             "notes": list(self.notes), "error": self.error,
         }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_push(reg: Registry, push: bool) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry import yamlio
+from registry import storage, yamlio
 from registry.errors import RegistryError, UsageError
 from registry.importers import (
     ModelOutcome,
@@ -43,7 +43,6 @@ from registry.importers import (
     VersionPlan,
     apply,
     check_push,
-    sha256_file,
 )
 from registry.names import MODEL_NAME_RE, Version
 from registry.quiet import quiet_loggers
@@ -385,7 +384,8 @@ def _flatten(local: Path, dest: Path, label: str) -> list[SourceFile]:
     for origin, path in sorted(found.items()):
         target = dest / names[origin]
         os.replace(path, target)
-        files.append(SourceFile(target, origin, target.stat().st_size, sha256_file(target)))
+        digest, size = storage.file_digest(target)
+        files.append(SourceFile(target, origin, size, digest))
     shutil.rmtree(local if local.is_dir() else local.parent, ignore_errors=True)
     return sorted(files, key=lambda f: f.name)
 
