@@ -38,7 +38,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,6 +384,25 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> ec.Elliptic
 def load_public_keys(path: Path) -> tuple[ec.EllipticCurvePublicKey, ...]:
     """Every PEM public key in a file (one or more, concatenated)."""
     return parse_public_keys(_read_key_file(path), str(path))
+
+
+def keys_in_commit(paths: Sequence[str], read: Callable[[str], bytes | None],
+                   commit: str) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
+    """The public keys registry.yaml's trusted_keys name, each file read from a commit's tree
+    by `read` (None: not there), and a problem for each file missing or not a key file.
+    `commit` names the commit in those problems ("the base commit")."""
+    keys: list[ec.EllipticCurvePublicKey] = []
+    problems = []
+    for path in paths:
+        data = read(path)
+        if data is None:
+            problems.append(f"registry.yaml trusts {path}, which is not in {commit}")
+            continue
+        try:
+            keys += parse_public_keys(data, path)
+        except RegistryError as exc:
+            problems.append(str(exc))
+    return keys, problems
 
 
 def parse_public_keys(data: bytes, path: str) -> tuple[ec.EllipticCurvePublicKey, ...]:

@@ -208,17 +208,7 @@ def _trusted_keys(cat: git.CatFile, commit: str, paths: Sequence[str]) -> tuple[
     """The public keys registry.yaml trusts, read from the same commit; and why none, if none."""
     if not paths:
         return [], "registry.yaml lists no trusted_keys"
-    keys: list[Any] = []
-    problems = []
-    for path in paths:
-        data = cat.read(f"{commit}:{path}")
-        if data is None:
-            problems.append(f"registry.yaml trusts {path}, which is not in this commit")
-            continue
-        try:
-            keys += signing.parse_public_keys(data, path)
-        except RegistryError as exc:
-            problems.append(str(exc))
+    keys, problems = signing.keys_in_commit(paths, lambda path: cat.read(f"{commit}:{path}"), "this commit")
     return keys, ("; ".join(problems) or None)
 
 

@@ -17,18 +17,8 @@ if TYPE_CHECKING:
 
 def trusted_keys(ctx: CheckContext) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
     """Keys named by base's registry.yaml, read from base's tree (a PR cannot add its own key)."""
-    keys: list[ec.EllipticCurvePublicKey] = []
-    problems = []
-    for path in ctx.config.trusted_keys:
-        data = ctx.read(ctx.base, path)
-        if data is None:
-            problems.append(f"registry.yaml trusts {path}, which is not in the base commit")
-            continue
-        try:
-            keys += signing.parse_public_keys(data, path)
-        except RegistryError as exc:
-            problems.append(str(exc))
-    return keys, problems
+    return signing.keys_in_commit(ctx.config.trusted_keys, lambda path: ctx.read(ctx.base, path),
+                                  "the base commit")
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
