@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from registry import stages, yamlio
 from registry.errors import NotARegistryError, Problem, ValidationError
+from registry.layout import CARD_FILE, CONFIG_FILE
+from registry.layout import MODEL_FILE as MODEL_FILE
+from registry.layout import MODELS_DIR as MODELS_DIR
 from registry.names import MODEL_NAME_RE, Version
 
 if TYPE_CHECKING:
@@ -20,10 +23,6 @@ if TYPE_CHECKING:
     from registry.inventory import ModelSummary
     from registry.promote import Promoted
     from registry.register import Registered
-
-from registry.layout import CARD_FILE, CONFIG_FILE
-from registry.layout import MODEL_FILE as MODEL_FILE
-from registry.layout import MODELS_DIR as MODELS_DIR
 
 
 @dataclass(frozen=True)
