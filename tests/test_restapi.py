@@ -26,8 +26,7 @@ from registry import restapi
 from registry.errors import GitError, UsageError
 from registry.restapi_index import ReadIndex
 from registry.restapi_write import GitHub, parse_tokens
-from tests.conftest import CARD, Result, as_user, git, merge, new_weights
-from tests.conftest import SCIENTIST as SCIENTIST_ID
+from tests.conftest import CARD, Result, git, isolate, merge, new_weights
 
 TOKENS = "t-ada=ada,t-dana=dana,t-olga=olga,t-vic=vic"
 ADMIN = {"Authorization": "Bearer t-ada"}          # registry.yaml roles.admin
@@ -62,15 +61,6 @@ def _server(origin: Path | None, cache: Path, *, start: Path | None = None, refr
     return index, restapi.create_app(index, proposer, tokens)
 
 
-def _isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    """What conftest's isolated_env does, for a fixture that outlives one test."""
-    home.mkdir(parents=True, exist_ok=True)
-    for key, value in {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
-                       "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache")}.items():
-        monkeypatch.setenv(key, value)
-    as_user(monkeypatch, SCIENTIST_ID)
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Built once per module (registering runs DVC, about a second a version), copied for each test.
@@ -85,7 +75,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("restapi-template")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _isolate(monkeypatch, root / "home")
+        isolate(monkeypatch, root / "home")
         origin = root / "origin.git"
         git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
         reg = api.init(root / "reg", dvc_remote=str(root / "dvc-remote"))

@@ -23,7 +23,7 @@ import pytest
 
 from registry import api, serving, signing
 from registry.errors import UsageError
-from tests.conftest import CARD, SCIENTIST, Result, git
+from tests.conftest import CARD, Result, git, isolate
 
 BIG = 48 << 20  # 50 MB: a download takes a while, and the test stays quick
 
@@ -67,14 +67,7 @@ def _promote(reg: api.Registry, name: str, version: str, *stages: str, tag: str,
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("world")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("HOME", str(base))
-        env.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        env.setenv("GIT_CONFIG_GLOBAL", str(base / ".gitconfig"))
-        env.setenv("DVC_NO_ANALYTICS", "1")
-        env.setenv("DVC_SITE_CACHE_DIR", str(base / "dvc-site-cache"))
-        for role in ("AUTHOR", "COMMITTER"):
-            env.setenv(f"GIT_{role}_NAME", SCIENTIST[0])
-            env.setenv(f"GIT_{role}_EMAIL", SCIENTIST[1])
+        isolate(env, base)
         origin = base / "origin.git"
         git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
         # As GitHub does: partial clones are allowed, so the mirror really is blob-less.

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from tests.conftest import REVIEWER, SCIENTIST, Result, as_user, git, snapshot
+from tests.conftest import REVIEWER, SCIENTIST, Result, as_user, git, isolate, snapshot
 
 # Debian's chromium; GitHub's Ubuntu runners ship google-chrome, which takes the same flags.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome") or \
@@ -93,15 +93,8 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built
     from registry import api, signing
 
     base = tmp_path_factory.mktemp("site-registry")
-    home = base / "home"
-    home.mkdir()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        mp.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
-        mp.setenv("DVC_NO_ANALYTICS", "1")
-        mp.setenv("DVC_SITE_CACHE_DIR", str(home / "dvc-site-cache"))
-        as_user(mp, SCIENTIST)
+        isolate(mp, base / "home")
         api.init(base / "reg", dvc_remote=str(base / "dvc-remote"))
         reg = registry.open(base / "reg")
         root = reg.root
