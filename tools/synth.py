@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from registry.stages import Canary, Deprecation, Stages  # stages.yaml as the registry writes it
+
 # Bump when the generated layout or history changes: cached registries are rebuilt.
 GENERATOR_VERSION = 1
 SEED = 20240501
@@ -131,21 +133,13 @@ class StageState:
             self.archived.remove(version)
 
     def render(self) -> str:
-        lines = ["# yaml-language-server: $schema=../../.registry/schemas/stages.schema.json"]
-        if self.production:
-            lines.append(f"production: {self.production}")
-        if self.canary:
-            lines.append(f"canary: {{version: {self.canary[0]}, traffic: {self.canary[1]!r}}}")
-        if self.staging:
-            lines.append(f"staging: [{', '.join(self.staging)}]")
-        if self.deprecated:
-            held = ", ".join(f"{v}: {{sunset: {d}}}" for v, d in self.deprecated.items())
-            lines.append(f"deprecated: {{{held}}}")
-        if self.archived:
-            lines.append(f"archived: [{', '.join(self.archived)}]")
-        if len(lines) == 1:
-            lines.append("{}")
-        return "\n".join(lines) + "\n"
+        return Stages(
+            production=self.production,
+            canary=Canary(*self.canary) if self.canary else None,
+            staging=tuple(self.staging),
+            deprecated={version: Deprecation(sunset) for version, sunset in self.deprecated.items()},
+            archived=tuple(self.archived),
+        ).to_text()
 
 
 @dataclass(frozen=True)
