@@ -9,12 +9,16 @@ from functools import total_ordering
 from registry.errors import UsageError
 
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-# semver.org's grammar, without a leading "v".
+# semver.org's grammar, without a leading "v" and without build metadata: 1.0.0+a and 1.0.0+b
+# have the same precedence as 1.0.0, so two folders could claim one version.
 SEMVER_RE = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?",
     re.ASCII,  # \d must not match look-alike digits such as Arabic-Indic '٠'
+)
+BUILD_METADATA_HINT = (
+    "build metadata (+...) is not allowed: versions that differ only in it have equal precedence; "
+    "use a pre-release (1.0.0-build.7) or a new version"
 )
 STAGES = ("production", "canary", "staging", "deprecated", "archived")
 ALL_STAGES = ("development", *STAGES)
@@ -38,20 +42,21 @@ class Version:
     minor: int
     patch: int
     prerelease: tuple[int | str, ...] = ()
-    build: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Version:
         match = SEMVER_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
+            if isinstance(text, str) and "+" in text and SEMVER_RE.fullmatch(text.partition("+")[0]):
+                raise UsageError(f"invalid version {text!r}: {BUILD_METADATA_HINT}")
             foreign = [c for c in text if not c.isascii()] if isinstance(text, str) else []
             hint = f"; {foreign[0]!r} is U+{ord(foreign[0]):04X}, not an ASCII character" if foreign else ""
             raise UsageError(
                 f"invalid version {text!r}: use a semantic version such as 1.2.0 or 1.3.0-rc.1{hint}"
             )
-        major, minor, patch, pre, build = match.groups()
+        major, minor, patch, pre = match.groups()
         prerelease = tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else ()
-        return cls(int(major), int(minor), int(patch), prerelease, build or "")
+        return cls(int(major), int(minor), int(patch), prerelease)
 
     @classmethod
     def is_valid(cls, text: object) -> bool:
@@ -93,8 +98,6 @@ class Version:
         text = f"{self.major}.{self.minor}.{self.patch}"
         if self.prerelease:
             text += "-" + ".".join(str(p) for p in self.prerelease)
-        if self.build:
-            text += "+" + self.build
         return text
 
 

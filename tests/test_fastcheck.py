@@ -11,7 +11,7 @@ from registry.errors import ValidationError
 from registry.fastcheck import stages_ok
 from registry.stages import Canary, Deprecation, Stages, _read_canonical
 
-VERSIONS = ["1.0.0", "0.9.0", "1.1.0-rc.1", "2.0.0+build.7", "10.20.30"]
+VERSIONS = ["1.0.0", "0.9.0", "1.1.0-rc.1", "2.0.0-build.7", "10.20.30"]
 
 
 def random_stages(rng: random.Random) -> Stages:
