@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from registry.errors import ValidationError
-from registry.yamlio import MAX_EXPANDED_NODES, MAX_YAML_BYTES, too_big
+from registry.yamlio import MAX_EXPANDED_NODES, MAX_INT_DIGITS, MAX_YAML_BYTES, too_big
 
 try:
     _BaseLoader: type = yaml.CSafeLoader
@@ -53,6 +53,27 @@ def _construct_text(loader: _Loader, node: yaml.ScalarNode) -> str:
     return str(loader.construct_scalar(node))
 
 
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """An integer Python can also print: at most MAX_INT_DIGITS decimal digits (any base).
+
+    Past that, Python refuses int <-> str conversions (sys.get_int_max_str_digits), so a
+    longer one would fail later, far from its line, in whatever prints or compares it.
+    """
+    text = str(loader.construct_scalar(node))
+    decimal = not text.lstrip("+-").startswith(("0x", "0o", "0b"))
+    too_long = decimal and sum(c.isdigit() for c in text) > MAX_INT_DIGITS
+    value: int = 0 if too_long else yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+    if too_long or (not decimal and value.bit_length() > _MAX_INT_BITS):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer this long is not allowed (at most {MAX_INT_DIGITS} digits)", node.start_mark
+        )
+    return value
+
+
+# 2**_MAX_INT_BITS < 10**MAX_INT_DIGITS: a value within the bits prints in at most that many digits.
+_MAX_INT_BITS = int(MAX_INT_DIGITS * 3.3219)
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
 _Loader.add_constructor("tag:yaml.org,2002:binary", _construct_text)
 

@@ -2,7 +2,7 @@
 
 Loading: the libyaml safe loader where available, duplicate keys refused, aliases
 bounded (a "billion laughs" document is refused before anything expands it), files
-over a size limit refused before parsing, timestamps kept as strings (the schemas
+over a size limit refused before parsing, integers longer than Python can print refused, timestamps kept as strings (the schemas
 check their format), and every error located by file, line and field.
 
 Writing: a ``# yaml-language-server: $schema=…`` header, stable key order, atomic
@@ -23,6 +23,8 @@ MAX_YAML_BYTES = 1 << 20
 REPO_SCHEMA_DIR = ".registry/schemas"
 # Nodes a document may expand to once aliases are followed.
 MAX_EXPANDED_NODES = 100_000
+# Python's default limit on int <-> str conversions (sys.get_int_max_str_digits).
+MAX_INT_DIGITS = 4300
 
 
 def loads(text: str | bytes, path: str = "<string>") -> Any:
