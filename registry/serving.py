@@ -34,7 +34,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry import git, manifest, signing, stages, storage
@@ -519,11 +518,7 @@ class Puller:
             raise VerificationError(f"{want.ref}: {want.folder} has no card.yaml") from None
         if hashlib.sha256(card_bytes).hexdigest() != digests.get(CARD_FILE):
             raise VerificationError(f"{want.ref}: card.yaml changed while being verified")
-        try:
-            card = yaml.safe_load(card_bytes)
-        except yaml.YAMLError:
-            card = None
-        said = f"{card.get('name')}@{card.get('version')}" if isinstance(card, dict) else "nothing"
+        said = signing.signed_card_names(card_bytes) or "nothing"
         if said != want.ref:
             raise VerificationError(f"{want.folder}/card.yaml names {said}, not {want.ref}")
         if self.keys is None:

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -60,6 +59,10 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 HASH_ALGORITHM = "sha256"
 _BUNDLE_KEYS = {"mediaType", "verificationMaterial", "dsseEnvelope"}
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+# A bundle is six levels deep; anything far deeper is not one (and would exhaust the stack).
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 # The curves model_signing accepts, each with the hash it pairs with.
 _CURVE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -200,10 +203,7 @@ class Bundle:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str) -> Bundle:
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SignatureError(f"{source}: not a JSON signature bundle: {e}") from None
+        data = read_json(text, source, "not a JSON signature bundle")
         if not isinstance(data, dict):
             raise SignatureError(f"{source}: not a signature bundle (expected a JSON object)")
         media_type = data.get("mediaType")
@@ -233,6 +233,26 @@ class Bundle:
             payload=_b64(envelope.get("payload"), source, "dsseEnvelope.payload"),
             signature=_b64(signature.get("sig"), source, "dsseEnvelope.signatures[0].sig"),
         )
+
+
+def read_json(text: str | bytes, source: str, what: str) -> Any:
+    """The one reader of signature data (the bundle and the statement it signs).
+
+    Whatever the bytes, it returns parsed JSON or raises SignatureError naming the source:
+    nesting past MAX_JSON_DEPTH and integers past Python's digit limit are refused before
+    they can end the program with a RecursionError or a ValueError.
+    """
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            raise SignatureError(f"{source}: {what}: nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        detail = "a number has too many digits" if "integer string conversion" in str(e) else str(e)
+        raise SignatureError(f"{source}: {what}: {detail}") from None
 
 
 def _object(value: object, source: str, where: str) -> dict[str, Any]:
@@ -502,10 +522,7 @@ class Verifier:
 
 
 def _parse_statement(payload: bytes, source: str) -> tuple[str, tuple[Resource, ...]]:
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        raise SignatureError(f"{source}: the signed payload is not JSON") from None
+    data = read_json(payload, source, "the signed payload is not JSON")
     if not isinstance(data, dict):
         raise SignatureError(f"{source}: the signed payload is not an in-toto statement")
     if data.get("_type") != STATEMENT_TYPE:
@@ -626,11 +643,22 @@ def _check_card(path: Path, signed_digest: str, name: str, version: str) -> None
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != signed_digest:
         raise SignatureError(f"{path}: changed while being verified")
-    try:
-        card = yaml.safe_load(data)
-    except yaml.YAMLError:
-        raise SignatureError(f"{path}: signed card is not valid YAML") from None
-    named = card if isinstance(card, Mapping) else {}
-    said = f"{named.get('name')}@{named.get('version')}"
+    said = signed_card_names(data)
+    if said is None:
+        raise SignatureError(f"{path}: signed card is not valid YAML")
     if said != f"{name}@{version}":
         raise SignatureError(f"{path}: signed card names {said}, not {name}@{version}")
+
+
+def signed_card_names(data: bytes) -> str | None:
+    """``name@version`` as the signed card's bytes say, or None when they are not YAML.
+
+    Through the registry's safe YAML reader: a card may be anything an attacker wrote
+    (deep nesting, integers too long to print), and reading it must not crash a verifier.
+    """
+    try:
+        card = yamlio.loads(data, CARD_FILE)
+    except RegistryError:
+        return None
+    named = card if isinstance(card, Mapping) else {}
+    return f"{named.get('name')}@{named.get('version')}"

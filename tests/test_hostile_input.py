@@ -118,3 +118,124 @@ def test_validate_reports_a_long_integer(signed: Env) -> None:
     assert result.code == 1
     assert "registry.yaml:1: invalid YAML: an integer this long is not allowed (at most 4300 digits)" in result.err
     assert "Traceback" not in result.err and snapshot(env.reg) == before
+
+
+# --- signature bundles nested past the stack -----------------------------------------------------
+
+
+@pytest.mark.parametrize("bundle", [NESTED, '{"mediaType": ' + NESTED + "}", '{"a": ' + LONG_INT + "}"])
+def test_one_reader_refuses_hostile_signature_json(bundle: str) -> None:
+    with pytest.raises(signing.SignatureError, match=r"^s\.json: not a JSON signature bundle: "
+                                                     r"(nested more than 32 levels deep|a number has too many digits)$"):
+        signing.Bundle.from_json(bundle.encode(), "s.json")
+
+
+def test_a_signed_payload_nested_past_the_stack_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    signing.generate_keypair(key)
+    private = signing.load_private_key(tmp_path / "k.key")
+    payload = NESTED.encode()
+    bundle = signing.Bundle(None, signing.PAYLOAD_TYPE, payload,
+                            private.sign(signing.pae(signing.PAYLOAD_TYPE, payload), signing._ecdsa(private)))
+    verifier = signing.Verifier(signing.load_public_keys(tmp_path / "k.pub"))
+    manifest = signing.Manifest("m", "1.0.0", (signing.Resource("card.yaml", "0" * 64),))
+    with pytest.raises(signing.SignatureError, match="the signed payload is not JSON: nested more than 32 levels"):
+        verifier.verify(bundle, manifest, "s.json")
+
+
+def _nest_signature(env: Env, version: str) -> str:
+    path = f"models/{NAME}/{version}/signature.json"
+    (env.reg / path).write_text(NESTED)
+    return path
+
+
+def test_verify_show_and_check_refuse_a_nested_signature(signed: Env) -> None:
+    env = signed
+    git(env.reg, "switch", "--quiet", "-c", "nested")
+    path = _nest_signature(env, "1.1.0")
+    git(env.reg, "add", path)
+    git(env.reg, "commit", "--quiet", "-m", "Sign 1.1.0")
+    message = f"{path}: not a JSON signature bundle: nested more than 32 levels deep"
+    refused(env, ["verify", f"{NAME}@1.1.0"], 1, [message])
+    shown = json.loads(env.ok("show", f"{NAME}@1.1.0", "--json").out)
+    assert shown["signing"]["status"] == f"invalid: {message}"
+    report_file = env.tmp / "report.json"
+    result = env.run("check", "--base", "main", "--json", str(report_file))
+    assert result.code == 1 and "Traceback" not in result.err
+    gates = json.loads(report_file.read_text())["gates"]
+    assert [g["message"] for g in gates if g["gate"] == "signature"] == [message]
+
+
+@pytest.fixture
+def served(signed: Env, monkeypatch: pytest.MonkeyPatch) -> tuple[Env, Path]:
+    """1.0.0 (signed) in production on origin; a branch `bad` that moves 1.1.0, with a nested signature, there."""
+    env = signed
+    git(env.reg, "switch", "--quiet", "main")
+    for stage in ("staging", "production"):
+        env.ok("promote", NAME, "1.0.0", "--to", stage, "--reason", "ok", "--no-branch")
+    git(env.reg, "push", "--quiet", "origin", "main")
+    git(env.reg, "switch", "--quiet", "-c", "bad")
+    path = _nest_signature(env, "1.1.0")
+    git(env.reg, "add", path)
+    git(env.reg, "commit", "--quiet", "-m", "Sign 1.1.0")
+    for stage in ("staging", "production"):
+        env.ok("promote", NAME, "1.1.0", "--to", stage, "--reason", "ok", "--no-branch")
+    git(env.reg, "push", "--quiet", "origin", "bad")
+    return env, env.tmp / "origin.git"
+
+
+def test_pull_keeps_serving_when_the_new_signature_is_nested(served: tuple[Env, Path]) -> None:
+    env, origin = served
+    serve = env.tmp / "serve"
+    args = ["pull", "--stage", "production", "--to", str(serve), "--from", str(origin),
+            "--trusted-keys", str(env.keys / "alice.pub")]
+    env.ok(*args)
+    assert os.readlink(serve / NAME / "current") == "versions/1.0.0"
+    git(origin, "update-ref", "refs/heads/main", "refs/heads/bad")
+    before = snapshot(serve)
+    result = env.run(*args)
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert "signature.json: not a JSON signature bundle: nested more than 32 levels deep" in result.err
+    assert os.readlink(serve / NAME / "current") == "versions/1.0.0"
+    def served_files(found: dict[str, str]) -> dict[str, str]:  # state.json records the failure
+        return {k: v for k, v in found.items() if ".registry-cache" not in k and not k.endswith("state.json")}
+
+    assert served_files(snapshot(serve)) == served_files(before)
+
+
+def test_pull_watch_survives_a_nested_signature(served: tuple[Env, Path]) -> None:
+    env, origin = served
+    serve = env.tmp / "serve"
+    proc = subprocess.Popen([sys.executable, "-m", "registry", "pull", "--stage", "production", "--to", str(serve),
+                             "--from", str(origin), "--trusted-keys", str(env.keys / "alice.pub"),
+                             "--watch", "--interval", "0.2", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[dict[str, object]] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        moved = False
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            events.append(json.loads(line))
+            if events[-1]["event"] == "applied" and not moved:
+                git(origin, "update-ref", "refs/heads/main", "refs/heads/bad")
+                moved = True
+            elif moved and "nested more than 32 levels deep" in json.dumps(events[-1]):
+                break
+        assert moved and "nested more than 32 levels deep" in json.dumps(events[-1]), events
+        time.sleep(0.5)  # another poll or two: the watcher must still be alive after the failure
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "RecursionError" not in out + err
+    assert os.readlink(serve / NAME / "current") == "versions/1.0.0"
+
