@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     import jsonschema
 
 KINDS = ("registry", "model", "stages", "card")
+# Rules this module adds to the JSON Schemas; part of the fingerprint, so cached verdicts renew.
+RULES = "number-is-finite"
 
 
 def _schema_dir() -> Path:
@@ -40,16 +43,26 @@ def schema(kind: str) -> dict[str, Any]:
 def fingerprint() -> str:
     """Changes whenever any schema changes: part of the validation cache key."""
     digest = hashlib.sha256()
+    digest.update(RULES.encode())
     for kind in KINDS:
         digest.update(schema_file(kind).read_bytes())
     return digest.hexdigest()[:16]
+
+
+def is_finite_number(value: object) -> bool:
+    """A JSON number: YAML's .nan, .inf and -.inf (and booleans) are not."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @cache
 def _validator(kind: str) -> jsonschema.protocols.Validator:
     import jsonschema
 
-    cls = jsonschema.validators.validator_for(schema(kind))
+    base = jsonschema.validators.validator_for(schema(kind))
+    # JSON has no NaN or infinity, and every comparison with NaN is false: a `minimum` would pass it.
+    checker = base.TYPE_CHECKER.redefine("number", lambda _checker, value: is_finite_number(value))
+    cls: type[jsonschema.protocols.Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        base, type_checker=checker)
     return cls(schema(kind), format_checker=cls.FORMAT_CHECKER)
 
 
@@ -75,6 +88,9 @@ def _describe(error: jsonschema.ValidationError, kind: str) -> tuple[list[str | 
         return [*path, missing], "required field is missing"
     if validator == "type":
         expected = error.validator_value
+        if isinstance(instance, float) and not math.isfinite(instance) and "number" in str(expected):
+            shown = ".nan" if math.isnan(instance) else ("-.inf" if instance < 0 else ".inf")
+            return path, f"{shown} is not allowed: use a finite number"
         got = type(instance).__name__
         hint = ""
         if isinstance(instance, (int, float)) and not isinstance(instance, bool) and "string" in str(expected):
