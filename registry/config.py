@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,23 @@ DEFAULT_POLICY: dict[str, dict[str, Any]] = {
         "smoke_timeout_s": 60,
         "require_signature": True,
     },
+    # Live traffic: gated like production (against the production version), on a bounded share.
+    "canary": {
+        "metrics": {"accuracy": {"min": 0.90}},
+        "max_regression": {"accuracy": {"absolute": 0.01}},
+        "require_signature": True,
+        "max_traffic": 0.5,
+    },
 }
+# The largest |claimed - recomputed| difference a metric may show on an evaluation set.
+DEFAULT_TOLERANCE = 0.005
+DEFAULT_EVALUATION: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "sets": []}
 
 # The file `registry init` writes: every key with its default, so admins see what to tune.
 DEFAULT_CONFIG: dict[str, Any] = {
     "lifecycle": {"transitions": DEFAULT_TRANSITIONS, "on_replace": "deprecated"},
     "policy": DEFAULT_POLICY,
+    "evaluation": DEFAULT_EVALUATION,
     "deprecation": {"min_sunset_days": 90},
     "retention": {"keep_latest": 3, "purge_unstaged_after_days": 7},
     "storage": {"git_max_bytes": 1048576},
@@ -55,6 +66,84 @@ class StagePolicy:
     latency: dict[str, float] = field(default_factory=dict)
     smoke_timeout_s: float = 60
     require_signature: bool = False
+    max_traffic: float | None = None  # canary: the largest share of live traffic
+
+
+def stage_policies(data: dict[str, Any] | None) -> dict[str, StagePolicy]:
+    """registry.yaml's `policy`, each stage's keys over that stage's defaults.
+
+    A missing key takes its default (as for every key of registry.yaml): a registry that
+    sets only production's thresholds keeps production's signature rule and canary's gates.
+    Turning a default off is explicit (`require_signature: false`, `max_regression: {}`).
+    """
+    given = data or {}
+    return {stage: StagePolicy(**{**DEFAULT_POLICY.get(stage, {}), **given.get(stage, {})})
+            for stage in dict.fromkeys([*DEFAULT_POLICY, *given])}
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A pinned evaluation set the metrics gate recomputes the card's metrics on."""
+
+    path: str  # repository path of the data file (or of the file a DVC pointer tracks)
+    hash: str | None  # sha256 the data must have, when pinned
+    metrics: tuple[str, ...]  # () = every metric the card claims
+    tolerance: float
+    declared_in: str  # the file that asks for it: registry.yaml, model.yaml (base) or the card
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], tolerance: float, declared_in: str) -> EvalSet:
+        pinned = str(data["data"].get("hash", "")).removeprefix("sha256:")
+        return cls(data["data"]["path"], pinned or None, tuple(data.get("metrics") or ()),
+                   min(tolerance, float(data.get("tolerance", tolerance))), declared_in)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Which evaluation sets a version is recomputed on, and how closely its card must agree.
+
+    Read from registry.yaml and model.yaml on the base branch; a card may only add to it
+    (`stricter`): more sets, more metrics, a smaller tolerance, never fewer or a larger one.
+    """
+
+    tolerance: float = DEFAULT_TOLERANCE
+    sets: tuple[EvalSet, ...] = ()
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any] | None, declared_in: str,
+                  within: Evaluation | None = None) -> Evaluation:
+        """`evaluation:` of registry.yaml or model.yaml; within: the policy it can only tighten."""
+        data = data or {}
+        tolerance = float(data.get("tolerance", DEFAULT_TOLERANCE if within is None else within.tolerance))
+        if within is not None:
+            tolerance = min(tolerance, within.tolerance)
+        added = tuple(EvalSet.from_data(s, tolerance, declared_in) for s in data.get("sets") or ())
+        return cls(tolerance, added).stricter(within) if within is not None else cls(tolerance, added)
+
+    def stricter(self, other: Evaluation | None) -> Evaluation:
+        """Both policies at once: every set of either, the smaller tolerance; a set named twice
+        (same path) keeps the first one's data and pin, the union of metrics, the smaller tolerance."""
+        if other is None:
+            return self
+        tolerance = min(self.tolerance, other.tolerance)
+        merged: dict[str, EvalSet] = {}
+        for item in (*other.sets, *self.sets):
+            first = merged.get(item.path)
+            if first is None:
+                merged[item.path] = replace(item, tolerance=min(item.tolerance, tolerance))
+            else:
+                metrics = () if not first.metrics or not item.metrics else \
+                    tuple(dict.fromkeys((*first.metrics, *item.metrics)))
+                merged[item.path] = replace(first, metrics=metrics,
+                                            tolerance=min(first.tolerance, item.tolerance, tolerance))
+        return Evaluation(tolerance, tuple(merged.values()))
+
+    def with_card(self, card_evaluation: dict[str, Any] | None, card_path: str) -> Evaluation:
+        """The card's own `evaluation:` added: its set, and its tolerance if smaller."""
+        given = dict(card_evaluation or {})
+        tolerance = min(self.tolerance, float(given.get("tolerance", self.tolerance)))
+        sets = (EvalSet.from_data(given, tolerance, card_path),) if given.get("data") else ()
+        return Evaluation(tolerance, sets).stricter(self)
 
 
 @dataclass(frozen=True)
@@ -62,6 +151,7 @@ class RegistryConfig:
     transitions: dict[str, tuple[str, ...]]
     on_replace: str
     policy: dict[str, StagePolicy]
+    evaluation: Evaluation
     min_sunset_days: int
     keep_latest: int
     purge_unstaged_after_days: int
@@ -75,11 +165,11 @@ class RegistryConfig:
         data = data or {}
         lifecycle = data.get("lifecycle", {})
         transitions = lifecycle.get("transitions", DEFAULT_TRANSITIONS)
-        policies = data.get("policy", DEFAULT_POLICY)
         return cls(
             transitions={k: tuple(v) for k, v in transitions.items()},
             on_replace=lifecycle.get("on_replace", "deprecated"),
-            policy={stage: StagePolicy(**p) for stage, p in policies.items()},
+            policy=stage_policies(data.get("policy")),
+            evaluation=Evaluation.from_data(data.get("evaluation"), CONFIG_FILE),
             min_sunset_days=data.get("deprecation", {}).get("min_sunset_days", 90),
             keep_latest=data.get("retention", {}).get("keep_latest", 3),
             purge_unstaged_after_days=data.get("retention", {}).get("purge_unstaged_after_days", 7),
@@ -115,3 +205,16 @@ def default_text() -> str:
         "# Lifecycle: a version in no stage is in development.\n"
     )
     return header + intro + yamlio.dumps(copy.deepcopy(DEFAULT_CONFIG))
+
+
+def model_evaluation(text: str | bytes | None, path: str, registry: Evaluation) -> Evaluation:
+    """The evaluation policy for one model: registry.yaml's, tightened by its model.yaml's."""
+    if text is None:
+        return registry
+    from registry import schemas
+
+    data = yamlio.loads(text, path)
+    problems = schemas.validate("model", data, path, text)
+    if problems:
+        raise ValidationError(problems)
+    return Evaluation.from_data((data or {}).get("evaluation"), path, within=registry)

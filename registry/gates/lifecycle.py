@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import audit, stages
+from registry import audit, stages, yamlio
 from registry.gates import GateResult
 from registry.repo import MODELS_DIR
 
@@ -28,8 +28,31 @@ def _rebase_hint(ctx: CheckContext, change: StageChange) -> str:
     return ""
 
 
-def run(ctx: CheckContext) -> list[GateResult]:
+def _canary_traffic(ctx: CheckContext) -> list[GateResult]:
+    """A canary this PR sets (or re-weights) takes at most the canary policy's max_traffic."""
+    policy = ctx.config.policy.get("canary")
+    limit = policy.max_traffic if policy is not None else None
     results = []
+    for model in ctx.models:
+        canary = ctx.stages_at(ctx.head, model).canary
+        if limit is None or canary is None or canary == ctx.stages_at(ctx.base, model).canary:
+            continue
+        path = f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}"
+        text = ctx.read(ctx.head, path)
+        line = yamlio.line_of(text, ["canary", "traffic"]) if text is not None else None
+        if canary.traffic > limit:
+            results.append(GateResult(
+                "lifecycle", model, canary.version, "fail",
+                f"{path}:{line}: canary.traffic: {canary.traffic:g} is over the canary policy's max_traffic "
+                f"{limit:g} (registry.yaml); promote with --traffic {limit:g} or less", path, line))
+        else:
+            results.append(GateResult("lifecycle", model, canary.version, "pass",
+                                      f"canary traffic {canary.traffic:g} is within max_traffic {limit:g}", path, line))
+    return results
+
+
+def run(ctx: CheckContext) -> list[GateResult]:
+    results = _canary_traffic(ctx)
     for change in ctx.stage_changes:
         path = f"{MODELS_DIR}/{change.model}/{stages.STAGES_FILE}"
         label = f"{change.source} → {change.target}"

@@ -1,5 +1,14 @@
-"""metrics gate: card metrics meet the target stage's thresholds, production does not regress,
-and where the card pins an evaluation set the metrics are recomputed rather than trusted.
+"""metrics gate: card metrics meet the target stage's thresholds, production and canary do not
+regress against the production version, and the metrics are recomputed on every evaluation set
+the policy pins rather than trusted.
+
+Policy comes from the base branch: thresholds from registry.yaml, evaluation sets and
+tolerances from registry.yaml and the model's model.yaml. A card's own `evaluation` only adds
+(another set, a smaller tolerance). A recomputation that disagrees with the card fails
+whatever the stage, a plain registration included.
+
+Every number compared is finite: the schema refuses .nan and .inf, and the comparisons here
+refuse them again, because any comparison with NaN is false and would pass.
 
 Regression direction: a metric with a `max` bound in the policy (a loss, an error
 rate) is better when lower; every other metric is better when higher.
@@ -8,20 +17,32 @@ rate) is better when lower; every other metric is better when higher.
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from registry import storage
+from registry import config, storage
 from registry.errors import RegistryError
 from registry.gates import GateResult
+from registry.repo import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
     from registry.cards import Card
     from registry.check import CheckContext
-    from registry.config import StagePolicy
+    from registry.config import EvalSet, Evaluation, StagePolicy
 
-DEFAULT_TOLERANCE = 0.005
+# Stages a version serves live traffic from: checked for regression against production.
+AGAINST_PRODUCTION = ("production", "canary")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _not_finite(card: Card) -> list[str]:
+    return [f"metrics.{name}: {value!r} is not a finite number" for name, value in card.metrics.items()
+            if not _finite(value)]
 
 
 def _thresholds(card: Card, policy: StagePolicy, target: str) -> list[str]:
@@ -31,10 +52,15 @@ def _thresholds(card: Card, policy: StagePolicy, target: str) -> list[str]:
         if value is None:
             problems.append(f"{metric} is required by the {target} policy but missing from the card")
             continue
-        if "min" in bounds and value < bounds["min"]:
-            problems.append(f"{metric} {value} is below the {target} minimum {bounds['min']}")
-        if "max" in bounds and value > bounds["max"]:
-            problems.append(f"{metric} {value} is above the {target} maximum {bounds['max']}")
+        if not _finite(value):
+            continue  # reported once, by _not_finite
+        for bound, limit in bounds.items():
+            if not _finite(limit):
+                problems.append(f"the {target} policy's {metric} {bound} {limit!r} is not a finite number")
+            elif bound == "min" and value < limit:
+                problems.append(f"{metric} {value} is below the {target} minimum {limit}")
+            elif bound == "max" and value > limit:
+                problems.append(f"{metric} {value} is above the {target} maximum {limit}")
     return problems
 
 
@@ -46,98 +72,142 @@ def _regressions(card: Card, current: Card, policy: StagePolicy) -> list[str]:
             if new is None:
                 problems.append(f"{metric} is missing, so regression against {current.version} cannot be checked")
             continue
+        if not _finite(new):
+            continue  # reported once, by _not_finite
+        if not _finite(old):
+            problems.append(f"{metric}: production {current.version}'s {old!r} is not a finite number, "
+                            "so regression cannot be checked")
+            continue
         lower_is_better = "max" in policy.metrics.get(metric, {})
         worse_by = (new - old) if lower_is_better else (old - new)
         allowed = tolerance.get("absolute", abs(old) * tolerance.get("relative", 0.0))
-        if worse_by > allowed + 1e-12:
+        if not _finite(allowed):
+            problems.append(f"{metric}: the allowed regression {allowed!r} is not a finite number")
+        elif worse_by > allowed + 1e-12:
             problems.append(f"{metric} {new} regresses from production {current.version}'s {old} "
                             f"by {worse_by:.4g} (allowed {allowed:.4g})")
     return problems
 
 
-def _recompute(ctx: CheckContext, model: str, version: str, card: Card) -> tuple[list[str], str]:
-    """Run the model on the pinned evaluation set and compare with the card's claims."""
+def evaluation_for(ctx: CheckContext, model: str, card: Card) -> Evaluation:
+    """The sets this version is recomputed on: base's registry.yaml and model.yaml, then the card's."""
+    model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
+    policy = config.model_evaluation(ctx.read(ctx.base, model_file), model_file, ctx.config.evaluation)
+    card_path = f"{MODELS_DIR}/{model}/{card.version}/card.yaml"
+    card_evaluation = card.data.get("evaluation")
+    return policy.with_card(dict(card_evaluation) if isinstance(card_evaluation, dict) else None, card_path)
+
+
+def _data_rev(ctx: CheckContext, eval_set: EvalSet) -> tuple[str, str]:
+    """Which commit an evaluation set's data is read from: a set the policy pins, from base
+    (the PR cannot swap the data); a set only the card names, from head."""
+    if eval_set.declared_in.endswith("/card.yaml"):
+        return ctx.head, "head"
+    return ctx.base, "the base branch"
+
+
+def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set: EvalSet) -> tuple[list[str], str]:
+    """Run the model on one evaluation set and compare with the card's claims."""
     from registry import runner
 
-    evaluation: dict[str, Any] = dict(card.data.get("evaluation") or {})
-    data = evaluation.get("data") or {}
-    names = list(evaluation.get("metrics") or card.metrics)
-    tolerance = float(evaluation.get("tolerance", DEFAULT_TOLERANCE))
+    path = eval_set.path
+    names = list(eval_set.metrics or card.metrics)
+    rev, where = _data_rev(ctx, eval_set)
+    problems = [f"{name}: the evaluation set {path} ({eval_set.declared_in}) recomputes it, "
+                "but the card claims no value" for name in names if name not in card.metrics]
     with tempfile.TemporaryDirectory(prefix="registry-eval-") as tmp:
-        local = Path(tmp) / Path(data["path"]).name
+        local = Path(tmp) / Path(path).name
         try:
-            if ctx.read(ctx.head, data["path"] + ".dvc") is not None:
-                storage.fetch_at(ctx.reg.root, data["path"], ctx.head, local)
+            if ctx.read(rev, path + ".dvc") is not None:
+                storage.fetch_at(ctx.reg.root, path, rev, local)
             else:
-                blob = ctx.read(ctx.head, data["path"])
+                blob = ctx.read(rev, path)
                 if blob is None:
-                    return [f"evaluation data {data['path']} is not in the registry at head"], ""
+                    return [*problems, f"evaluation data {path} ({eval_set.declared_in}) is not in the registry "
+                                       f"on {where}"], ""
                 local.write_bytes(blob)
         except RegistryError as exc:
-            return [f"evaluation data {data['path']}: {exc}"], ""
-        pinned = str(data.get("hash", "")).removeprefix("sha256:")
-        if pinned:
-            actual = hashlib.sha256(local.read_bytes()).hexdigest()
-            if actual != pinned:
-                return [f"evaluation data {data['path']} has sha256 {actual}, but the card pins {pinned}"], ""
+            return [*problems, f"evaluation data {path}: {exc}"], ""
+        if eval_set.hash:
+            with local.open("rb") as handle:
+                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            if actual != eval_set.hash:
+                return [*problems, f"evaluation data {path} has sha256 {actual}, but {eval_set.declared_in} "
+                                   f"pins {eval_set.hash}"], ""
         policy = ctx.config.policy.get("production")
         timeout = policy.smoke_timeout_s if policy else 60
         result = runner.evaluate(ctx.version_folder(model, version), card.data.get("entrypoint"), local, names,
                                  timeout_s=max(timeout, 60))
     if result.status != "pass":
-        return [f"recomputing metrics failed: {result.message}"], ""
-    problems = []
+        return [*problems, f"recomputing metrics on {path} ({eval_set.declared_in}) failed: {result.message}"], ""
     for name, value in result.metrics.items():
         claimed = card.metrics.get(name)
-        if claimed is None:
-            continue
-        if abs(value - claimed) > tolerance:
-            problems.append(f"{name}: the card claims {claimed} but the pinned evaluation set gives {value:.4f} "
-                            f"(tolerance {tolerance})")
+        if claimed is None or not _finite(claimed):
+            continue  # reported above, or by _not_finite
+        if not _finite(value) or not abs(value - claimed) <= eval_set.tolerance:
+            problems.append(f"{name}: the card claims {claimed} but the evaluation set {path} gives {value:.4f} "
+                            f"(tolerance {eval_set.tolerance}, {eval_set.declared_in})")
     shown = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-    return problems, f"recomputed on {data['path']}: {shown}"
+    return problems, f"recomputed on {path}: {shown}"
+
+
+def _check_version(ctx: CheckContext, model: str, version: str, target: str | None,
+                   card: Card) -> tuple[list[str], list[str], StagePolicy | None]:
+    problems = _not_finite(card)
+    notes: list[str] = []
+    try:
+        evaluation = evaluation_for(ctx, model, card)
+    except RegistryError as exc:  # base's model.yaml does not validate: nothing to trust, fail closed
+        return [*problems, f"cannot read the evaluation policy: {exc}"], notes, None
+    if evaluation.sets:
+        if not (ctx.passed("scan", model, version) and ctx.passed("format", model, version)):
+            problems.append("not recomputed: the security scan or format check did not pass, and the evaluation "
+                            f"policy recomputes the metrics on {', '.join(s.path for s in evaluation.sets)}")
+        else:
+            for eval_set in evaluation.sets:
+                recomputed, note = _recompute(ctx, model, version, card, eval_set)
+                problems += recomputed
+                if note:
+                    notes.append(note)
+    policy = ctx.config.policy.get(target) if target else None
+    if policy is None:
+        return problems, notes, None
+    problems += _thresholds(card, policy, target or "")
+    current_version = ctx.stages_at(ctx.base, model).production if target in AGAINST_PRODUCTION else None
+    rollback = any(c.model == model and c.version == version and c.source == "deprecated"
+                   and c.target == "production" for c in ctx.stage_changes)
+    if rollback and current_version:
+        # Back to a version that passed these gates before: an emergency is no time to block on it.
+        notes.append(f"rollback: no regression check against {current_version}")
+    elif current_version and current_version != version and policy.max_regression:
+        current = ctx.card_at(ctx.base, model, current_version)
+        if current is None:
+            problems.append(f"production {current_version}'s card does not validate on the base branch, "
+                            "so regression cannot be checked")
+        else:
+            problems += _regressions(card, current, policy)
+    return problems, notes, policy
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
     results = []
     for model, version, target in ctx.checked_versions():
+        path = f"{MODELS_DIR}/{model}/{version}/card.yaml"
         card = ctx.card_at(ctx.head, model, version)
-        if card is None:
+        if card is None:  # the schema or consistency gate says why; its metrics are not trusted either way
+            results.append(GateResult("metrics", model, version, "fail",
+                                      f"{path}: no valid card, so its metrics cannot be checked "
+                                      f"(`registry validate {path}` says why)", path))
             continue
-        problems: list[str] = []
-        notes = []
-        if card.data.get("evaluation", {}).get("data"):
-            if not (ctx.passed("scan", model, version) and ctx.passed("format", model, version)):
-                results.append(GateResult("metrics", model, version, "skip",
-                                          "not recomputed: the security scan or format check did not pass"))
-                continue
-            recomputed, note = _recompute(ctx, model, version, card)
-            problems += recomputed
-            if note:
-                notes.append(note)
-        policy = ctx.config.policy.get(target) if target else None
-        if policy is not None:
-            problems += _thresholds(card, policy, target or "")
-            current_version = ctx.stages_at(ctx.base, model).production if target == "production" else None
-            rollback = any(c.model == model and c.version == version and c.source == "deprecated"
-                           and c.target == "production" for c in ctx.stage_changes)
-            if rollback and current_version:
-                # Back to a version that passed these gates before: an emergency is no time to block on it.
-                notes.append(f"rollback: no regression check against {current_version}")
-            elif current_version and current_version != version and policy.max_regression:
-                current = ctx.card_at(ctx.base, model, current_version)
-                if current is not None:
-                    problems += _regressions(card, current, policy)
-        elif not notes:
-            results.append(GateResult("metrics", model, version, "skip",
-                                      "no target stage: thresholds apply when the version is promoted"))
-            continue
-        path = f"models/{model}/{version}/card.yaml"
+        problems, notes, policy = _check_version(ctx, model, version, target, card)
         if problems:
             results += [GateResult("metrics", model, version, "fail", f"{path}: {p}", path) for p in problems]
+        elif policy is None and not notes:
+            results.append(GateResult("metrics", model, version, "skip",
+                                      "no target stage: thresholds apply when the version is promoted"))
         else:
             claimed = ", ".join(f"{k}={v}" for k, v in card.metrics.items())
-            where = f" for {target}" if target else ""
+            where = f" for {target}" if policy is not None else ""
             results.append(GateResult("metrics", model, version, "pass",
                                       "; ".join([f"{claimed} meet the policy{where}", *notes]), path))
     if not results:
