@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry.errors import Problem
+from registry.names import BUILD_METADATA_HINT, SEMVER_RE
 from registry.yamlio import REPO_SCHEMA_DIR as REPO_SCHEMA_DIR
 from registry.yamlio import line_of
 
@@ -97,6 +98,8 @@ def _describe(error: jsonschema.ValidationError, kind: str) -> tuple[list[str | 
             hint = " (quote it so YAML reads it as text)"
         return path, f"expected {expected}, got {got} {instance!r}{hint}"
     if validator == "pattern":
+        if isinstance(instance, str) and "+" in instance and SEMVER_RE.fullmatch(instance.partition("+")[0]):
+            return path, f"{instance!r}: {BUILD_METADATA_HINT}"
         return path, f"{instance!r} does not have the required form ({subschema.get('description') or error.validator_value})"
     if validator == "enum":
         return path, f"{instance!r} is not one of {', '.join(map(str, subschema.get('enum', [])))}"

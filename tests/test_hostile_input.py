@@ -61,8 +61,8 @@ def test_validate_refuses_a_card_and_a_stage_naming_a_build(signed: Env) -> None
     assert result.code == 1, result.out + result.err
     assert "Traceback" not in result.err
     assert f"models/{NAME}/1.0.0+build/card.yaml" in result.err and "is not a semantic version folder" in result.err
-    assert f"models/{NAME}/stages.yaml:1: staging[0]: '1.0.0+build' does not have the required form " \
-           "(A semantic version without build metadata" in result.err
+    assert f"models/{NAME}/stages.yaml:1: staging[0]: '1.0.0+build': build metadata (+...) is not allowed: " \
+           "versions that differ only in it have equal precedence" in result.err
     assert snapshot(env.reg) == before
 
 
