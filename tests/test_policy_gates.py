@@ -370,3 +370,17 @@ def test_policy_on_base_can_allow_more_canary_traffic(in_production: Path, tmp_p
     report = checked(cli, in_production, tmp_path)
     assert failures(report) == {}
     assert "canary traffic 0.6 is within max_traffic 0.8" in [g["message"] for g in gate(report, "lifecycle")]
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "datasets/../../x.npz"])
+def test_an_evaluation_path_outside_the_repository_is_refused(gated: Path, tmp_path: Path,
+                                                              cli: Callable[..., Result], path: str) -> None:
+    src = version_files(tmp_path / "in")
+    (src / "card.yaml").write_text(CARD.format(accuracy=0.95) + f"evaluation: {{data: {{path: '{path}'}}}}\n")
+    before = snapshot(gated)
+    result = cli("register", "m", "1.1.0", "--card", str(src / "card.yaml"), "--artifact",
+                 str(src / "model.safetensors"), cwd=gated)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert f"card.yaml:8: evaluation.data.path: '{path}' does not have the required form (A path inside the " \
+           "registry repository" in result.err
+    assert snapshot(gated) == before
