@@ -3,9 +3,9 @@
 A registry's remote may hold terabytes; a PR touches one or two versions. The
 versions are the ones `registry check` looks at (new registrations and versions
 moved to staging, canary or production), found the same diff-aware way; their DVC
-pointers at HEAD, plus a pinned evaluation set's pointer, are pulled into the work
-tree in one DVC call, so the check then reads local files instead of fetching
-artifact by artifact.
+pointers at HEAD, plus those of the evaluation sets the metrics gate recomputes on
+(the gate's own list), are pulled into the work tree in one DVC call, so the check
+then reads local files instead of fetching artifact by artifact.
 """
 
 from __future__ import annotations
@@ -61,15 +61,31 @@ def plan(reg: Registry, base: str) -> FetchPlan:
 
 
 def _evaluation_pointer(ctx: check.CheckContext, model: str, version: str) -> list[str]:
-    """The pointer of a pinned evaluation set, which the metrics gate runs the model on."""
+    """The pointers of the evaluation sets the metrics gate runs the model on (the gate's own list:
+    registry.yaml and model.yaml on base, plus the card's set).
+
+    Only a pointer that head has is pulled, and for a set the policy pins, only when head's
+    pointer is base's (the gate reads that set at base; if a PR changed it, the gate fetches
+    base's object itself, or fails).
+    """
+    from registry.errors import RegistryError
+    from registry.gates import metrics
+
     card = ctx.card_at(ctx.head, model, version)
-    evaluation = card.data.get("evaluation") if card is not None else None
-    data = evaluation.get("data") if isinstance(evaluation, dict) else None
-    path = data.get("path") if isinstance(data, dict) else None
-    if not isinstance(path, str) or not path:
+    if card is None:
         return []
-    pointer = f"{path}.dvc"
-    return [pointer] if ctx.read(ctx.head, pointer) is not None else []
+    try:
+        evaluation = metrics.evaluation_for(ctx, model, card)
+    except RegistryError:
+        return []  # the metrics gate reports it
+    pointers = []
+    for eval_set in evaluation.sets:
+        pointer = f"{eval_set.path}.dvc"
+        at_head = ctx.read(ctx.head, pointer)
+        from_base = not eval_set.declared_in.endswith("/card.yaml")
+        if at_head is not None and (not from_base or at_head == ctx.read(ctx.base, pointer)):
+            pointers.append(pointer)
+    return pointers
 
 
 def fetch(reg: Registry, base: str, *, dry_run: bool = False) -> FetchPlan:

@@ -384,3 +384,22 @@ def test_an_evaluation_path_outside_the_repository_is_refused(gated: Path, tmp_p
     assert f"card.yaml:8: evaluation.data.path: '{path}' does not have the required form (A path inside the " \
            "registry repository" in result.err
     assert snapshot(gated) == before
+
+
+def test_fetch_plans_the_evaluation_sets_the_metrics_gate_reads(gated: Path, tmp_path: Path,
+                                                                 cli: Callable[..., Result]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    write_holdout(gated / HOLDOUT, 10)
+    subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", HOLDOUT], cwd=gated, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "push", "--quiet"], cwd=gated, check=True)
+    on_main(cli, gated, config=POLICY + EVALUATION)
+    register(cli, gated, tmp_path, "1.1.0", accuracy=0.95)
+    result = cli("fetch", "--base", "main", "--dry-run", "--json", cwd=gated)
+    assert result.code == 0, result.err
+    assert f"{HOLDOUT}.dvc" in json.loads(result.out)["targets"]
+    (gated / HOLDOUT).unlink()  # a fresh CI checkout: the gate reads base's set through DVC
+    fails = failures(checked(cli, gated, tmp_path))
+    assert any("the card claims 0.95 but the evaluation set" in m and "gives 0.5000" in m for m in fails["metrics"])
