@@ -155,7 +155,10 @@ def _landlock(libc: ctypes.CDLL, work: str, abi: int) -> None:
         # Everything below the working directory; /dev/null as a file to write to.
         for path, allowed, flags in ((work, writes, os.O_DIRECTORY),
                                      (os.devnull, FS_WRITE_FILE | (FS_TRUNCATE if abi >= 3 else 0), 0)):
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC | flags)
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC | flags)
+            except OSError as exc:
+                raise SandboxError(f"landlock rule for {path}: {exc.strerror}") from None
             try:
                 rule = _PathBeneath(allowed, fd)
                 if libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), LANDLOCK_RULE_PATH_BENEATH,

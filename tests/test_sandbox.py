@@ -8,12 +8,17 @@ folder. What this machine cannot confine is said in the gate's message.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
+import os
+import platform
 import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -222,3 +227,66 @@ def test_a_machine_without_unshare_is_named_in_every_gate_message(tmp_path: Path
     for message in messages:
         assert "; sandbox: network " in message, message
         assert "registry-test-no-such-unshare not found on PATH" in message
+
+
+# --- each layer on its own -------------------------------------------------------------
+
+
+def child_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("registry_runner_child_under_test", runner.CHILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PARENT = """\
+import json, os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+import _runner_child
+from registry import runner
+
+_runner_child.confine(os.getcwd(), 0)  # no capability, for this process and the peeking one
+
+peek = [sys.executable, "-I", "-c", (
+    "import os\\n"
+    "try:\\n"
+    "    print(open(f'/proc/{os.getppid()}/environ', 'rb').read().decode('latin-1'))\\n"
+    "except OSError as exc:\\n"
+    "    print(type(exc).__name__)\\n")]
+dumpable = subprocess.run(peek, capture_output=True, text=True, check=True).stdout
+with runner._not_dumpable():
+    hidden = subprocess.run(peek, capture_output=True, text=True, check=True).stdout
+print(json.dumps([dumpable, hidden]))
+"""
+
+
+def test_a_non_dumpable_parent_hides_its_environment_from_a_same_user_process(tmp_path: Path) -> None:
+    # No namespaces, no Landlock: both processes have the same user and no capability
+    # (root's CAP_SYS_PTRACE would read anything), so only PR_SET_DUMPABLE stands between them.
+    if platform.machine() not in child_module().SYS_CAPSET:
+        pytest.skip(f"capabilities are not dropped on {platform.machine()}")
+    env = {"PATH": os.environ["PATH"], "AWS_SECRET_ACCESS_KEY": "registry-test-hunter2"}
+    out = subprocess.run([sys.executable, "-I", "-c", PARENT, str(runner.CHILD_SCRIPT.parent)], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, check=True)
+    dumpable, hidden = json.loads(out.stdout)
+    assert "registry-test-hunter2" in dumpable  # the same user reads a dumpable process
+    assert hidden.strip() == DENIED
+
+
+def test_a_confinement_that_cannot_be_applied_is_an_error(tmp_path: Path) -> None:
+    child = child_module()
+    if sandbox().landlock_abi == 0:
+        pytest.skip(f"no Landlock here: {sandbox().notes}")
+    script = f"""\
+import sys
+sys.path.insert(0, {str(runner.CHILD_SCRIPT.parent)!r})
+import _runner_child
+try:
+    _runner_child.confine({str(tmp_path / "gone")!r}, {sandbox().landlock_abi})
+except _runner_child.SandboxError as exc:
+    print("SandboxError:", exc)
+"""
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("SandboxError: landlock rule for ")
+    assert issubclass(child.SandboxError, Exception)
