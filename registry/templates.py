@@ -95,6 +95,10 @@ jobs:
           AWS_ACCESS_KEY_ID: ${{ secrets.AWS_ACCESS_KEY_ID }}
           AWS_SECRET_ACCESS_KEY: ${{ secrets.AWS_SECRET_ACCESS_KEY }}
         run: |
+          # The remote and its options come from the base branch, never from the PR's .dvc/config.
+          if [ -L .dvc ]; then echo "error: .dvc is a symbolic link" >&2; exit 1; fi
+          rm -f .dvc/config .dvc/config.local
+          git show "origin/$BASE_REF:.dvc/config" > .dvc/config
           "$REGISTRY_PYTHON" -I -m registry fetch --base "origin/$BASE_REF"
       - name: Hand the pulled files over
         # Also after a failed pull: the gates job then reports which artifact could not be verified.

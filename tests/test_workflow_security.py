@@ -163,7 +163,8 @@ def test_only_the_pull_step_sees_the_dvc_credentials(registry_dir: Path) -> None
             assert "secrets." not in str(spec.get("env", {})), (kind, job)
             assert spec["permissions"] == {"contents": "read"}, (kind, job)
         pull = next(item for item in jobs["fetch"]["steps"] if "secrets." in str(item))
-        assert [w[:5] for w in commands(pull["run"])] == [["$REGISTRY_PYTHON", "-I", "-m", "registry", "fetch"]]
+        assert [w[:5] for w in commands(pull["run"]) if w[0] not in ("-L", "rm", "git")] == \
+            [["$REGISTRY_PYTHON", "-I", "-m", "registry", "fetch"]]
         # The fetch job runs no gate and none of the model's code; the gates job runs them.
         fetch_runs = " ".join(item["run"] for item in jobs["fetch"]["steps"] if "run" in item)
         assert "registry check" not in fetch_runs
@@ -171,6 +172,30 @@ def test_only_the_pull_step_sees_the_dvc_credentials(registry_dir: Path) -> None
         assert "registry check" in gates_runs and "registry fetch" not in gates_runs
         assert jobs["gates"]["needs"] == "fetch"
         assert "secrets" not in str(jobs["gates"])
+
+
+def test_the_dvc_remote_comes_from_the_base_branch(on_origin: Path, inputs: Path,  # noqa: F811
+                                                  tmp_path: Path, cli: Callable[..., Result]) -> None:
+    # A PR that points DVC at another remote (another bucket the credentials can read, or an
+    # endpoint of the author's) still pulls from the base branch's remote.
+    branch = open_pr(on_origin, cli, inputs)
+    git(on_origin, "switch", "--quiet", branch)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = on_origin / ".dvc/config"
+    config.write_text(config.read_text().replace(str(tmp_path / "dvc-remote"), str(elsewhere)))
+    assert str(elsewhere) in config.read_text()
+    (on_origin / ".dvc/config.local").write_text(f"['remote \"storage\"']\n    url = {elsewhere}\n")
+    git(on_origin, "add", "-f", ".dvc/config", ".dvc/config.local")
+    git(on_origin, "commit", "--quiet", "-m", "Use my remote")
+    git(on_origin, "push", "--quiet", "origin", branch)
+    run = run_pr(WORKFLOWS["reusable"](on_origin), on_origin, tmp_path, branch)
+
+    fetched = step(run.fetch, "registry fetch")
+    assert fetched.outcome == "success", fetched.err
+    assert (run.gates_clone / "models/credit-approval/1.1.0/model.safetensors").read_bytes() == \
+        (inputs / "model.safetensors").read_bytes()
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_the_bytes_go_from_fetch_to_gates_as_an_artifact(registry_dir: Path) -> None:
