@@ -1,7 +1,10 @@
 """The child side of `registry.runner`: runs a model's code, reports back as JSON.
 
 Started by `registry.runner` as a script, never imported by the registry itself:
-`python -s -P -B _runner_child.py REQUEST_FILE REPLY_FD`. It uses only the standard
+`python -s -P -B _runner_child.py REQUEST_FILE REPLY_FD LANDLOCK_ABI`. Before any of the
+model's code runs, it confines itself (`confine`): no new privileges, no capabilities,
+and with Landlock (when the parent found the kernel has it, LANDLOCK_ABI > 0) writes
+only below its working directory, no TCP, no ptrace or signals outside its sandbox. It uses only the standard
 library (and NumPy, lazily, where a mode needs it), so that it runs in any interpreter
 that can run the user's model and does not depend on `registry` being importable.
 
@@ -13,9 +16,11 @@ user's code may print anything. `{"ok": true, ...}` when the mode completed,
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
+import platform
 import sys
 import time
 import traceback
@@ -36,8 +41,12 @@ class Skip(Exception):
     """The mode cannot run in this interpreter; the message is the reason."""
 
 
+class SandboxError(Exception):
+    """A confinement the parent counted on could not be applied: nothing of the model runs."""
+
+
 def main(argv: list[str]) -> int:
-    request_path, reply_fd = argv[1], int(argv[2])
+    request_path, reply_fd, landlock_abi = argv[1], int(argv[2]), int(argv[3])
     # The reply pipe must not leak into processes the user's code starts.
     os.set_inheritable(reply_fd, False)
     reply_stream = os.fdopen(reply_fd, "w", encoding="utf-8")
@@ -45,7 +54,10 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     reply: dict[str, Any]
     try:
+        confine(os.getcwd(), landlock_abi)
         reply = {"ok": True, **MODES[request["mode"]](request)}
+    except SandboxError as exc:
+        reply = {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
     except ModelError as exc:
         reply = {"ok": False, "error": str(exc)}
     except Skip as exc:
@@ -69,6 +81,95 @@ def _no_core_dumps() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
+
+
+# --- the sandbox -------------------------------------------------------------------
+
+PR_SET_NO_NEW_PRIVS = 38
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_RULE_PATH_BENEATH = 1
+FS_WRITE_FILE = 1 << 1
+FS_REMOVE_DIR, FS_REMOVE_FILE = 1 << 4, 1 << 5
+FS_MAKE = sum(1 << bit for bit in range(6, 13))  # char, dir, reg, sock, fifo, block, sym
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _failed(what: str) -> SandboxError:
+    return SandboxError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def confine(work: str, landlock_abi: int) -> None:
+    """Confine this process and everything it starts. Linux only; elsewhere a no-op (the
+    parent says so in the gate message)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _failed("prctl(PR_SET_NO_NEW_PRIVS)")
+    capset = SYS_CAPSET.get(platform.machine())
+    if capset is not None:  # no capability left, here or after any exec (no new privileges)
+        data = (_CapData * 2)()
+        if libc.syscall(capset, ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
+            raise _failed("capset")
+    if landlock_abi > 0:
+        _landlock(libc, work, landlock_abi)
+
+
+def _landlock(libc: ctypes.CDLL, work: str, abi: int) -> None:
+    writes = FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE
+    writes |= (FS_REFER if abi >= 2 else 0) | (FS_TRUNCATE if abi >= 3 else 0)
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct as each ABI knows it
+    attr = _RulesetAttr(writes, net, scoped)
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size),
+                           ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise _failed("landlock_create_ruleset")
+    try:
+        # Everything below the working directory; /dev/null as a file to write to.
+        for path, allowed, flags in ((work, writes, os.O_DIRECTORY),
+                                     (os.devnull, FS_WRITE_FILE | (FS_TRUNCATE if abi >= 3 else 0), 0)):
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC | flags)
+            except OSError as exc:
+                raise SandboxError(f"landlock rule for {path}: {exc.strerror}") from None
+            try:
+                rule = _PathBeneath(allowed, fd)
+                if libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), LANDLOCK_RULE_PATH_BENEATH,
+                                ctypes.byref(rule), ctypes.c_uint32(0)) != 0:
+                    raise _failed(f"landlock_add_rule {path}")
+            finally:
+                os.close(fd)
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
+            raise _failed("landlock_restrict_self")
+    finally:
+        os.close(ruleset)
 
 
 # --- the user's entrypoint ---------------------------------------------------------

@@ -18,7 +18,16 @@ starts one child process (`registry/_runner_child.py`) and:
 - reads the result as one JSON object from a dedicated pipe, so whatever the user's
   code prints cannot be mistaken for it;
 - runs it in a new session and, on timeout and after every run, kills its whole
-  process group with SIGKILL, so nothing the model started outlives the gate.
+  process group with SIGKILL, so nothing the model started outlives the gate;
+- confines it (see `sandbox()`), on Linux: this process is not dumpable while a child
+  runs, so the child cannot read its `/proc/<pid>/environ` or memory nor ptrace it; the
+  child starts in new user and network namespaces (`unshare`: no network at all, not
+  even loopback), sets no-new-privileges, drops every capability and, with Landlock,
+  may write only below its own temporary folder (the version folder, the registry's
+  work tree and everything else are read-only to it), may not open TCP connections,
+  nor ptrace or signal any process outside its sandbox. What the OS does not allow
+  here is named in the gate's message (`sandbox: network not isolated: ...`); what the
+  parent found available and the child then cannot apply fails the gate.
 
 Everything the gates conclude is computed here, in the parent: latency percentiles
 from raw per-call timings, metrics from the model's raw predictions against the
@@ -31,18 +40,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
+import functools
 import importlib.util
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -62,6 +74,7 @@ __all__ = [
     "latency",
     "onnx_smoke",
     "percentile",
+    "sandbox",
     "smoke",
 ]
 
@@ -113,6 +126,117 @@ def child_environment(home: Path) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+# --- the sandbox -------------------------------------------------------------------
+
+# New user and network namespaces for the child: it is root of a namespace that owns
+# nothing, and it has only a loopback interface that is down.
+UNSHARE = ("unshare", "--user", "--map-root-user", "--net", "--")
+LANDLOCK_CREATE_RULESET = 444  # the same number on every architecture
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_NET_ABI = 4  # TCP bind/connect rules
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How children are confined on this machine, decided once per process."""
+
+    prefix: tuple[str, ...]  # prepended to the child's command: UNSHARE, or nothing
+    landlock_abi: int  # the kernel's Landlock ABI version; 0 when there is none
+    notes: tuple[str, ...]  # what is not confined here, said in every gate message
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _landlock_abi() -> tuple[int, str]:
+    libc = _libc()
+    if libc is None:
+        return 0, f"no Landlock on {sys.platform}"
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    if abi <= 0:
+        return 0, f"Landlock unavailable ({os.strerror(ctypes.get_errno())})"
+    return int(abi), ""
+
+
+def _unshare_problem() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"no network namespaces on {sys.platform}"
+    if shutil.which(UNSHARE[0]) is None:
+        return f"{UNSHARE[0]} not found on PATH"
+    try:
+        probe = subprocess.run([*UNSHARE, "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{UNSHARE[0]} could not run: {exc}"
+    if probe.returncode != 0:
+        return _last_line(probe.stderr) or f"{UNSHARE[0]} exited with code {probe.returncode}"
+    return None
+
+
+@functools.cache
+def sandbox() -> Sandbox:
+    """Probe what this machine allows: unshare (user + network namespaces) and Landlock."""
+    notes: list[str] = []
+    unshare_problem = _unshare_problem()
+    abi, landlock_problem = _landlock_abi()
+    if unshare_problem is None:
+        prefix: tuple[str, ...] = UNSHARE
+    elif abi >= LANDLOCK_NET_ABI:
+        prefix = ()
+        notes.append(f"network partly isolated: TCP refused by Landlock, not UDP ({unshare_problem})")
+    else:
+        prefix = ()
+        notes.append(f"network not isolated: {unshare_problem}")
+    if abi == 0:
+        notes.append(f"writes not confined to the child's temporary folder: {landlock_problem}")
+    if _libc() is None:
+        notes.append(f"parent environment not protected: no prctl on {sys.platform}")
+    return Sandbox(prefix, abi, tuple(notes))
+
+
+_dumpable_lock = threading.Lock()
+_dumpable_holders = 0
+_dumpable_before = 1
+
+
+@contextlib.contextmanager
+def _not_dumpable() -> Iterator[None]:
+    """While a child runs, no process of the same user can read this one's
+    /proc/<pid>/environ or memory, nor ptrace it (PR_SET_DUMPABLE 0)."""
+    global _dumpable_holders, _dumpable_before
+    libc = _libc()
+    if libc is None:
+        yield
+        return
+    with _dumpable_lock:
+        if _dumpable_holders == 0:
+            _dumpable_before = libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+            if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+        _dumpable_holders += 1
+    try:
+        yield
+    finally:
+        with _dumpable_lock:
+            _dumpable_holders -= 1
+            if _dumpable_holders == 0 and _dumpable_before > 0:
+                libc.prctl(PR_SET_DUMPABLE, _dumpable_before, 0, 0, 0)
+
+
+def _with_notes(message: str) -> str:
+    notes = sandbox().notes
+    return f"{message}; sandbox: {'; '.join(notes)}" if notes else message
 
 
 class _Drain(threading.Thread):
@@ -206,7 +330,8 @@ def _run_child(request: dict[str, Any], timeout_s: float) -> _Outcome:
         request_text = json.dumps(request, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return _Outcome(None, f"input_example is not JSON-like: {exc}", None, 0.0)
-    with tempfile.TemporaryDirectory(prefix="registry-run-") as root:
+    confinement = sandbox()
+    with tempfile.TemporaryDirectory(prefix="registry-run-") as root, _not_dumpable():
         work = Path(root, "work")
         work.mkdir()
         request_file = Path(root, "request.json")
@@ -215,7 +340,8 @@ def _run_child(request: dict[str, Any], timeout_s: float) -> _Outcome:
         started = time.monotonic()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-s", "-P", "-B", str(CHILD_SCRIPT), str(request_file), str(reply_write)],
+                [*confinement.prefix, sys.executable, "-s", "-P", "-B", str(CHILD_SCRIPT), str(request_file),
+                 str(reply_write), str(confinement.landlock_abi)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -342,7 +468,7 @@ def _run_result(outcome: _Outcome, label: str) -> RunResult:
         return RunResult("fail", outcome.failure or "no result", outcome.seconds)
     reply = outcome.reply
     message = f"{label}: loaded in {reply['load_s']:.3f} s, predicted in {reply['predict_s']:.3f} s"
-    return RunResult("pass", message, outcome.seconds, _preview(reply["output"]))
+    return RunResult("pass", _with_notes(message), outcome.seconds, _preview(reply["output"]))
 
 
 # --- latency -----------------------------------------------------------------------
@@ -403,7 +529,7 @@ def latency(
     p50 = percentile(timings, 50) / 1e6
     p99 = percentile(timings, 99) / 1e6
     message = f"p50 {p50:.2f} ms, p99 {p99:.2f} ms over {runs} runs ({WARMUP_CALLS} warm-up calls before)"
-    return LatencyResult("pass", message, p50, p99, runs)
+    return LatencyResult("pass", _with_notes(message), p50, p99, runs)
 
 
 # --- metrics -----------------------------------------------------------------------
@@ -663,4 +789,4 @@ def evaluate(
         return EvalResult("fail", f"{entrypoint}: {exc}", {})
     shown = ", ".join(f"{name} {value:.4f}" for name, value in metrics.items())
     message = f"{shown} on {len(predictions)} examples of {data_file.name}, computed from the model's predictions"
-    return EvalResult("pass", message, metrics)
+    return EvalResult("pass", _with_notes(message), metrics)

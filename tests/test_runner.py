@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from safetensors.numpy import save_file
 from registry.runner import (
     OUTPUT_CAP_BYTES,
     MetricError,
+    RunResult,
     compute_metrics,
     evaluate,
     latency,
@@ -123,26 +125,49 @@ def test_smoke_reports_a_syntax_error_with_its_line(tmp_path: Path) -> None:
     assert "(line 4" in result.message
 
 
+def marked_processes(marker: str) -> list[tuple[int, int]]:
+    """(pid, parent pid) of the live processes whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode("utf-8", "replace") and is_alive(int(entry.name)):
+                    found.append((int(entry.name), int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def test_smoke_times_out_and_kills_the_whole_process_group(tmp_path: Path) -> None:
-    folder = model_folder(tmp_path, """\
-        import os, subprocess, sys, time
-        from pathlib import Path
+    # The child may write nowhere the test can read: the test finds the helper it starts
+    # (and the child, the helper's parent) by a marker on the helper's command line.
+    marker = f"registry-test-helper-{os.getpid()}-{tmp_path.name}"
+    folder = model_folder(tmp_path, f"""\
+        import subprocess, sys, time
 
         def load(path):
-            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-            Path(path, "pids").write_text(f"{os.getpid()} {helper.pid}")
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "{marker}"])
             return None
 
         def predict(model, inputs):
             time.sleep(10)
         """)
+    results: list[RunResult] = []
     started = time.monotonic()
-    result = smoke(folder, "predict.py", [1], timeout_s=1)
+    running = threading.Thread(target=lambda: results.append(smoke(folder, "predict.py", [1], timeout_s=1)))
+    running.start()
+    seen: list[tuple[int, int]] = []
+    while not seen and running.is_alive():
+        seen = marked_processes(marker)
+        time.sleep(0.01)
+    running.join()
     elapsed = time.monotonic() - started
+    result = results[0]
     assert result.status == "fail"
     assert result.message == "timed out after 1 s"
     assert elapsed < 8
-    child, helper = (int(pid) for pid in (folder / "pids").read_text().split())
+    assert len(seen) == 1, "the helper was seen running"
+    helper, child = seen[0]
     assert not is_alive(child)
     deadline = time.monotonic() + 5  # the helper is reaped by init, not by us
     while is_alive(helper) and time.monotonic() < deadline:

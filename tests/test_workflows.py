@@ -2,10 +2,13 @@
 
 The steps run as a runner would run them (`bash --noprofile --norc -eo pipefail`, the
 job's and the step's env, `${{ }}` expressions replaced by what GitHub would put
-there) in a fresh clone of a registry that has a pull request to check. `uses:`
-steps are what the test does itself: the clone has full history (checkout with
-fetch-depth 0) and the project's .venv/bin comes first on PATH (setup-python plus
-the install step, which REGISTRY_SKIP_INSTALL turns off).
+there, `$GITHUB_ENV` carried to the next steps, `$RUNNER_TEMP` a folder of the job's
+own) in a fresh clone of a registry that has a pull request to check; each job gets
+its own clone, as each job gets its own runner. `uses:` steps are what the test does
+itself: the clone has full history (checkout with fetch-depth 0), the project's
+.venv/bin comes first on PATH (setup-python plus the install step, which
+REGISTRY_SKIP_INSTALL turns off), and upload-artifact / download-artifact copy a
+folder to and from a store shared by the jobs of one run.
 """
 
 from __future__ import annotations
@@ -47,15 +50,19 @@ CONDITIONS: dict[str, Callable[[dict[str, str]], bool]] = {
     "${{ !cancelled() }}": lambda outcomes: True,
     "${{ !cancelled() && steps.install.outcome == 'success' }}":
         lambda outcomes: outcomes.get("install") == "success",
+    "${{ steps.download.outcome == 'success' }}":  # and success(), implied
+        lambda outcomes: outcomes.get("download") == "success",
 }
 
 
-def substitute(text: str) -> str:
+def substitute(text: str, extra: dict[str, str] | None = None) -> str:
+    known = {**EXPRESSIONS, **(extra or {})}
+
     def value(match: re.Match[str]) -> str:
         expression = match.group(1)
-        if expression not in EXPRESSIONS:
+        if expression not in known:
             pytest.fail(f"the test does not know what GitHub puts for ${{{{ {expression} }}}}")
-        return EXPRESSIONS[expression]
+        return known[expression]
 
     return re.sub(r"\$\{\{\s*(.*?)\s*\}\}", value, text)
 
@@ -81,42 +88,104 @@ def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
     return found
 
 
-def run_job(text: str, job: str, cwd: Path, tmp_path: Path, extra_env: dict[str, str] | None = None) -> list[StepRun]:
-    """Run a job's `run:` steps in order with bash, as a runner would; skip `uses:` steps."""
+def read_github_env(path: Path) -> dict[str, str]:
+    """The KEY=VALUE lines steps appended to $GITHUB_ENV."""
+    if not path.is_file():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def run_job(text: str, job: str, cwd: Path, tmp_path: Path, extra_env: dict[str, str] | None = None,
+            artifacts: Path | None = None) -> list[StepRun]:
+    """Run a job's steps in order as a runner would: `run:` steps with bash; of the `uses:`
+    steps, upload-artifact and download-artifact copy to and from `artifacts`, the others
+    (checkout, setup-python) are what the test set up."""
     workflow = load(text)
     assert workflow["defaults"]["run"]["shell"] == "bash"  # so GitHub runs bash -eo pipefail
     spec = workflow["jobs"][job]
+    runner_temp = tmp_path / f"runner-temp-{job}"
+    runner_temp.mkdir(exist_ok=True)
+    github_env = runner_temp / "github-env"
+    context = {"runner.temp": str(runner_temp)}
     env = {**os.environ, "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(cwd),
-           "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md"), "RUNNER_TEMP": str(runner_temp),
+           "GITHUB_ENV": str(github_env),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            templates.SKIP_INSTALL_ENV: "1"}
-    env.update({k: substitute(str(v)) for k, v in spec.get("env", {}).items()})
+    env.update({k: substitute(str(v), context) for k, v in spec.get("env", {}).items()})
     env.update(extra_env or {})
+    store = artifacts if artifacts is not None else tmp_path / "artifacts"
     runs: list[StepRun] = []
     outcomes: dict[str, str] = {}
+    failed = False  # a step failed that had no continue-on-error
     for index, step in enumerate(spec["steps"]):
-        if "uses" in step:
-            continue
         condition = step.get("if")
         if condition is None:
-            go = all(r.outcome != "failure" for r in runs)
+            go = not failed
         elif condition in CONDITIONS:
-            go = CONDITIONS[condition](outcomes)
+            go = CONDITIONS[condition](outcomes) and (not failed or "cancelled()" in condition)
         else:
             pytest.fail(f"the test does not know how to evaluate if: {condition}")
-        script = tmp_path / f"step-{job}-{index}.sh"
-        script.write_text(substitute(step["run"]))
+        label = step.get("run", step.get("uses", ""))
         if not go:
-            runs.append(StepRun(step["run"], "skipped", None, "", ""))
+            runs.append(StepRun(label, "skipped", None, "", ""))
+        elif "uses" in step:
+            runs.append(_use(step, label, store, context))
         else:
-            step_env = {**env, **{k: substitute(str(v)) for k, v in step.get("env", {}).items()}}
+            script = tmp_path / f"step-{job}-{index}.sh"
+            script.write_text(substitute(step["run"], context))
+            step_env = {**env, **read_github_env(github_env),
+                        **{k: substitute(str(v), context) for k, v in step.get("env", {}).items()}}
             proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd,
-                                  env=step_env, capture_output=True, text=True, timeout=300, check=False)
+                                  env=step_env, capture_output=True, text=True, timeout=900, check=False)
             outcome = "success" if proc.returncode == 0 else "failure"
             runs.append(StepRun(step["run"], outcome, proc.returncode, proc.stdout, proc.stderr))
+        failed = failed or (runs[-1].outcome == "failure" and not step.get("continue-on-error", False))
         if "id" in step:
             outcomes[step["id"]] = runs[-1].outcome
     return runs
+
+
+def _use(step: dict[str, Any], label: str, store: Path, context: dict[str, str]) -> StepRun:
+    action = str(step["uses"]).split("@")[0]
+    if action not in ("actions/upload-artifact", "actions/download-artifact"):
+        return StepRun(label, "success", 0, "", "")
+    name = substitute(step["with"]["name"], context)
+    path = Path(substitute(step["with"]["path"], context))
+    if action == "actions/upload-artifact":
+        if not path.exists():
+            missing = step["with"].get("if-no-files-found", "warn")
+            return StepRun(label, "failure" if missing == "error" else "success", None, "", f"no files at {path}")
+        (store / name).parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, store / name)
+        else:
+            (store / name).mkdir()
+            shutil.copy2(path, store / name / path.name)
+        return StepRun(label, "success", 0, "", "")
+    if not (store / name).is_dir():
+        return StepRun(label, "failure", None, "", f"Artifact not found for name: {name}")
+    shutil.copytree(store / name, path, dirs_exist_ok=True)
+    return StepRun(label, "success", 0, "", "")
+
+
+@dataclass(frozen=True)
+class PrRun:
+    fetch: list[StepRun]
+    gates: list[StepRun]
+    fetch_clone: Path
+    gates_clone: Path
+    report: Path  # where the gates job writes registry-check.json
+
+
+def run_pr(text: str, repo: Path, tmp_path: Path, branch: str | None,
+           extra_env: dict[str, str] | None = None) -> PrRun:
+    """The pull-request jobs of one run: fetch, then gates, each on its own runner (clone)."""
+    fetch_clone = runner_clone(repo, tmp_path, branch, "runner-fetch")
+    gates_clone = runner_clone(repo, tmp_path, branch, "runner-gates")
+    fetch = run_job(text, "fetch", fetch_clone, tmp_path, extra_env)
+    gates = run_job(text, "gates", gates_clone, tmp_path, extra_env)
+    return PrRun(fetch, gates, fetch_clone, gates_clone, tmp_path / "runner-temp-gates" / templates.CHECK_REPORT)
 
 
 def step(runs: list[StepRun], command: str) -> StepRun:
@@ -173,9 +242,9 @@ def open_pr(repo: Path, cli: Callable[..., Result], inputs: Path, *extra: Path) 
     return "register/credit-approval/1.1.0"
 
 
-def runner_clone(repo: Path, tmp_path: Path, branch: str | None) -> Path:
+def runner_clone(repo: Path, tmp_path: Path, branch: str | None, name: str = "runner-workspace") -> Path:
     """What actions/checkout gives with fetch-depth 0: all history, and the PR's merge commit."""
-    clone = tmp_path / "runner-workspace"
+    clone = tmp_path / name
     origin = git(repo, "remote", "get-url", "origin").strip()
     git(tmp_path, "clone", "--quiet", "--no-checkout", origin, str(clone))
     git(clone, "checkout", "--quiet", "--detach", f"origin/{BASE}")
@@ -188,88 +257,130 @@ def runner_clone(repo: Path, tmp_path: Path, branch: str | None) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(WORKFLOWS))
-def test_pr_job_pulls_the_changed_version_and_passes(kind: str, on_origin: Path, inputs: Path, tmp_path: Path,
-                                                     cli: Callable[..., Result]) -> None:
+def test_pr_jobs_pull_the_changed_version_and_pass(kind: str, on_origin: Path, inputs: Path, tmp_path: Path,
+                                                   cli: Callable[..., Result]) -> None:
     branch = open_pr(on_origin, cli, inputs)
-    clone = runner_clone(on_origin, tmp_path, branch)
-    runs = run_job(WORKFLOWS[kind](on_origin), "gates", clone, tmp_path)
+    run = run_pr(WORKFLOWS[kind](on_origin), on_origin, tmp_path, branch)
 
-    assert templates.SKIP_INSTALL_ENV in step(runs, "pip install").out
-    fetched = step(runs, "registry fetch")
+    for runs in (run.fetch, run.gates):
+        assert templates.SKIP_INSTALL_ENV in step(runs, "pip install").out
+    fetched = step(run.fetch, "registry fetch")
     assert fetched.outcome == "success", fetched.err
     assert "models/credit-approval/1.1.0/model.safetensors" in fetched.out
-    assert (clone / "models/credit-approval/1.1.0/model.safetensors").read_bytes() == \
+    assert step(run.fetch, "handover pack").outcome == "success"
+    # The gates job's own checkout gets the bytes only from the fetch job's artifact.
+    placed = step(run.gates, "handover unpack")
+    assert placed.outcome == "success", placed.err
+    assert "models/credit-approval/1.1.0/model.safetensors" in placed.out
+    assert (run.gates_clone / "models/credit-approval/1.1.0/model.safetensors").read_bytes() == \
         (inputs / "model.safetensors").read_bytes()
     # Only the version the PR checks: the merged one stays in the remote.
-    assert not (clone / "models/credit-approval/1.0.0/model.safetensors").exists()
-    checked = step(runs, "registry check")
+    assert not (run.gates_clone / "models/credit-approval/1.0.0/model.safetensors").exists()
+    checked = step(run.gates, "registry check")
     assert (checked.outcome, checked.code) == ("success", 0), checked.out + checked.err
     summary = (tmp_path / "step-summary.md").read_text()
     assert summary.startswith("## registry check: ✅ All gates passed")
     assert "| gate | model | status | details |" in summary
     assert "| consistency | credit-approval@1.1.0 | ✅ pass |" in summary
-    report = json.loads((clone / templates.CHECK_REPORT).read_text())
+    report = json.loads(run.report.read_text())
     assert report["passed"] is True
     assert {(g["gate"], g["status"]) for g in report["gates"]} >= {("scan", "pass"), ("consistency", "pass")}
+    assert not (run.gates_clone / templates.CHECK_REPORT).exists()  # outside the checkout
 
 
 @pytest.mark.parametrize("kind", sorted(WORKFLOWS))
-def test_pr_job_fails_on_a_pickle_calling_os_system(kind: str, on_origin: Path, inputs: Path, tmp_path: Path,
+def test_pr_jobs_fail_on_a_pickle_calling_os_system(kind: str, on_origin: Path, inputs: Path, tmp_path: Path,
                                                     cli: Callable[..., Result]) -> None:
     evil = tmp_path / "evil" / "preprocess.pkl"
     evil.parent.mkdir()
     evil.write_bytes(pickle.dumps(Payload()))
     branch = open_pr(on_origin, cli, inputs, evil)
-    clone = runner_clone(on_origin, tmp_path, branch)
-    runs = run_job(WORKFLOWS[kind](on_origin), "gates", clone, tmp_path)
+    run = run_pr(WORKFLOWS[kind](on_origin), on_origin, tmp_path, branch)
 
-    assert step(runs, "registry fetch").outcome == "success"
-    checked = step(runs, "registry check")
+    assert step(run.fetch, "registry fetch").outcome == "success"
+    checked = step(run.gates, "registry check")
     assert (checked.outcome, checked.code) == ("failure", 1)
     assert "Traceback" not in checked.out + checked.err
     summary = (tmp_path / "step-summary.md").read_text()
     assert summary.startswith("## registry check: ❌ Gates failed")
     assert re.search(r"^\| scan \| credit-approval@1\.1\.0 \| ❌ fail \| models/credit-approval/1\.1\.0/"
                      r"preprocess\.pkl@.*system", summary, re.MULTILINE), summary
-    report = json.loads((clone / templates.CHECK_REPORT).read_text())
+    report = json.loads(run.report.read_text())
     assert report["passed"] is False
     assert not Path("/tmp/registry-workflow-test-pwned").exists()
 
 
-def test_pr_job_still_reports_when_the_weights_are_not_in_the_remote(
+def test_pr_jobs_still_report_when_the_weights_are_not_in_the_remote(
         on_origin: Path, inputs: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
     branch = open_pr(on_origin, cli, inputs)
     remote = tmp_path / "dvc-remote"
     shutil.rmtree(remote)  # as if the scientist never pushed the weights
     remote.mkdir()
-    clone = runner_clone(on_origin, tmp_path, branch)
-    runs = run_job(REUSABLE.read_text(), "gates", clone, tmp_path)
+    run = run_pr(REUSABLE.read_text(), on_origin, tmp_path, branch)
 
-    fetched = step(runs, "registry fetch")
+    fetched = step(run.fetch, "registry fetch")
     assert (fetched.outcome, fetched.code) == ("failure", 1)
     assert "error: DVC could not pull" in fetched.err
-    checked = step(runs, "registry check")  # runs anyway (if: !cancelled()), so the reviewer sees why
+    assert step(run.fetch, "handover pack").outcome == "success"  # hands over what there is: nothing
+    checked = step(run.gates, "registry check")  # runs anyway, so the reviewer sees why
     assert (checked.outcome, checked.code) == ("failure", 1)
     summary = (tmp_path / "step-summary.md").read_text()
     assert "| consistency | credit-approval@1.1.0 | ❌ fail | models/credit-approval/1.1.0/model.safetensors:" in summary
 
 
-def test_install_step_installs_the_pinned_distribution(on_origin: Path, tmp_path: Path) -> None:
-    # A stand-in `python` first on PATH records what the step would install; `registry` stays the real one.
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "python").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path / "pip-args"}"\n')
-    (shim / "python").chmod(0o755)
-    path = f"{shim}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+def test_gates_still_report_when_the_fetch_job_uploaded_nothing(
+        on_origin: Path, inputs: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    branch = open_pr(on_origin, cli, inputs)
+    clone = runner_clone(on_origin, tmp_path, branch)
+    runs = run_job(REUSABLE.read_text(), "gates", clone, tmp_path)  # no fetch job ran: no artifact
+
+    assert step(runs, "actions/download-artifact").outcome == "failure"  # continue-on-error
+    assert step(runs, "handover unpack").outcome == "skipped"
+    checked = step(runs, "registry check")
+    assert (checked.outcome, checked.code) == ("failure", 1)
+    summary = (tmp_path / "step-summary.md").read_text()
+    assert "| consistency | credit-approval@1.1.0 | ❌ fail | models/credit-approval/1.1.0/model.safetensors:" in summary
+
+
+def fake_python(folder: Path, record: Path) -> None:
+    """A `python` that records its arguments; `-m venv DIR` makes DIR/bin/python, a recording
+    stand-in that runs the real interpreter for anything but pip."""
+    folder.mkdir()
+    real = sys.executable
+    (folder / "python").write_text(f"""#!/bin/sh
+printf "%s\\n" "$0 $*" >> "{record}"
+if [ "$2 $3" = "-m venv" ]; then
+    mkdir -p "$4/bin"
+    cp "$0" "$4/bin/python"
+    exit 0
+fi
+if [ "$3" = "pip" ]; then exit 0; fi
+exec "{real}" "$@"
+""")
+    (folder / "python").chmod(0o755)
+
+
+def test_install_step_installs_the_pinned_distribution_into_a_venv_outside_the_checkout(
+        on_origin: Path, tmp_path: Path) -> None:
+    record = tmp_path / "python-calls"
+    fake_python(tmp_path / "shim", record)
+    path = f"{tmp_path / 'shim'}{os.pathsep}{os.environ['PATH']}"
     clone = runner_clone(on_origin, tmp_path, None)
     for kind in sorted(WORKFLOWS):
+        record.unlink(missing_ok=True)
         runs = run_job(WORKFLOWS[kind](on_origin), "manifest", clone, tmp_path,
-                       {templates.SKIP_INSTALL_ENV: "", "PATH": path})
+                       {templates.SKIP_INSTALL_ENV: "", "PATH": path}, artifacts=tmp_path / f"artifacts-{kind}")
         installed = step(runs, "pip install")
         assert installed.outcome == "success", installed.err
         assert f"registry, version {__version__}" in installed.out
-        args = (tmp_path / "pip-args").read_text().split()
-        assert args[:3] == ["-m", "pip", "install"] and args[-1] == f"gitops-registry=={__version__}", kind
+        venv = tmp_path / "runner-temp-manifest" / "registry-venv"
+        assert record.read_text().splitlines() == [
+            f"{tmp_path / 'shim' / 'python'} -I -m venv {venv}",
+            f"{venv}/bin/python -I -m pip install --disable-pip-version-check gitops-registry=={__version__}",
+            f"{venv}/bin/python -I -m registry --version",
+            f"{venv}/bin/python -I -m registry manifest --stage production --json",
+        ], kind
+        assert all(r.outcome == "success" for r in runs), [r.err for r in runs]
 
 
 # -- the main-branch job, run -----------------------------------------------------------------
@@ -287,13 +398,13 @@ def test_main_job_publishes_the_production_manifest(kind: str, on_origin: Path, 
     runs = run_job(WORKFLOWS[kind](on_origin), "manifest", clone, tmp_path)
 
     assert all(r.outcome == "success" for r in runs), [r.err for r in runs]
-    manifest = json.loads((clone / templates.MANIFEST_FILE).read_text())
+    manifest = json.loads((tmp_path / "runner-temp-manifest" / templates.MANIFEST_FILE).read_text())
     assert manifest["stage"] == "production"
     assert manifest["registry_commit"] == git(clone, "rev-parse", "HEAD").strip()
     assert manifest["models"]["credit-approval"]["version"] == "1.0.0"
     upload = [s for s in load(WORKFLOWS[kind](on_origin))["jobs"]["manifest"]["steps"]
               if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
-    assert [s["with"]["path"] for s in upload] == [templates.MANIFEST_FILE]
+    assert [s["with"]["path"] for s in upload] == ["${{ runner.temp }}/" + templates.MANIFEST_FILE]
 
 
 # -- `registry fetch` -------------------------------------------------------------------------
@@ -350,7 +461,7 @@ def test_init_installs_the_extra_its_remote_needs(remote: str, spec: str, tmp_pa
                  cwd=tmp_path)
     assert result.code == 0, result.err
     workflow = load(init_workflow(reg))
-    for job in ("gates", "manifest"):
+    for job in ("fetch", "gates", "manifest"):
         assert workflow["jobs"][job]["env"]["REGISTRY_PACKAGE"] == spec
 
 
@@ -362,11 +473,11 @@ def test_workflow_shape(kind: str, registry_dir: Path) -> None:
     assert not re.search(r"pip install[^\n]*\bregistry\b(?!-)", text.replace("gitops-registry", ""))
     assert f"gitops-registry=={__version__}" in text
     jobs = workflow["jobs"]
-    assert {"gates", "manifest"} <= set(jobs)
+    assert set(jobs) == {"fetch", "gates", "manifest"}
     for job in jobs.values():
         assert job["concurrency"]["group"]
-    checkout = [s for s in jobs["gates"]["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
-    assert checkout and checkout[0]["with"]["fetch-depth"] == 0
+        checkout = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
+        assert len(checkout) == 1 and checkout[0]["with"]["fetch-depth"] == 0
     on = triggers(workflow)
     if kind == "init":
         assert set(on) == {"pull_request", "push"} and on["push"]["branches"] == ["main"]
