@@ -9,19 +9,25 @@ must be on an exact ``module.qualname`` allow-list; anything that calls a value 
 is not an allowed global, the extension registry (`EXT1/2/4`), or out-of-band buffers
 is refused.
 
-Content is identified by its bytes, never by its name. Zip (PyTorch checkpoints,
-``.npz``), tar, gzip, bz2, xz/lzma and zlib are opened and every member scanned,
-with bounds on decompressed bytes, compression ratio, member count and nesting.
-Tensor storage is skipped by size (legacy PyTorch, joblib, ``.npy``) or, inside a
-recognised PyTorch zip layout, by member name, so a large checkpoint costs a few
-small reads.
+Content is identified by its bytes, never by its name, with the tests the loaders
+themselves apply (`registry.sniff`; the format gate uses the same identification,
+`identify_file`). Zip (PyTorch checkpoints, ``.npz``), tar, gzip, bz2, xz, lzma,
+zlib and joblib's old "ZF" files are opened and every member scanned, with bounds on
+decompressed bytes, compression ratio, member count and nesting. Tensor storage is
+skipped by size (legacy PyTorch, joblib, ``.npy``) or, inside a recognised PyTorch
+zip layout, by member name, so a large checkpoint costs a few small reads.
 
 Fail closed: malformed, truncated, ambiguous or unrecognised content is a finding.
-Any content that is not an unambiguous pickle is first read the way ``pickle.load``
-would read it, up to its first certain error, so a pickle hidden in front of a text,
-zip or other file is still found. Safe without findings are only pickles on the
-allow-list, NumPy arrays without objects, and formats that hold no code: safetensors,
-protobuf (ONNX), GGUF, UTF-8 text and empty files.
+A file that any natural loader (pickle.load, numpy.load with allow_pickle, joblib.load,
+torch.load) would unpickle is a pickle, whatever else it also looks like: content that
+is not an unambiguous pickle is first walked as the unpicklers would walk it (_pickle
+for pickle and numpy, pickle.py for joblib, with torch's persistent_load and find_class
+in mind) up to the first point where all of them certainly raise, so a pickle behind
+no-op opcodes, in front of text or inside another format is still found. Safe without
+findings are only pickles on the allow-list, NumPy arrays without objects, and formats
+that hold no code: safetensors (with the format gate's checks), protobuf (ONNX), GGUF,
+UTF-8 text and empty files. Allowed constructors that allocate by a number (bytearray,
+torch storages, array shapes) may not ask for more than the pickle holds.
 
 Errors: a file that cannot be read (missing, a directory given to `scan_file`, a
 FIFO) is reported as a finding, never raised, so a scan of many paths reports on all
