@@ -51,6 +51,7 @@ import pickletools
 import re
 import stat
 import struct
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -521,6 +522,7 @@ class _Machine:
         self.storage_sizes: dict[str, float | None] = {}  # ... -> numel in its id
         self.saw_joblib_array = False
         self.ops_before_persid: int | None = None
+        self.max_ops = sys.maxsize  # probes of joblib array data have a budget
 
     # -- small helpers --
 
@@ -729,6 +731,13 @@ class _Machine:
             op = buf[pos]
             pos += 1
             self.ops += 1
+            if self.ops > self.max_ops:
+                self._flag(
+                    start,
+                    f"read as pickle.load would, the stream goes on for more than "
+                    f"{_PROBE_OVERRUN} opcodes past the array: cannot be shown safe",
+                )
+                raise _Malformed("walk over its budget", start)
             stack = self.stack
             stack_push = stack.append
             if op == BINPUT:
@@ -1079,8 +1088,9 @@ _MAX_NPY_HEADER: Final = 1 << 20
 _CHUNK: Final = 1 << 20
 # Compressed input is fed in small pieces so that a bomb shows its ratio early.
 _INPUT_CHUNK: Final = 64 * 1024
-# How far past a joblib array its plain-pickle probe may read: enough for an opcode
-# that starts in the array and ends after it, bounded so that probes stay linear.
+# How many opcodes past a joblib array its plain-pickle probe may walk: random array
+# bytes end the walk within a few opcodes; a walk that goes on for this long is refused
+# (not silently dropped) so that probes stay linear and fail closed.
 _PROBE_OVERRUN: Final = 64 * 1024
 _PROTOCOLS_2_TO_5: Final = (b"\x02", b"\x03", b"\x04", b"\x05")
 
@@ -1409,9 +1419,10 @@ class _Scan:
             machine.buf,
             machine.member,
             strict=False,
-            end=min(machine.end, data_end + _PROBE_OVERRUN),
             note="in joblib array data, as read by pickle.load: ",
         )
+        # An opcode takes at least a byte: within the array the walk cannot take more.
+        probe.max_ops = (data_end - pos) + _PROBE_OVERRUN
         probe.mutate = False
         probe.stack = list(machine.stack)
         probe.metastack = [list(items) for items in machine.metastack]

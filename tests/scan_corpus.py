@@ -363,7 +363,7 @@ def loaders_that_execute(paths: list[Path], marker: Path) -> tuple[list[str], di
 
 def open_call(marker: Path) -> bytes:
     """Protocol 0 ``builtins.open(marker, "w")``: creates ``marker`` if it runs. ASCII."""
-    return glob("__builtin__", "open") + b"(" + string0(str(marker)) + string0("w") + b"tR"
+    return glob("builtins", "open") + b"(" + string0(str(marker)) + string0("w") + b"tR"
 
 
 # Prefixes that leave the unpicklers with nothing to complain about, each followed by

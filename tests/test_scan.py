@@ -1380,3 +1380,27 @@ def test_sizes_within_the_file_pass() -> None:
         for protocol in range(6):
             report = scan_bytes(pickle.dumps(value, protocol), "ok.pkl")
             assert report.safe, (value, protocol, messages(report))
+
+
+def test_pickle_load_jumping_from_one_joblib_array_into_another(tmp_path: Path) -> None:
+    """pickle.load reads a joblib file's first array as BINBYTES whose length lands in
+    the second array, where a payload waits that joblib.load only ever reads as data."""
+    marker = tmp_path / "RAN"
+    payload_ops = b"0" + corpus.open_call(marker) + STOP
+    wrapper = corpus.joblib_wrapper
+    head = proto(4) + b"](" + wrapper((16,), "u1", aligned=False)
+    second = wrapper((200_000,), "u1", aligned=False)
+    landing = len(head) + 16 + len(second) + 100_000  # in the second array, far away
+    first_raw = b"B" + (landing - (len(head) + 5)).to_bytes(4, "little") + bytes(11)
+    second_raw = bytes(100_000) + payload_ops
+    second_raw += bytes(200_000 - len(second_raw))
+    data = head + first_raw + second + second_raw + b"e."
+    path = _write(tmp_path / "model.joblib", data)
+    loaders, ran = corpus.loaders_that_execute([path], marker)
+    assert "pickle" in ran[str(path)]
+    assert ("joblib" in loaders) <= ("joblib" not in ran[str(path)])
+
+    report = scan_file(path)
+
+    assert report.kind == "joblib"
+    assert "builtins.open" in globals_of(report), messages(report)
