@@ -13,10 +13,8 @@ import io
 import json
 import math
 import os
-import pickletools
 import stat
 import struct
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any, BinaryIO, Literal
 
+from registry import sniff as sniff_module
 from registry.errors import Problem, ValidationError
 
 __all__ = [
@@ -34,17 +33,14 @@ __all__ = [
     "check_onnx",
     "sniff",
     "validate_safetensors",
+    "validate_safetensors_bytes",
 ]
 
 StrPath = str | Path
 
-Format = Literal[
-    "safetensors", "onnx", "zip", "pickle", "gzip", "bz2", "xz", "npy", "tar", "text", "unknown"
-]
-
 # The safetensors crate's own limit (MAX_HEADER_SIZE = 100_000_000 in tensor.rs), a
 # little under 100 MiB: a header between the two could never be loaded, so refuse it.
-MAX_HEADER_BYTES = 100_000_000
+MAX_HEADER_BYTES = sniff_module.MAX_SAFETENSORS_HEADER
 
 # Bits per element, exactly the `Dtype` enum of the safetensors crate (0.6 onwards, same
 # list in the 0.8 Python wheel). All are accepted, because files using them load with
@@ -171,33 +167,39 @@ def _open_regular(path: StrPath) -> Iterator[tuple[BinaryIO, int]]:
         yield handle, os.fstat(handle.fileno()).st_size
 
 
+def _header_length(path: StrPath, prefix: bytes, size: int) -> int:
+    """The header length a safetensors file's first 8 bytes give, checked against
+    the file size (``size``: the whole file, prefix included)."""
+    if len(prefix) < _LENGTH_PREFIX:
+        raise ValidationError.one(
+            path,
+            f"file is {size} bytes, too short for the 8-byte header length "
+            "a safetensors file starts with",
+        )
+    (length,) = struct.unpack("<Q", prefix[:_LENGTH_PREFIX])
+    if length < 2:
+        raise ValidationError.one(
+            path, f"header length {length} is too small to hold a JSON object ({{}})"
+        )
+    if length > MAX_HEADER_BYTES:
+        raise ValidationError.one(
+            path,
+            f"header length {length} exceeds the {MAX_HEADER_BYTES}-byte limit; "
+            "the file is not safetensors or is corrupt",
+        )
+    if _LENGTH_PREFIX + length > size:
+        raise ValidationError.one(
+            path,
+            f"header length {length} runs past the end of the file "
+            f"({size} bytes; the header needs {_LENGTH_PREFIX + length}): truncated?",
+        )
+    return int(length)
+
+
 def _read_header(path: StrPath) -> tuple[bytes, int]:
     """Return the header bytes and the file size, checking the length prefix."""
     with _open_regular(path) as (handle, size):
-        prefix = handle.read(_LENGTH_PREFIX)
-        if len(prefix) < _LENGTH_PREFIX:
-            raise ValidationError.one(
-                path,
-                f"file is {size} bytes, too short for the 8-byte header length "
-                "a safetensors file starts with",
-            )
-        (length,) = struct.unpack("<Q", prefix)
-        if length < 2:
-            raise ValidationError.one(
-                path, f"header length {length} is too small to hold a JSON object ({{}})"
-            )
-        if length > MAX_HEADER_BYTES:
-            raise ValidationError.one(
-                path,
-                f"header length {length} exceeds the {MAX_HEADER_BYTES}-byte limit; "
-                "the file is not safetensors or is corrupt",
-            )
-        if _LENGTH_PREFIX + length > size:
-            raise ValidationError.one(
-                path,
-                f"header length {length} runs past the end of the file "
-                f"({size} bytes; the header needs {_LENGTH_PREFIX + length}): truncated?",
-            )
+        length = _header_length(path, handle.read(_LENGTH_PREFIX), size)
         header = handle.read(length)
         if len(header) != length:
             raise ValidationError.one(path, "file shrank while being read")
@@ -390,9 +392,20 @@ def validate_safetensors(path: StrPath) -> SafetensorsInfo:
     Stricter than the safetensors loader where the loader is lenient: duplicate keys,
     unknown keys in an entry and a null `__metadata__` are refused.
     """
-    name = str(path)
     raw, size = _read_header(path)
-    header = _parse_header(path, raw)
+    return _validate(str(path), raw, size)
+
+
+def validate_safetensors_bytes(data: bytes | memoryview, name: str) -> SafetensorsInfo:
+    """`validate_safetensors` on content already in memory (an archive member, a
+    mapped file): the same checks, so the scan and the format gate agree."""
+    length = _header_length(name, bytes(data[:_LENGTH_PREFIX]), len(data))
+    raw = bytes(data[_LENGTH_PREFIX : _LENGTH_PREFIX + length])
+    return _validate(name, raw, len(data))
+
+
+def _validate(name: str, raw: bytes, size: int) -> SafetensorsInfo:
+    header = _parse_header(name, raw)
     data_bytes = size - _LENGTH_PREFIX - len(raw)
 
     problems: list[Problem] = []
@@ -531,95 +544,18 @@ def _is_onnx_model(handle: BinaryIO, size: int) -> bool:
 
 # -- sniffing ----------------------------------------------------------------------
 
-_HEAD_BYTES = 64 * 1024
-# Opcodes a protocol 0/1 pickle realistically starts with: MARK, EMPTY_{LIST,DICT,TUPLE},
-# NONE, the INT/LONG/FLOAT/STRING/UNICODE family and GLOBAL (how malicious ones start).
-_PICKLE_01_FIRST = frozenset(b"(]})NIJKLMFGSTUVXc")
-_TEXT_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 
-
-def _is_pickle(head: bytes, complete: bool) -> bool:
-    if head[:1] == b"\x80":
-        return len(head) > 1 and 2 <= head[1] <= 5
-    if head[0] not in _PICKLE_01_FIRST:
-        return False
-    # Protocol 0 is ASCII, so text can look alike: require the opcodes to parse up to
-    # STOP, or to the end of what was read when the file is longer. A false positive
-    # only subjects a text file to the pickle scan; a false negative would let a pickle
-    # through as text.
-    stream = io.BytesIO(head)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # bad string escapes warn in the decoder
-        try:
-            for opcode, _, _ in pickletools.genops(stream):
-                if opcode.name == "STOP":
-                    return True
-        except (ValueError, OverflowError, struct.error):
-            return not complete and stream.tell() >= len(head)
-    return False
-
-
-def _is_tar(head: bytes) -> bool:
-    if len(head) < 512 or head[0] == 0:
-        return False
-    block = head[:512]
-    try:
-        recorded = int(block[148:156].strip(b" \x00") or b"x", 8)
-    except ValueError:
-        return False
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = sum(struct.unpack("148b", block[:148])) + 8 * 32
-    signed += sum(struct.unpack("356b", block[156:]))
-    return recorded in (unsigned, signed)
-
-
-def _is_text(head: bytes, complete: bool) -> bool:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A multi-byte character cut at the end of the read is still text.
-        if complete or exc.start < len(head) - 3 or exc.reason != "unexpected end of data":
-            return False
-        text = head[: exc.start].decode("utf-8")
-    return not any((c < " " or c == "\x7f") and c not in _TEXT_CONTROLS for c in text)
-
-
-def sniff(path: StrPath) -> Format:
-    """Name a file's format from its bytes, whatever its extension says.
-
-    ONNX has no magic number: a file is "onnx" when its top-level protobuf fields
-    walk cleanly as a ModelProto with an ir_version and a graph. This needs no onnx
-    package and no extension. An empty file is "unknown".
+def sniff(path: StrPath) -> str:
+    """Name a file's format from its bytes, whatever its extension says: the security
+    scan's own identification (`registry.scan.identify_file`), so the two gates never
+    disagree on what a file is. A protobuf file whose top-level fields walk cleanly
+    as a ModelProto with an ir_version and a graph is "onnx" (no onnx package needed).
     """
-    with _open_regular(path) as (handle, size):
-        head = handle.read(_HEAD_BYTES)
-        complete = len(head) == size
-        if not head:
-            return "unknown"
-        if head.startswith(b"\x93NUMPY"):
-            return "npy"
-        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
-            return "zip"
-        if head.startswith(b"\x1f\x8b\x08"):
-            return "gzip"
-        if (
-            head[:3] == b"BZh"
-            and head[3:4] in b"123456789"
-            and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90")
-        ):
-            return "bz2"
-        if head.startswith(b"\xfd7zXZ\x00"):
-            return "xz"
-        if _is_tar(head):
-            return "tar"
-        if len(head) >= 10 and head[8:9] == b"{":
-            (length,) = struct.unpack("<Q", head[:8])
-            if 2 <= length <= MAX_HEADER_BYTES and 8 + length <= size:
-                return "safetensors"
-        if _is_pickle(head, complete):
-            return "pickle"
-        if _is_onnx_model(handle, size):
-            return "onnx"
-        if _is_text(head, complete):
-            return "text"
-        return "unknown"
+    from registry import scan  # scan imports this module for safetensors
+
+    kind = scan.identify_file(path)
+    if kind == "protobuf":
+        with _open_regular(path) as (handle, size):
+            if _is_onnx_model(handle, size):
+                return "onnx"
+    return kind

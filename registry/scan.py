@@ -9,19 +9,25 @@ must be on an exact ``module.qualname`` allow-list; anything that calls a value 
 is not an allowed global, the extension registry (`EXT1/2/4`), or out-of-band buffers
 is refused.
 
-Content is identified by its bytes, never by its name. Zip (PyTorch checkpoints,
-``.npz``), tar, gzip, bz2, xz/lzma and zlib are opened and every member scanned,
-with bounds on decompressed bytes, compression ratio, member count and nesting.
-Tensor storage is skipped by size (legacy PyTorch, joblib, ``.npy``) or, inside a
-recognised PyTorch zip layout, by member name, so a large checkpoint costs a few
-small reads.
+Content is identified by its bytes, never by its name, with the tests the loaders
+themselves apply (`registry.sniff`; the format gate uses the same identification,
+`identify_file`). Zip (PyTorch checkpoints, ``.npz``), tar, gzip, bz2, xz, lzma,
+zlib and joblib's old "ZF" files are opened and every member scanned, with bounds on
+decompressed bytes, compression ratio, member count and nesting. Tensor storage is
+skipped by size (legacy PyTorch, joblib, ``.npy``) or, inside a recognised PyTorch
+zip layout, by member name, so a large checkpoint costs a few small reads.
 
 Fail closed: malformed, truncated, ambiguous or unrecognised content is a finding.
-Any content that is not an unambiguous pickle is first read the way ``pickle.load``
-would read it, up to its first certain error, so a pickle hidden in front of a text,
-zip or other file is still found. Safe without findings are only pickles on the
-allow-list, NumPy arrays without objects, and formats that hold no code: safetensors,
-protobuf (ONNX), GGUF, UTF-8 text and empty files.
+A file that any natural loader (pickle.load, numpy.load with allow_pickle, joblib.load,
+torch.load) would unpickle is a pickle, whatever else it also looks like: content that
+is not an unambiguous pickle is first walked as the unpicklers would walk it (_pickle
+for pickle and numpy, pickle.py for joblib, with torch's persistent_load and find_class
+in mind) up to the first point where all of them certainly raise, so a pickle behind
+no-op opcodes, in front of text or inside another format is still found. Safe without
+findings are only pickles on the allow-list, NumPy arrays without objects, and formats
+that hold no code: safetensors (with the format gate's checks), protobuf (ONNX), GGUF,
+UTF-8 text and empty files. Allowed constructors that allocate by a number (bytearray,
+torch storages, array shapes) may not ask for more than the pickle holds.
 
 Errors: a file that cannot be read (missing, a directory given to `scan_file`, a
 FIFO) is reported as a finding, never raised, so a scan of many paths reports on all
@@ -37,7 +43,6 @@ import codecs
 import contextlib
 import io
 import itertools
-import json
 import lzma
 import math
 import mmap
@@ -46,6 +51,7 @@ import pickletools
 import re
 import stat
 import struct
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -54,6 +60,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from registry import formats, sniff
 from registry.errors import ValidationError
 
 __all__ = [
@@ -63,6 +70,7 @@ __all__ = [
     "ScanLimits",
     "ScanReport",
     "allow_list",
+    "identify_file",
     "scan_bytes",
     "scan_file",
     "scan_paths",
@@ -333,6 +341,9 @@ class _Opaque:
 
 
 _OPAQUE: Final = _Opaque()
+# An integer the scan does not keep (over 64 bytes long, or written so that only one
+# of the unpicklers may read it): as a size, unbounded.
+_UNKNOWN_INT: Final = _Opaque()
 
 
 @dataclass(frozen=True, eq=False)
@@ -387,6 +398,81 @@ class _OverlayMemo(dict[int, object]):
 _LITERALS: Final = (type(None), bool, int, str, tuple, list, dict)
 
 
+_NUMPY_RECONSTRUCT: Final = frozenset(
+    {"numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct"}
+)
+_REBUILD_FROM_TYPE: Final = "torch._tensor._rebuild_from_type_v2"
+_REBUILD_QTENSOR: Final = "torch._utils._rebuild_qtensor"
+# Constructors whose every argument may be a size: bytes(n), bytearray(n),
+# torch.FloatStorage(n), torch.Tensor(n, m), torch.storage.UntypedStorage(n).
+_SIZED_BY_ARGS: Final = frozenset(
+    {
+        "builtins.bytes",
+        "builtins.bytearray",
+        "torch.Tensor",
+        "torch.storage.UntypedStorage",
+        "torch.storage.TypedStorage",
+        *STORAGE_ELEMENT_BYTES,
+        *(f"torch.{k}Tensor" for k in _TORCH_STORAGE_ELEMENT_BYTES if "Complex" not in k),
+    }
+)
+# Constructors with a shape at this argument index.
+_SIZED_BY_SHAPE: Final = {
+    **dict.fromkeys(_NUMPY_RECONSTRUCT, 1),
+    "numpy.ndarray": 0,
+}
+
+
+def _size(value: object) -> float | None:
+    """An argument as a number of elements: None when it is no number."""
+    if isinstance(value, bool | int):
+        return max(int(value), 0)
+    if value is _UNKNOWN_INT:
+        return math.inf
+    if isinstance(value, _Call):  # a NumPy integer, say: unknown, unless it is bytes
+        is_bytes = isinstance(value.func, _Global) and value.func.dotted == _CODECS_ENCODE
+        return None if is_bytes else math.inf
+    return None
+
+
+def _sizes_product(values: Iterable[object]) -> float:
+    total: float = 1
+    for value in values:
+        size = _size(value)
+        if size is not None:
+            total *= size
+    return total
+
+
+def _shape_count(shape: object) -> float:
+    """Elements in an array of this shape (a tuple of sizes, or one size)."""
+    if isinstance(shape, tuple | list):
+        return _sizes_product(shape)
+    return _size(shape) or 0
+
+
+def _persistent_numel(value: object) -> int | None:
+    """The element count a torch persistent id gives its storage."""
+    if isinstance(value, _Call) and value.func is _PERSISTENT:
+        pid = value.args
+        if isinstance(pid, tuple) and len(pid) >= 5 and type(pid[4]) is int:
+            return pid[4]
+    return None
+
+
+def _certainly_true(value: object) -> bool:
+    if type(value) in (bool, int, str, tuple, list) or isinstance(value, _Dict):
+        return bool(value)  # tracked lists and dicts only ever miss items, never gain any
+    return False
+
+
+def _certainly_true_state(state: object) -> bool:
+    """BUILD's state makes both unpicklers raise on a literal (see `_Machine._build`)."""
+    if isinstance(state, tuple) and len(state) == 2:
+        return _certainly_true(state[0]) or _certainly_true(state[1])
+    return _certainly_true(state)
+
+
 def _is_dotted_identifier(text: str) -> bool:
     return all(part.isidentifier() for part in text.split("."))
 
@@ -433,7 +519,10 @@ class _Machine:
         self.ops = 0
         self.soft_problem: tuple[str, int] | None = None
         self.storages: dict[str, str] = {}  # legacy torch: storage key -> storage type
+        self.storage_sizes: dict[str, float | None] = {}  # ... -> numel in its id
         self.saw_joblib_array = False
+        self.ops_before_persid: int | None = None
+        self.max_ops = sys.maxsize  # probes of joblib array data have a budget
 
     # -- small helpers --
 
@@ -507,7 +596,18 @@ class _Machine:
     def _memo_put(self, key: int, offset: int) -> None:
         if key < 0:
             raise _Malformed("negative memo key", offset)
-        self.memo[key] = self._top(offset)
+        value = self._top(offset)
+        if key > len(self.buf):
+            # _pickle keeps the memo in an array of 2 * key slots, zeroed: a memory bomb.
+            # Picklers number memo entries from 0, one per object, so never this high.
+            # (In a probe, only once the content proves to be a pickle: text such as
+            # "Copyright (c)" reads as BINBYTES then a LONG_BINPUT of "f Te".)
+            message = f"memo key {key} is larger than the pickle (a memory bomb)"
+            if self.strict:
+                self._flag(offset, message)
+            elif self.soft_problem is None:
+                self.soft_problem = (message, offset)
+        self.memo[key] = value
 
     # -- what matters: globals and calls --
 
@@ -533,20 +633,82 @@ class _Machine:
             isinstance(args, tuple | list) and len(args) == 2 and args[1] in ("latin1", "latin-1")
         ):
             self._flag(offset, f"{opname} calls _codecs.encode other than as (str, 'latin1')")
+        else:
+            self._check_sizes(func.dotted, args, offset, opname)
         return _Call(func, args)
+
+    def _check_sizes(self, dotted: str, args: object, offset: int, opname: str) -> None:
+        """Allowed constructors that allocate by a number: that number is bounded by the
+        size of the pickle itself. A pickler only writes such a call for data that is
+        in the pickle (``_reconstruct`` of shape (0,), a storage that follows it), so
+        a real file never needs more, and a 35-byte ``bytearray(3_000_000_000)`` is
+        refused instead of costing 3 GB."""
+        args = args if isinstance(args, tuple | list) else (args,)
+        bound = len(self.buf)
+        if dotted == _REBUILD_FROM_TYPE and len(args) >= 3:
+            # _rebuild_from_type_v2(func, type, args, state) calls func(*args).
+            self._call(args[0], args[2], offset, f"{opname} (through _rebuild_from_type_v2)")
+            return
+        if dotted in _SIZED_BY_ARGS:  # bytearray(n), torch.Tensor(n, m): data otherwise
+            sizes = [arg for arg in args if _size(arg) is not None]
+            size = _sizes_product(sizes) if sizes else 0
+        elif dotted in _SIZED_BY_SHAPE and len(args) > _SIZED_BY_SHAPE[dotted]:
+            size = _shape_count(args[_SIZED_BY_SHAPE[dotted]])
+        elif dotted == _REBUILD_QTENSOR and len(args) >= 3:
+            # Allocates the tensor by its size before setting it to its storage.
+            storage, size = args[0], _shape_count(args[2])
+            numel = _persistent_numel(storage)
+            if numel is None or size > numel:
+                self._flag(
+                    offset,
+                    f"{opname} of {dotted} with a size that is not within its storage "
+                    "(a memory bomb)",
+                    dotted,
+                )
+            return
+        else:
+            return
+        if size > bound:
+            shown = "an unknown number of" if size == math.inf else f"{size:.0f}"
+            self._flag(
+                offset,
+                f"{opname} asks {dotted} for {shown} elements, more than the {bound} "
+                "bytes the pickle holds (a memory bomb)",
+                dotted,
+            )
 
     def _build(self, offset: int, pos: int) -> int:
         state = self._pop(offset)
         target = self._top(offset)
-        if not isinstance(target, _Call):
+        if not isinstance(target, _Call) or target.func is _PERSISTENT:
             if not self.strict and isinstance(target, _LITERALS):
-                raise _Malformed("BUILD on a literal", offset)  # no __dict__: an error
+                # None, bool, int, str, tuple, list and dict have no __setstate__ and no
+                # __dict__. pickle.py (joblib's unpickler) then ignores a false state
+                # and slot state; _pickle ignores None. Only a state that is certainly
+                # true fails in both; anything else may be a no-op: walk on.
+                if _certainly_true_state(state):
+                    raise _Malformed("BUILD on a literal with a state", offset)
+                return pos
             self._flag(
                 offset, "BUILD sets state on a value that is not an object made by an allowed call"
             )
             return pos
         if self.mutate:
             target.state = state
+        if (
+            isinstance(target.func, _Global)
+            and target.func.dotted in _NUMPY_RECONSTRUCT
+            and isinstance(state, tuple)
+            and len(state) >= 2
+            and _shape_count(state[1]) > len(self.buf)
+        ):
+            # ndarray.__setstate__((version, shape, dtype, fortran, data)) allocates
+            # by the shape (object arrays before reading their list).
+            self._flag(
+                offset,
+                "BUILD gives an array a shape larger than the pickle (a memory bomb)",
+                target.func.dotted,
+            )
         if (
             self.joblib
             and isinstance(target.func, _Global)
@@ -569,6 +731,13 @@ class _Machine:
             op = buf[pos]
             pos += 1
             self.ops += 1
+            if self.ops > self.max_ops:
+                self._flag(
+                    start,
+                    f"read as pickle.load would, the stream goes on for more than "
+                    f"{_PROBE_OVERRUN} opcodes past the array: cannot be shown safe",
+                )
+                raise _Malformed("walk over its budget", start)
             stack = self.stack
             stack_push = stack.append
             if op == BINPUT:
@@ -599,6 +768,8 @@ class _Machine:
                 pos += 4
             elif op == MARK:
                 if len(self.metastack) >= self.scan.limits.max_marks:
+                    # Not an error for the unpicklers: the scan cannot go on, so refuse.
+                    self._flag(start, f"more than {self.scan.limits.max_marks} open MARKs")
                     raise _Malformed("too many open MARKs", start)
                 self.metastack.append(stack)
                 self.stack = []
@@ -648,18 +819,20 @@ class _Machine:
                     module, name = raw_module.decode("utf-8"), raw_name.decode("utf-8")
                 except UnicodeDecodeError:
                     raise _Malformed(f"{opname} names that are not UTF-8", start) from None
-                if not self.strict and not (
-                    _is_dotted_identifier(module) and _is_dotted_identifier(name)
+                if (
+                    not self.strict
+                    and not _is_dotted_identifier(module)
+                    and not (name.isidentifier() and name.endswith("Storage"))
                 ):
-                    # Not importable: pickle.load stops here with an ImportError.
-                    raise _Malformed(f"{opname} of an unimportable name", start)
+                    # No module has this name unless a file of that very name was put on
+                    # sys.path; pickle.load stops with an ImportError. (torch.load's
+                    # find_class answers names with "Storage" without importing.)
+                    raise _Malformed(f"{opname} of an unimportable module name", start)
+                self._global(module, name, start, opname)  # pickle.py imports first
                 if op == INST:
-                    args = tuple(self._pop_mark(start))
-                    self._global(module, name, start, opname)
                     cls = self.stack.pop()
+                    args = tuple(self._pop_mark(start))
                     self.stack.append(self._call(cls, args, start, opname))
-                else:
-                    self._global(module, name, start, opname)
             elif op == STACK_GLOBAL:
                 name_value = self._pop(start)
                 module_value = self._pop(start)
@@ -693,10 +866,12 @@ class _Machine:
                 )
                 stack_push(_Global(f"<extension {code}>"))
             elif op in (PERSID, BINPERSID):
-                if not self.strict:
-                    # pickle.load has no persistent_load and raises here. (Loaders that
-                    # have one, torch's, read members that are scanned strictly.)
-                    raise _Malformed("a persistent id without a persistent_load", start)
+                # pickle.load has no persistent_load and raises here, but torch.load's
+                # unpicklers have one (a legacy tar's "pickle" member, a zip's data.pkl
+                # whatever its layout; both are scanned strictly anyway): walk on in
+                # probes too, but what follows is no evidence that this is a pickle.
+                if self.ops_before_persid is None:
+                    self.ops_before_persid = self.ops - 1
                 if op == PERSID:
                     raw, pos = self._line(pos)
                     if not raw.isascii():
@@ -796,7 +971,7 @@ class _Machine:
                 raw_view = self._take(pos + width, size)
                 pos += width + size
                 stack_push(
-                    int.from_bytes(raw_view, "little", signed=True) if size <= 64 else _OPAQUE
+                    int.from_bytes(raw_view, "little", signed=True) if size <= 64 else _UNKNOWN_INT
                 )
             elif op == POP:
                 if self.stack:
@@ -818,7 +993,10 @@ class _Machine:
                 if pos < self.frame_end:
                     self._soft("a FRAME starts before the previous frame ends", start)
                 if pos + size > end:
-                    raise _Malformed("truncated: a FRAME longer than the data", start, eof=True)
+                    if self.strict:
+                        raise _Malformed("truncated: a FRAME longer than the data", start, eof=True)
+                    # _pickle raises; pickle.py (joblib) reads what there is as the frame.
+                    size = end - pos
                 self.frame_end = pos + size
             elif op == READONLY_BUFFER:
                 self._top(start)
@@ -860,6 +1038,9 @@ class _Machine:
             and isinstance(pid[2], str)
         ):
             self.storages.setdefault(pid[2], pid[1].dotted)
+            # A legacy checkpoint's unpickler allocates numel elements right here.
+            numel = pid[4] if len(pid) >= 5 else None
+            self.storage_sizes.setdefault(pid[2], _size(numel) if numel is not None else None)
 
     def _legacy_string(self, raw: bytes) -> object:
         # Decoded with the loader's encoding (ASCII for pickle, UTF-8 for torch): only
@@ -889,7 +1070,7 @@ class _Machine:
             except ValueError:
                 continue
         self._soft("INT/LONG argument that is not a number", offset)
-        return _OPAQUE
+        return _UNKNOWN_INT
 
 
 # -- the scan over one file -----------------------------------------------------------
@@ -907,10 +1088,11 @@ _MAX_NPY_HEADER: Final = 1 << 20
 _CHUNK: Final = 1 << 20
 # Compressed input is fed in small pieces so that a bomb shows its ratio early.
 _INPUT_CHUNK: Final = 64 * 1024
-# How far past a joblib array its plain-pickle probe may read: enough for an opcode
-# that starts in the array and ends after it, bounded so that probes stay linear.
+# How many opcodes past a joblib array its plain-pickle probe may walk: random array
+# bytes end the walk within a few opcodes; a walk that goes on for this long is refused
+# (not silently dropped) so that probes stay linear and fail closed.
 _PROBE_OVERRUN: Final = 64 * 1024
-_TEXT_CONTROL: Final = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+_PROTOCOLS_2_TO_5: Final = (b"\x02", b"\x03", b"\x04", b"\x05")
 
 
 class _ViewFile(io.RawIOBase):
@@ -991,59 +1173,127 @@ class _Scan:
 
     # -- identification --
 
-    def content(self, view: memoryview, member: str | None, depth: int) -> str:
+    def identify(
+        self, view: memoryview, member: str | None, *, zfile: bool = True
+    ) -> tuple[str, _Machine | None, int, _Malformed | None]:
+        """What ``view`` is to the loaders: (kind, the pickle probe, where the probe
+        ended, why it stopped). Pickle findings of the probe are flagged on the way."""
         if not view:
-            return "empty"
+            return "empty", None, 0, None
         head = bytes(view[:512])
-        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-            return self.pickle_file(view, member, 0)
-        # Whatever else this is, first read it as pickle.load would, to its first error.
+        safetensors = sniff.looks_like_safetensors(view)
+        if not safetensors and head[:1] == b"\x80" and head[1:2] in _PROTOCOLS_2_TO_5:
+            return "pickle", None, 0, None
+        # Whatever else this is, first read it as the unpicklers would, to the first
+        # point where all of them certainly raise: what runs before that is flagged.
         probe = _Machine(self, view, member, strict=False)
         try:
             end = probe.run(0)
         except _Malformed as exc:
             stopped: _Malformed | None = exc
         else:
-            stopped = None
-        magic = _magic_kind(head)
-        if stopped is None:
-            if magic:
-                self.flag(member, 0, f"content is both a pickle and a {magic} file (ambiguous)")
+            return "pickle", probe, end, None
+        assert stopped is not None
+        kind = sniff.container_kind(head) or sniff.compressed_kind(head)
+        if kind:
+            return kind, probe, 0, stopped
+        weak = sniff.weak_compressed_kind(head)
+        # joblib.load inflates zlib 8 KiB at a time: a stream whose first 4 KiB do not
+        # decode gives it nothing to unpickle (text starting with "x" lands here).
+        if weak == "lzma" or (weak == "zlib" and _starts_decompressing(weak, view)):
+            return weak, probe, 0, stopped
+        if zfile and sniff.joblib_zfile_start(head) is not None:
+            return "joblib-zfile", probe, 0, stopped
+        parsed = probe.ops if probe.ops_before_persid is None else probe.ops_before_persid
+        if stopped.eof and parsed >= 3:  # text rarely parses that far as opcodes
+            return "truncated-pickle", probe, 0, stopped
+        if safetensors:
+            return "safetensors", probe, 0, stopped
+        if sniff.is_gguf(head):
+            return "gguf", probe, 0, stopped
+        if sniff.is_text(view):
+            return "text", probe, 0, stopped
+        if sniff.is_protobuf(view):
+            return "protobuf", probe, 0, stopped
+        return "unknown", probe, 0, stopped
+
+    def content(
+        self, view: memoryview, member: str | None, depth: int, *, zfile: bool = True
+    ) -> str:
+        """Identify ``view`` the way the loaders would and scan it accordingly."""
+        kind, probe, end, stopped = self.identify(view, member, zfile=zfile)
+        if kind == "pickle" and probe is None:
+            return self.pickle_file(view, member, 0)
+        if kind == "pickle":
+            assert probe is not None
+            head = bytes(view[:512])
+            also = sniff.container_kind(head) or sniff.compressed_kind(head)
+            if also is None and sniff.looks_like_safetensors(view):
+                also = "safetensors"
+            if also:
+                self.flag(member, 0, f"content is both a pickle and a {also} file (ambiguous)")
             if probe.soft_problem:
                 message, offset = probe.soft_problem
                 self.flag(member, offset, f"malformed pickle: {message}")
             return self.after_first_pickle(view, member, probe, end)
-        if magic == "zip":
+        if kind == "zip":
             return self.zip_archive(view, member, depth)
-        if magic == "tar":
+        if kind == "tar":
             return self.tar_archive(view, member, depth)
-        if magic == "npy":
+        if kind == "npy":
             return self.npy(view, member)
-        if magic in ("gzip", "bz2", "xz"):
-            return self.decompressed(magic, view, member, depth)
-        if magic == "hdf5":
+        if kind == "hdf5":
             self.flag(
                 member,
                 0,
                 "HDF5 file: Keras models in it can hold marshalled Python code; not scanned",
             )
-            return "hdf5"
-        for weak in ("zlib", "lzma"):
-            if _weak_magic(weak, head) and _starts_decompressing(weak, view):
-                return self.decompressed(weak, view, member, depth)
-        if stopped.eof and probe.ops >= 3:  # text rarely parses that far as opcodes
+        elif kind in ("gzip", "bz2", "xz", "zlib", "lzma"):
+            return self.decompressed(kind, view, member, depth)
+        elif kind == "joblib-zfile":
+            start = sniff.joblib_zfile_start(bytes(view[:64]))
+            assert start is not None
+            found = self.joblib_zfile(view[start:], member, depth)
+            return found if found is not None else self.content(view, member, depth, zfile=False)
+        elif kind == "truncated-pickle":
+            assert stopped is not None
             self.flag(member, stopped.offset, f"truncated pickle: {stopped.message}")
             return "pickle"
-        inert = _inert_kind(view, head)
-        if inert:
-            return inert
-        self.flag(
-            member,
-            None,
-            "unrecognised content: not a pickle, archive, compressed stream, NumPy, "
-            "safetensors, protobuf (ONNX), GGUF or text file, so it cannot be shown safe",
-        )
-        return "unknown"
+        elif kind == "safetensors":
+            return self.safetensors(view, member)
+        elif kind == "unknown":
+            self.flag(
+                member,
+                None,
+                "unrecognised content: not a pickle, archive, compressed stream, NumPy, "
+                "safetensors, protobuf (ONNX), GGUF or text file, so it cannot be shown safe",
+            )
+        return kind
+
+    def safetensors(self, view: memoryview, member: str | None) -> str:
+        """The format gate's own checks (`formats.validate_safetensors_bytes`)."""
+        try:
+            formats.validate_safetensors_bytes(view, self.path)
+        except ValidationError as exc:
+            for problem in exc.problems:
+                where = f"{problem.field}: " if problem.field else ""
+                self.flag(member, None, f"malformed safetensors: {where}{problem.message}")
+        return "safetensors"
+
+    def joblib_zfile(self, view: memoryview, member: str | None, depth: int) -> str | None:
+        """joblib <= 0.9.3 files: zlib.decompress of the rest, then unpickled. A stream
+        that does not inflate is no such file (joblib.load raises before unpickling)."""
+        if not self.enter(member, depth, "joblib zfile"):
+            return "joblib-zfile"
+        try:
+            data = self.inflate("zlib", view, trailing_ok=True)
+        except _Refused as exc:
+            self.flag(_join(member, "[joblib-zfile]"), None, str(exc))
+            return "joblib-zfile"
+        except (OSError, EOFError, ValueError, zlib.error):
+            return None
+        child = _join(member, "[joblib-zfile]")
+        return f"joblib-zfile/{self.content(memoryview(data), child, depth + 1)}"
 
     # -- pickles --
 
@@ -1096,6 +1346,16 @@ class _Scan:
             machines.append(machine)
         keys = machines[-1].value
         storages = machines[2].storages
+        for key, numel in machines[2].storage_sizes.items():
+            width = STORAGE_ELEMENT_BYTES.get(storages[key], 1)
+            if numel is None or numel * width > len(view):
+                self.flag(
+                    member,
+                    None,
+                    f"legacy torch checkpoint: storage {key!r} declares more elements than "
+                    "the file holds (torch.load allocates them before reading; a memory bomb)",
+                )
+                return kind
         if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
             self.flag(
                 member, pos, "legacy torch checkpoint: storage keys are not a list of strings"
@@ -1159,9 +1419,10 @@ class _Scan:
             machine.buf,
             machine.member,
             strict=False,
-            end=min(machine.end, data_end + _PROBE_OVERRUN),
             note="in joblib array data, as read by pickle.load: ",
         )
+        # An opcode takes at least a byte: within the array the walk cannot take more.
+        probe.max_ops = (data_end - pos) + _PROBE_OVERRUN
         probe.mutate = False
         probe.stack = list(machine.stack)
         probe.metastack = [list(items) for items in machine.metastack]
@@ -1220,6 +1481,8 @@ class _Scan:
             return "zip"
         names = [info.filename for info in infos]
         root = _torch_root(names)
+        # torch.load reads <folder of the first member>/data.pkl, whatever else is there.
+        torch_pickle = f"{names[0].split('/', 1)[0]}/data.pkl" if names else None
         kind = "torch-zip" if root is not None else "zip"
         if root is not None and (
             f"{root}/constants.pkl" in names or any(n.startswith(f"{root}/code/") for n in names)
@@ -1234,13 +1497,24 @@ class _Scan:
         for info in infos:
             if info.is_dir() and info.file_size:
                 self.flag(_join(member, info.filename), None, "directory entry with data")
+        storages = [
+            info
+            for info in infos
+            if root is not None and _TORCH_DATA_MEMBER.fullmatch(info.filename[len(root) + 1 :])
+        ]
+        for info in storages:
+            if info.compress_type != zipfile.ZIP_STORED:
+                # torch writes storages stored; a compressed one would be inflated to
+                # its declared size by torch.load, unchecked: read it like any member.
+                self.flag(
+                    _join(member, info.filename),
+                    None,
+                    "tensor storage member is compressed (torch.save stores them as is)",
+                )
         to_read = [
             info
             for info in infos
-            if not info.is_dir()
-            and not (
-                root is not None and _TORCH_DATA_MEMBER.fullmatch(info.filename[len(root) + 1 :])
-            )
+            if not info.is_dir() and not (info in storages and info.compress_type == 0)
         ]
         declared = sum(i.file_size for i in to_read if i.compress_type != zipfile.ZIP_STORED)
         if self.inflated + declared > self.limits.max_total_bytes:
@@ -1258,7 +1532,7 @@ class _Scan:
             data = self.zip_member(view, archive, info, child)
             if data is None:
                 continue
-            if root is not None and info.filename == f"{root}/data.pkl":
+            if info.filename == torch_pickle:
                 self.pickle_file(data, child, 0)  # read by torch's unpickler, whatever it holds
             else:
                 self.content(data, child, depth + 1)
@@ -1321,7 +1595,11 @@ class _Scan:
             self.flag(member, None, f"malformed tar archive: {exc}")
             return "tar"
         for child, data in entries:
-            self.content(data, child, depth + 1)
+            if child.rpartition("!")[2] == "pickle":
+                # torch.load's legacy tar reader unpickles this member, whatever it holds.
+                self.pickle_file(data, child, 0)
+            else:
+                self.content(data, child, depth + 1)
         return "tar"
 
     # -- compression --
@@ -1347,7 +1625,7 @@ class _Scan:
             return kind
         return f"{kind}/{self.content(memoryview(data), child, depth + 1)}"
 
-    def inflate(self, kind: str, view: memoryview) -> bytearray:
+    def inflate(self, kind: str, view: memoryview, *, trailing_ok: bool = False) -> bytearray:
         """Decompress every stream in ``view`` (gzip, bz2 and xz allow several back to
         back), within the size and ratio limits; trailing garbage is refused."""
         out = bytearray()
@@ -1373,9 +1651,9 @@ class _Scan:
                     )
             pos -= len(decompressor.unused_data)
             rest = view[pos:]
-            if not rest:
+            if not rest or trailing_ok:
                 return out
-            if kind in ("gzip", "bz2", "xz") and _magic_kind(bytes(rest[:16])) == kind:
+            if kind in ("gzip", "bz2", "xz") and sniff.compressed_kind(bytes(rest[:16])) == kind:
                 continue
             if kind == "gzip" and not bytes(rest).strip(b"\x00"):  # gzip skips zero padding
                 return out
@@ -1424,52 +1702,6 @@ class _Decompressor:
 # -- format details -----------------------------------------------------------------
 
 
-def _magic_kind(head: bytes) -> str | None:
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if (
-        head[:3] == b"BZh"
-        and head[3:4] in b"123456789"
-        and head[4:10]
-        in (
-            b"1AY&SY",
-            b"\x17rE8P\x90",
-        )
-    ):
-        return "bz2"
-    if head[:6] == b"\xfd7zXZ\x00":
-        return "xz"
-    if head[:6] == b"\x93NUMPY":
-        return "npy"
-    if head[:8] == b"\x89HDF\r\n\x1a\n":
-        return "hdf5"
-    if _is_tar_header(head):
-        return "tar"
-    return None
-
-
-def _is_tar_header(head: bytes) -> bool:
-    if len(head) < 512 or head[257:262] != b"ustar":
-        return False
-    try:
-        recorded = int(head[148:156].strip(b" \x00") or b"-1", 8)
-    except ValueError:
-        return False
-    return recorded == sum(head[:148]) + 8 * 32 + sum(head[156:512])
-
-
-def _weak_magic(kind: str, head: bytes) -> bool:
-    if kind == "zlib":
-        return len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0
-    # lzma "alone" (joblib's .lzma): properties byte, then a dictionary size
-    if len(head) < 13 or head[0] != 0x5D:
-        return False
-    dictionary = int.from_bytes(head[1:5], "little")
-    return dictionary >= 4096 and (dictionary & (dictionary - 1) == 0 or dictionary % 3 == 0)
-
-
 def _starts_decompressing(kind: str, view: memoryview) -> bool:
     """The first 4 KiB decompress cleanly: text that happens to start like a zlib
     header does not get this far."""
@@ -1478,86 +1710,6 @@ def _starts_decompressing(kind: str, view: memoryview) -> bool:
     except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
         return False
     return True
-
-
-def _inert_kind(view: memoryview, head: bytes) -> str | None:
-    if _is_safetensors(view):
-        return "safetensors"
-    if head[:4] == b"GGUF":
-        return "gguf"
-    if _is_text(view):
-        return "text"
-    if _is_protobuf(view):
-        return "protobuf"
-    return None
-
-
-def _is_safetensors(view: memoryview) -> bool:
-    if len(view) < 10 or view[8] != ord("{"):
-        return False
-    size = int.from_bytes(view[:8], "little")
-    if size > 100_000_000 or 8 + size > len(view):
-        return False
-    try:
-        header = json.loads(bytes(view[8 : 8 + size]).decode("utf-8"))
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(header, dict)
-
-
-def _is_text(view: memoryview) -> bool:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        for pos in range(0, len(view), _CHUNK):
-            chunk = view[pos : pos + _CHUNK]
-            text = decoder.decode(bytes(chunk), final=pos + _CHUNK >= len(view))
-            if _TEXT_CONTROL.search(text):
-                return False
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _varint(view: memoryview, pos: int) -> tuple[int, int] | None:
-    value = 0
-    for shift in range(0, 70, 7):
-        if pos >= len(view):
-            return None
-        byte = view[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-    return None
-
-
-def _is_protobuf(view: memoryview) -> bool:
-    """Top-level protobuf fields walk cleanly to the last byte (ONNX, sentencepiece)."""
-    pos = 0
-    fields = 0
-    while pos < len(view):
-        tag = _varint(view, pos)
-        if tag is None or tag[0] >> 3 == 0:
-            return False
-        wire, pos = tag[0] & 7, tag[1]
-        if wire == 0:
-            value = _varint(view, pos)
-            if value is None:
-                return False
-            pos = value[1]
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        elif wire == 2:
-            length = _varint(view, pos)
-            if length is None:
-                return False
-            pos = length[1] + length[0]
-        else:
-            return False
-        fields += 1
-        if fields > 1_000_000:
-            return False
-    return pos == len(view) and fields > 0
 
 
 def _joblib_layout(state: object) -> tuple[tuple[int, ...], int, bool, bool] | str:
@@ -1710,6 +1862,33 @@ def scan_bytes(
     with memoryview(data) as view:
         kind = scan.run(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
     return scan.report(kind)
+
+
+def identify_file(path: str | os.PathLike[str]) -> str:
+    """What a file's bytes make it to the loaders, by the scan's own sniffer (the
+    format gate's too): ``pickle``, ``zip``, ``tar``, ``npy``, ``gzip``, ``bz2``,
+    ``xz``, ``zlib``, ``lzma``, ``joblib-zfile``, ``hdf5``, ``safetensors``,
+    ``gguf``, ``text``, ``protobuf``, ``empty`` or ``unknown`` (``truncated-pickle``
+    is ``pickle``). Raises `ValidationError` when the file cannot be read."""
+    name = str(path)
+    try:
+        if not stat.S_ISREG(os.stat(name).st_mode):
+            raise ValidationError.one(name, "not a regular file")
+        handle = open(name, "rb")  # noqa: SIM115 - closed below, after the mapping
+    except OSError as exc:
+        raise ValidationError.one(name, f"cannot read: {exc.strerror or exc}") from None
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return "empty"
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mapped)
+        try:
+            kind = _Scan(name, SAFE_GLOBALS, DEFAULT_LIMITS).identify(view, None)[0]
+        finally:
+            view.release()
+            with contextlib.suppress(BufferError):  # a slice still alive: GC closes it
+                mapped.close()
+    return "pickle" if kind == "truncated-pickle" else kind
 
 
 def scan_file(

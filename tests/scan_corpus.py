@@ -287,3 +287,195 @@ def run_in_subprocess(data: bytes, folder: Path) -> subprocess.CompletedProcess[
     return subprocess.run(
         ["python3", "-c", code, str(path)], capture_output=True, text=True, check=False
     )
+
+
+# -- differential ground truth: what the real loaders do with a file ---------------------
+
+# Run in a child process: for each file given, each available loader loads it once; a
+# loader "executes" the file when the payload's marker file appears. Prints JSON
+# {file: [loaders that executed it]}. Exceptions are expected (most files are broken
+# pickles): only the marker counts.
+_LOADERS_SCRIPT = r"""
+import contextlib, io, json, os, pickle, sys, warnings
+warnings.simplefilter("ignore")
+marker = sys.argv[1]
+loaders = {}
+loaders["pickle"] = lambda p: pickle.load(open(p, "rb"))
+try:
+    import numpy as np
+except ImportError:
+    np = None
+if np is not None:
+    def numpy_load(p):
+        value = np.load(p, allow_pickle=True)
+        if hasattr(value, "files"):
+            for key in value.files:
+                value[key]
+    loaders["numpy"] = numpy_load
+try:
+    import joblib
+except ImportError:
+    joblib = None
+if joblib is not None:
+    loaders["joblib"] = lambda p: joblib.load(p)
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    loaders["torch"] = lambda p: torch.load(p, weights_only=False)
+result = {}
+for path in sys.argv[2:]:
+    ran = []
+    for name, load in loaders.items():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                load(path)
+        except BaseException:
+            pass
+        if os.path.exists(marker):
+            ran.append(name)
+    result[path] = ran
+with contextlib.suppress(FileNotFoundError):
+    os.unlink(marker)
+print(json.dumps({"loaders": sorted(loaders), "ran": result}))
+"""
+
+
+def loaders_that_execute(paths: list[Path], marker: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Which real loaders (pickle, numpy, joblib, torch when installed) run the payload
+    of each file: ground truth for the scanner, found by loading in a child process."""
+    import json
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADERS_SCRIPT, str(marker), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed["loaders"], parsed["ran"]
+
+
+def open_call(marker: Path) -> bytes:
+    """Protocol 0 ``builtins.open(marker, "w")``: creates ``marker`` if it runs. ASCII."""
+    return glob("builtins", "open") + b"(" + string0(str(marker)) + string0("w") + b"tR"
+
+
+# Prefixes that leave the unpicklers with nothing to complain about, each followed by
+# POP (``0``) of what they left. Found by reading _pickle.c and pickle.py, confirmed by
+# the ground truth.
+NO_OP_PREFIXES: dict[str, bytes] = {
+    "list-build-none": b"]Nb0",
+    "tuple-build-none": b")Nb0",
+    "dict-build-none": b"}Nb0",
+    "int-build-none": b"I7\nNb0",
+    "str-build-none": b"S'x'\nNb0",
+    "list-build-none-empty-dict": b"]N}\x86b0",
+    "list-build-empty-dict": b"]}b0",  # pickle.py only (joblib)
+    "list-build-none-zero": b"]NI0\n\x86b0",  # pickle.py only (joblib)
+    "list-build-empty-tuple": b"])b0",  # pickle.py only (joblib)
+    "none-pop": b"N0",
+    "mark-pop": b"(0",
+    "marks-pop": b"((00",
+    "mark-pop-mark": b"(1",
+    "proto-0": b"\x80\x00",
+    "proto-1": b"\x80\x01N0",
+    "put-get": b"Np0\n0g0\n0",
+    "dup": b"N20",
+    "float-text": b"F1.5\n0",
+    "long-text": b"L12L\n0",
+    "unicode-text": b"Vabc\n0",
+    "empty-append": b"](e0",
+    "empty-setitems": b"}(u0",
+    "empty-frame": b"\x95\x00\x00\x00\x00\x00\x00\x00\x00N0",
+}
+
+
+def torch_legacy_tar(pickle_member: bytes) -> bytes:
+    """A tar laid out like a torch < 0.4 checkpoint: no storages, no tensors, and
+    ``pickle_member`` as the object (read by torch.load's unpickler with its
+    persistent_load)."""
+    return tar_bytes(
+        {
+            "storages": b"I0\n.].",  # 0 storages, then no storage views
+            "tensors": b"I0\n.",  # 0 tensors
+            "pickle": pickle_member,
+        }
+    )
+
+
+def npy_object_header() -> bytes:
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += " " * (63 - len(header) - 10 % 64) + "\n"
+    raw = header.encode()
+    pad = (64 - (10 + len(raw)) % 64) % 64
+    raw = raw[:-1] + b" " * pad + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
+
+
+def joblib_zfile(data: bytes) -> bytes:
+    """joblib <= 0.9.3's format, which joblib.load still reads: "ZF", hex length, zlib."""
+    return b"ZF" + f"{len(data):#x}".ljust(len(f"{2**64:#x}")).encode() + zlib.compress(data)
+
+
+def differential_samples(marker: Path) -> dict[str, bytes]:
+    """Files that hide ``open_call(marker)`` behind prefixes and layers."""
+    body = open_call(marker) + STOP
+    samples: dict[str, bytes] = {}
+    for name, prefix in NO_OP_PREFIXES.items():
+        samples[name] = prefix + body
+    samples["then-text"] = b"]Nb0" + body + b"\nSome notes about this model.\n"
+    samples["tokenizer-lookalike"] = b"(0" + body + b"\n[PAD]\n[UNK]\nthe\nof\n"
+    for kind in ("gzip", "zlib", "bz2", "xz", "lzma"):
+        samples[f"{kind}-list-build-none"] = compress(kind, b"]Nb0" + body)
+        samples[f"{kind}-build-empty-dict"] = compress(kind, b"]}b0" + body)
+    samples["joblib-zfile"] = joblib_zfile(b"]Nb0" + body)
+    samples["joblib-zfile-all-text"] = text_joblib_zfile(body)
+    samples["zlib-all-text"] = text_zlib(body)
+    samples["npy-object"] = npy_object_header() + b"]Nb0" + body
+    # torch.load's persistent_load returns pid[0] for a tuple pid in a legacy tar.
+    samples["torch-tar-persistent"] = torch_legacy_tar(b"(NNNtQ0" + body)
+    samples["torch-tar-plain"] = torch_legacy_tar(b"]Nb0" + body)
+    samples["torch-zip-stray-root"] = zip_bytes(
+        {
+            "archive/data.pkl": b"]Nb0" + body,
+            "archive/version": b"3\n",
+            "other/readme.txt": b"hello\n",
+        },
+        zipfile.ZIP_STORED,
+    )
+    return samples
+
+
+def text_zlib(pickle_body: bytes) -> bytes:
+    """A zlib stream that is also valid UTF-8 text without control characters: the
+    header ``x^``, one stored deflate block whose length bytes read as text, and an
+    Adler-32 that does too. ``pickle_body`` is padded (a string pushed and popped in
+    front of it) to the one length that works, 0xC241."""
+    length = 0xC241  # bytes 41 C2, then NLEN BE 3D: "A", "¾" (C2 BE), "="
+    fixed = len(b"]Nb0S''\n0") + len(pickle_body)
+    for attempt in range(10_000):
+        salt = "A" * (attempt // 10) + "bcdefghijk"[attempt % 10]
+        filler = salt + "a" * (length - fixed - len(salt))
+        data = b"]Nb0S'" + filler.encode() + b"'\n0" + pickle_body
+        assert len(data) == length
+        checksum = struct.pack(">I", zlib.adler32(data))
+        if all(0x20 <= byte < 0x7F for byte in checksum):
+            block = b"!" + struct.pack("<HH", length, length ^ 0xFFFF)
+            stream = b"x^" + block + data + checksum
+            assert zlib.decompress(stream) == data
+            stream.decode("utf-8")
+            return stream
+    raise AssertionError("no text-safe checksum found")
+
+
+def text_joblib_zfile(pickle_body: bytes) -> bytes:
+    """``joblib_zfile`` whose bytes are all text (see `text_zlib`)."""
+    stream = text_zlib(pickle_body)
+    data = zlib.decompress(stream)
+    return b"ZF" + f"{len(data):#x}".ljust(len(f"{2**64:#x}")).encode() + stream

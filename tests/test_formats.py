@@ -12,6 +12,7 @@ import struct
 import sys
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -482,14 +483,26 @@ def _empty_zip(path: Path) -> None:
     zipfile.ZipFile(path, "w").close()
 
 
-def _tar(fmt: int) -> Callable[[Path], None]:
+def _tar(fmt: int, *, magic: bool = True) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         member = path.parent / "member.txt"
         member.write_text("hello")
         with tarfile.open(path, "w", format=fmt) as archive:
             archive.add(member, arcname="member.txt")
+        if not magic:  # a v7 header: no "ustar", checksum redone (tarfile reads it)
+            block = bytearray(path.read_bytes())
+            block[257:265] = bytes(8)
+            block[148:156] = b" " * 8
+            block[148:155] = f"{sum(block[:512]):06o}\0".encode()
+            path.write_bytes(bytes(block))
 
     return write
+
+
+def _safetensors_header(size: int) -> bytes:
+    """A valid safetensors file whose header is ``size`` bytes (640 starts 80 02)."""
+    body = json.dumps({"w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    return struct.pack("<Q", size) + body.ljust(size) + b"\x00"
 
 
 # Smallest ModelProto the walk accepts: ir_version 8 and an empty graph.
@@ -520,12 +533,19 @@ SNIFF_CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("text", _write("name: résumé\nversion: 1.0\n\ttabs ok\n".encode()), "text"),
     ("text-json", _write(b'{"a": [1, 2]}\n'), "text"),
     ("text-cut-multibyte", _write(("é" * 40_000).encode()), "text"),
-    ("empty", _write(b""), "unknown"),
+    ("empty", _write(b""), "empty"),
     ("binary", _write(bytes(range(256)) * 4), "unknown"),
     ("nul-text", _write(b"hello\x00world"), "unknown"),
-    ("not-onnx-no-graph", _write(b"\x08\x08"), "unknown"),
+    ("not-onnx-no-graph", _write(b"\x08\x08"), "protobuf"),
     ("not-onnx-trailing", _write(MINIMAL_ONNX + b"\x3a\x05ab"), "unknown"),
     ("safetensors-lookalike-too-long", _write(struct.pack("<Q", 99) + b"{}"), "unknown"),
+    # The scan's sniffer is the only one: what used to differ between the two.
+    ("zlib", _write(zlib.compress(b"x" * 100)), "zlib"),
+    ("lzma-alone", _write(lzma.compress(b"x" * 100, format=lzma.FORMAT_ALONE)), "lzma"),
+    ("joblib-zfile", _write(b"ZF" + b"0x64".ljust(19) + zlib.compress(b"x" * 100)), "joblib-zfile"),
+    ("tar-v7", _tar(tarfile.USTAR_FORMAT, magic=False), "tar"),
+    ("pickle-behind-no-op-build", _write(b"]Nb0cos\nsystem\n(S'echo pwned'\ntR."), "pickle"),
+    ("safetensors-header-640", _write(_safetensors_header(640)), "safetensors"),
 ]
 
 

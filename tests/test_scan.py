@@ -1016,3 +1016,391 @@ def test_joblib_wrapper_state_with_a_computed_key_is_refused() -> None:
     report = scan_bytes(data, "x.joblib")
 
     assert "not a literal dict" in messages(report)
+
+
+# -- the scan reads bytes the way the real loaders do (issue 11) ------------------------
+
+# Samples only torch.load reads (its legacy tar reader, its zip reader), so their ground
+# truth needs torch; the scan must refuse them either way.
+TORCH_ONLY = {"torch-tar-persistent", "torch-tar-plain", "torch-zip-stray-root"}
+
+
+@pytest.fixture(scope="module")
+def differential(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every differential sample on disk, its scan, and which real loaders (pickle,
+    numpy, joblib, and torch when installed) ran its payload in a child process."""
+    folder = tmp_path_factory.mktemp("differential")
+    marker = folder / "RAN"
+    samples = corpus.differential_samples(marker)
+    paths = {name: _write(folder / name, data) for name, data in samples.items()}
+    loaders, ran = corpus.loaders_that_execute(list(paths.values()), marker)
+    assert not marker.exists()
+    return {
+        "loaders": loaders,
+        "ran": {name: ran[str(path)] for name, path in paths.items()},
+        "reports": {name: scan_file(path) for name, path in paths.items()},
+    }
+
+
+DIFFERENTIAL = list(corpus.differential_samples(Path("/nowhere")))
+
+
+@pytest.mark.parametrize("name", DIFFERENTIAL)
+def test_loaders_really_run_the_differential_samples(
+    name: str, differential: dict[str, Any]
+) -> None:
+    """Guards the corpus: each sample is a live exploit for at least one real loader."""
+    if name in TORCH_ONLY and "torch" not in differential["loaders"]:
+        pytest.skip("only torch.load reads this layout; torch is not installed")
+    assert differential["ran"][name], f"no loader ran {name}: the sample is not live"
+
+
+@pytest.mark.parametrize("name", DIFFERENTIAL)
+def test_scan_refuses_what_any_loader_runs(name: str, differential: dict[str, Any]) -> None:
+    """A file that any natural loader unpickles is a pickle, whatever else it looks like
+    (before the fix, `]Nb0cos\\nsystem...` was "text, nothing executable")."""
+    report = differential["reports"][name]
+
+    assert not report.safe, (name, differential["ran"][name], report.kind)
+    assert "builtins.open" in globals_of(report), messages(report)
+
+
+def test_no_op_build_sample_from_the_issue(marker: Path) -> None:
+    data = b"]Nb0cos\nsystem\n(S'" + command(marker).encode() + b"'\ntR."
+
+    report = scan_bytes(data, "tokenizer.pkl")
+
+    assert report.kind == "pickle"
+    assert globals_of(report) == {"os.system"}
+    assert report.findings[0].offset == 4
+
+
+def test_registry_scan_refuses_the_no_op_build_sample(
+    tmp_path: Path, marker: Path, cli: Callable[..., Any]
+) -> None:
+    path = _write(tmp_path / "tokenizer.pkl", b"]Nb0" + payload(marker, 0))
+
+    result = cli("scan", str(path), cwd=tmp_path)
+
+    assert result.code == 1
+    assert f"UNSAFE {path}@4: posix.system: GLOBAL imports a global" in result.out
+    assert "1 files scanned, 1 unsafe" in result.err or "1 file scanned, 1 unsafe" in result.err
+
+
+def test_build_with_a_true_state_on_a_literal_still_ends_the_probe() -> None:
+    """Both unpicklers raise there, so text that happens to parse so far stays text."""
+    assert scan_bytes(b"]I1\nb0cos\nsystem\n", "x.txt").safe
+
+
+def test_unclosed_marks_beyond_the_limit_are_refused(marker: Path) -> None:
+    data = b"(" * 50 + payload(marker, 0)
+
+    report = scan_bytes(data, "x.txt", limits=ScanLimits(max_marks=10))
+
+    assert "more than 10 open MARKs" in messages(report)
+
+
+def test_inst_is_flagged_even_without_a_mark() -> None:
+    """pickle.py (joblib's unpickler) imports INST's class before it looks for the MARK."""
+    report = scan_bytes(b"iantigravity\nx\n.", "x.pkl")
+
+    assert "antigravity.x" in globals_of(report)
+
+
+def test_frame_longer_than_the_data_in_a_probe(marker: Path) -> None:
+    """pickle.py reads a short frame as far as the data goes, and joblib uses it."""
+    data = b"N0\x95" + (1 << 20).to_bytes(8, "little") + payload(marker, 0)
+
+    assert SYSTEM in globals_of(scan_bytes(data, "x.bin"))
+
+
+def test_text_looking_like_opcodes_stays_text() -> None:
+    samples = [
+        b"Permission is hereby granted\nPermission is hereby granted\n" * 3,
+        b"Copyright (c) 1992-2013 The University of Tennessee and The University\n"
+        b"                        of Tennessee Research Foundation.\n",
+        b"class Model:\n    pass\n",
+        b"c foo\nbar Storage\n",
+        b"r\nr\nr\n",
+        b"config: x\nname: y\n",
+        b"import torch\nfrom x import y\n",
+        b"x^2 + y^2 = z^2\n",
+        b"ZF is not a joblib file\n",
+        b"(c) 2024 Example Corp\n",
+        b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nof\n",
+        b'{"model_type": "bert", "vocab_size": 30522}\n',
+        b"- item\n- item\n",
+    ]
+    for data in samples:
+        report = scan_bytes(data, "notes.txt")
+        assert (report.kind, report.findings) == ("text", ()), data
+
+
+def test_zip_data_pkl_of_the_first_members_folder_is_read_as_torch_reads_it(marker: Path) -> None:
+    """torch.load reads <first member's folder>/data.pkl even when other folders exist."""
+    data = corpus.zip_bytes(
+        {"archive/data.pkl": b"(NNNtQ0" + payload(marker, 0), "other/readme.txt": b"hi\n"}
+    )
+
+    report = scan_bytes(data, "model.pt")
+
+    assert report.kind == "zip"
+    assert SYSTEM in globals_of(report)
+
+
+def test_compressed_storage_member_of_a_torch_layout_is_refused() -> None:
+    data = corpus.zip_bytes(
+        {"archive/data.pkl": pickle.dumps({}, 2), "archive/data/0": bytes(1000)},
+        zipfile.ZIP_DEFLATED,
+    )
+
+    assert "tensor storage member is compressed" in messages(scan_bytes(data, "x.pt"))
+
+
+# -- one sniffer: what used to differ between the scan and the format gate ----------------
+
+
+def test_v7_tar_without_ustar_magic_is_a_tar(marker: Path) -> None:
+    """tarfile (torch.load's legacy reader) does not need the ustar magic."""
+    data = bytearray(corpus.tar_bytes({"pickle": b"]Nb0" + payload(marker, 0)}))
+    header = data[:512]
+    header[257:265] = bytes(8)
+    header[148:156] = b" " * 8
+    header[148:155] = f"{sum(header):06o}\0".encode()
+    data[:512] = header
+
+    report = scan_bytes(bytes(data), "model.pt")
+
+    assert report.kind == "tar"
+    assert globals_of(report) == {SYSTEM}
+
+
+def test_safetensors_whose_length_starts_like_a_pickle_protocol() -> None:
+    """A header of 640 bytes starts 80 02: a valid safetensors file, not a pickle."""
+    safetensors = pytest.importorskip("safetensors.numpy", reason="safetensors writes the file")
+    for pad in range(0, 600, 8):
+        data = safetensors.save({"w": np.ones(2, np.float32)}, metadata={"p": "x" * pad})
+        if data[:2] == b"\x80\x02":
+            break
+    else:
+        pytest.fail("no header of 640 bytes")
+
+    report = scan_bytes(data, "model.safetensors")
+
+    assert (report.kind, report.findings) == ("safetensors", ())
+
+
+def test_format_gate_and_scan_share_the_sniffer(tmp_path: Path, marker: Path) -> None:
+    from registry import formats
+
+    cases = {
+        "a.pkl": (b"]Nb0" + payload(marker, 0), "pickle"),
+        "b.z": (corpus.compress("zlib", payload(marker)), "zlib"),
+        "c.lzma": (corpus.compress("lzma", payload(marker)), "lzma"),
+        "d.txt": (b"hello\n", "text"),
+        "e.joblib": (corpus.text_joblib_zfile(payload(marker, 0)), "joblib-zfile"),
+    }
+    for name, (data, kind) in cases.items():
+        path = _write(tmp_path / name, data)
+        assert formats.sniff(path) == kind, name
+        assert scan_file(path).kind.split("/")[0] == kind, name
+
+
+# -- registry scan refuses malformed safetensors, as the format gate does -------------------
+
+
+def _safetensors_bytes(header: bytes | dict[str, Any], data: bytes) -> bytes:
+    import json
+    import struct
+
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _entry(shape: list[int], begin: int, end: int) -> dict[str, Any]:
+    return {"dtype": "U8", "shape": shape, "data_offsets": [begin, end]}
+
+
+MALFORMED_SAFETENSORS = {
+    "duplicate-key": (
+        _safetensors_bytes(
+            b'{"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},'
+            b' "w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}',
+            b"ab",
+        ),
+        "duplicate key 'w'",
+    ),
+    "offsets-beyond-data": (
+        _safetensors_bytes({"w": _entry([8], 0, 8)}, b"abcd"),
+        "missing bytes",
+    ),
+    "overlap": (
+        _safetensors_bytes({"a": _entry([4], 0, 4), "b": _entry([4], 2, 6)}, b"abcdef"),
+        "overlap",
+    ),
+    "gap": (_safetensors_bytes({"a": _entry([2], 0, 2), "b": _entry([2], 4, 6)}, b"abcdef"), "gap"),
+    "appended-bytes": (_safetensors_bytes({"w": _entry([2], 0, 2)}, b"ab" + b"EXTRA"), "trailing"),
+    "shape-offset-mismatch": (
+        _safetensors_bytes({"w": _entry([3], 0, 2)}, b"ab"),
+        "needs 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_SAFETENSORS))
+def test_malformed_safetensors_is_refused_by_the_scan(name: str) -> None:
+    data, fragment = MALFORMED_SAFETENSORS[name]
+
+    report = scan_bytes(data, "model.safetensors")
+
+    assert report.kind == "safetensors"
+    assert "malformed safetensors" in messages(report)
+    assert fragment in messages(report)
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_SAFETENSORS))
+def test_registry_scan_refuses_malformed_safetensors(
+    name: str, tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    from registry import formats
+
+    data, fragment = MALFORMED_SAFETENSORS[name]
+    path = _write(tmp_path / "model.safetensors", data)
+    with pytest.raises(ValidationError, match=fragment):  # the format gate's verdict
+        formats.validate_safetensors(path)
+
+    result = cli("scan", str(path), cwd=tmp_path)
+
+    assert result.code == 1
+    assert f"UNSAFE {path}: malformed safetensors" in result.out
+    assert fragment in result.out
+    assert path.read_bytes() == data
+
+
+def test_malformed_safetensors_inside_an_archive() -> None:
+    data, _ = MALFORMED_SAFETENSORS["appended-bytes"]
+
+    report = scan_bytes(corpus.tar_bytes({"model.safetensors": data}), "bundle.tar")
+
+    assert "model.safetensors" in {f.member for f in report.findings}
+
+
+# -- allowed globals are no resource bombs --------------------------------------------------
+
+
+def _long(value: int) -> bytes:
+    return pickle.dumps(value, 2)[2:-1]
+
+
+BOMBS = {
+    "bytearray": proto(2)
+    + glob("__builtin__", "bytearray")
+    + _long(3_000_000_000)
+    + TUPLE1
+    + b"R.",
+    "bytes": proto(2) + glob("__builtin__", "bytes") + _long(3_000_000_000) + TUPLE1 + b"R.",
+    "bytes-huge-long": proto(2)
+    + glob("__builtin__", "bytes")
+    + b"\x8a\x50"
+    + b"\xff" * 79
+    + b"\x7f"
+    + TUPLE1
+    + b"R.",
+    "reconstruct": proto(2)
+    + glob("numpy.core.multiarray", "_reconstruct")
+    + glob("numpy", "ndarray")
+    + b"J\x00\xe1\xf5\x05"
+    + TUPLE1
+    + b"C\x01b\x87R.",
+    "ndarray-state": proto(2)
+    + glob("numpy.core.multiarray", "_reconstruct")
+    + glob("numpy", "ndarray")
+    + b"K\x00\x85C\x01b\x87R"
+    + b"(K\x01J\x00\xe1\xf5\x05\x85"
+    + glob("numpy", "dtype")
+    + b"X\x02\x00\x00\x00O8\x85R"
+    + b"\x89]tb.",
+    "ndarray-call": proto(2) + glob("numpy", "ndarray") + b"J\x00\xe1\xf5\x05\x85\x85R.",
+    "torch-storage": proto(2)
+    + glob("torch", "FloatStorage")
+    + _long(3_000_000_000)
+    + TUPLE1
+    + b"R.",
+    "through-rebuild-from-type": proto(2)
+    + glob("torch._tensor", "_rebuild_from_type_v2")
+    + b"("
+    + glob("__builtin__", "bytearray")
+    + glob("torch", "Tensor")
+    + _long(3_000_000_000)
+    + TUPLE1
+    + b"}tR.",
+    "numpy-int-size": proto(2)
+    + glob("__builtin__", "bytearray")
+    + glob("numpy.core.multiarray", "scalar")
+    + glob("numpy", "dtype")
+    + b"X\x02\x00\x00\x00i8"
+    + b"\x85R"
+    + b"C\x08"
+    + (3_000_000_000).to_bytes(8, "little")
+    + b"\x86R"
+    + TUPLE1
+    + b"R.",
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_allowed_constructors_asked_for_more_than_the_file_holds(name: str) -> None:
+    report = scan_bytes(BOMBS[name], "bomb.pkl")
+
+    assert "memory bomb" in messages(report), messages(report)
+
+
+def test_the_35_byte_bytearray_bomb_from_the_issue(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    data = BOMBS["bytearray"]
+    assert len(data) == 35
+    path = _write(tmp_path / "tiny.pkl", data)
+
+    result = cli("scan", str(path), cwd=tmp_path)
+
+    assert result.code == 1
+    assert "builtins.bytearray: REDUCE asks builtins.bytearray for 3000000000 elements" in (
+        result.out
+    )
+
+
+def test_memo_key_bomb_in_a_pickle() -> None:
+    data = proto(2) + b"Nr" + (200_000_000).to_bytes(4, "little") + b"."
+
+    assert "memo key 200000000" in messages(scan_bytes(data, "x.pkl"))
+
+
+def test_sizes_within_the_file_pass() -> None:
+    """What picklers write: sizes of data that is in the file."""
+    for value in (bytearray(b"x" * 100), b"", bytearray(), np.zeros((3, 4)), np.array([None])):
+        for protocol in range(6):
+            report = scan_bytes(pickle.dumps(value, protocol), "ok.pkl")
+            assert report.safe, (value, protocol, messages(report))
+
+
+def test_pickle_load_jumping_from_one_joblib_array_into_another(tmp_path: Path) -> None:
+    """pickle.load reads a joblib file's first array as BINBYTES whose length lands in
+    the second array, where a payload waits that joblib.load only ever reads as data."""
+    marker = tmp_path / "RAN"
+    payload_ops = b"0" + corpus.open_call(marker) + STOP
+    wrapper = corpus.joblib_wrapper
+    head = proto(4) + b"](" + wrapper((16,), "u1", aligned=False)
+    second = wrapper((200_000,), "u1", aligned=False)
+    landing = len(head) + 16 + len(second) + 100_000  # in the second array, far away
+    first_raw = b"B" + (landing - (len(head) + 5)).to_bytes(4, "little") + bytes(11)
+    second_raw = bytes(100_000) + payload_ops
+    second_raw += bytes(200_000 - len(second_raw))
+    data = head + first_raw + second + second_raw + b"e."
+    path = _write(tmp_path / "model.joblib", data)
+    loaders, ran = corpus.loaders_that_execute([path], marker)
+    assert "pickle" in ran[str(path)]
+    assert ("joblib" in loaders) <= ("joblib" not in ran[str(path)])
+
+    report = scan_file(path)
+
+    assert report.kind == "joblib"
+    assert "builtins.open" in globals_of(report), messages(report)

@@ -2,9 +2,11 @@
 
 Builds a ~500 MB state dict checkpoint in a temporary folder (torch's zip format and,
 with --legacy, the legacy format too; a synthetic zip of the same layout when torch
-is not installed), then prints the scan's throughput next to a baseline measured in
-the same run: reading the whole file once. The scan should beat the baseline by far,
-since tensor data is skipped, not read.
+is not installed), then a safetensors file, a joblib dump and a text vocabulary of the
+same size (when safetensors, joblib and NumPy are installed), and prints the scan's
+throughput next to a baseline measured in the same run: reading the whole file once.
+The scan should beat the baseline by far where tensor data is skipped, not read; text
+is read once (it must all be checked to be text).
 
     .venv/bin/python tools/bench_scan.py [--mb 500] [--legacy] [--repeat 3]
 """
@@ -58,6 +60,40 @@ def build_synthetic(path: Path, megabytes: int) -> None:
         archive.writestr("archive/version", "3\n")
 
 
+def build_safetensors(path: Path, megabytes: int) -> bool:
+    """Many tensors (the header is what the scan reads and validates)."""
+    try:
+        import numpy as np
+        from safetensors.numpy import save_file
+    except ImportError:
+        return False
+    count = max(1, megabytes) * 4
+    tensor = np.ones(256 * 1024 // 4, dtype=np.float32)  # 256 KiB each
+    save_file({f"layers.{i}.weight": tensor for i in range(count)}, str(path))
+    return True
+
+
+def build_joblib(path: Path, megabytes: int) -> bool:
+    """A joblib dump of arrays (raw data stepped over) and a dict of plain values."""
+    try:
+        import joblib
+        import numpy as np
+    except ImportError:
+        return False
+    arrays = [np.ones(1024 * 1024 // 8) * i for i in range(max(1, megabytes))]
+    joblib.dump({"arrays": arrays, "meta": {"names": [f"n{i}" for i in range(1000)]}}, path)
+    return True
+
+
+def build_text(path: Path, megabytes: int) -> bool:
+    """A tokenizer vocabulary: text, walked as opcodes until it certainly is not a pickle."""
+    line = "".join(f"token{i}\n" for i in range(100_000)).encode()
+    with open(path, "wb") as handle:
+        for _ in range(max(1, megabytes * 1_000_000 // len(line))):
+            handle.write(line)
+    return True
+
+
 def read_all(path: Path) -> None:
     with open(path, "rb") as handle:
         while handle.read(16 * 1024 * 1024):
@@ -100,6 +136,8 @@ def main() -> None:
             path = folder / "synthetic.pt"
             build_synthetic(path, args.mb)
             bench("synthetic torch zip", path, args.repeat)
+            path.unlink()
+            bench_others(folder, args.mb, args.repeat)
             return
         path = folder / "model.pt"
         build_torch(path, args.mb, legacy=False)
@@ -113,6 +151,20 @@ def main() -> None:
             legacy = folder / "legacy.pt"
             build_torch(legacy, args.mb, legacy=True)
             bench("torch legacy", legacy, args.repeat)
+            legacy.unlink()
+        bench_others(folder, args.mb, args.repeat)
+
+
+def bench_others(folder: Path, megabytes: int, repeat: int) -> None:
+    for label, name, build in (
+        ("safetensors", "model.safetensors", build_safetensors),
+        ("joblib", "model.joblib", build_joblib),
+        ("text (vocabulary)", "vocab.txt", build_text),
+    ):
+        path = folder / name
+        if build(path, megabytes):
+            bench(label, path, repeat)
+            path.unlink()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from registry.gates import GateResult, checked_folders
 if TYPE_CHECKING:
     from registry.check import CheckContext
 
-NOT_CHECKED_HERE = {"pickle", "zip", "gzip", "bz2", "xz", "npy", "tar"}
+NOT_CHECKED_HERE = {
+    "pickle", "zip", "gzip", "bz2", "xz", "zlib", "lzma", "joblib-zfile", "npy", "tar", "hdf5"
+}
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
