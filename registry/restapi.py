@@ -65,6 +65,7 @@ from registry.restapi_write import (
     UpstreamError,
     User,
 )
+from registry.safetext import CONTROL_CLASS, first_control, printable
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -240,14 +241,21 @@ class TransitionRequest(BaseModel):
     })
 
     to: Stage = Field(description="The target stage.")
-    reason: str = Field(min_length=1, max_length=4000, description="Why: the commit's Reason: trailer.",
-                        json_schema_extra={"pattern": "\\S"})
+    reason: str = Field(min_length=1, max_length=4000,
+                        description="Why: the commit's Reason: trailer. Plain text: no control characters "
+                                    "(but tab and newline) and no bidirectional overrides.",
+                        json_schema_extra={"pattern": f"^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}\\s][^{CONTROL_CLASS}]*$"})
     traffic: float | None = Field(default=None, gt=0, lt=1, description="Canary traffic share (to=canary only).")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if not self.reason.strip():
             raise ValueError("reason is empty: say why, for the audit log")
+        where = first_control(self.reason)
+        if where is not None:
+            raise ValueError(f"reason has {printable(self.reason[where])} at character {where + 1}: control "
+                             "characters (terminal escape sequences among them) and bidirectional overrides "
+                             "are not allowed; give plain text")
         if self.traffic is not None and self.to != "canary":
             raise ValueError("traffic applies only to a transition to canary")
         return self
