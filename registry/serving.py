@@ -249,6 +249,7 @@ class Puller:
             probe_file("--metrics-file", self.metrics_file)
         try:
             first = not self.store.state_path.exists()
+            created_root = not self.store.root.exists()
         except OSError as exc:
             raise unwritable("--to", self.store.root, exc) from None
         if first:
@@ -260,10 +261,14 @@ class Puller:
                     remote_head(self.source, self.ref)
                 except SourceError as exc:
                     raise UsageError(f"--from {self.source}: {exc}") from None
-        created_root = not self.store.root.exists()
         with self.store.locked(self.stop, self._waiting):
-            self.store.clean_leftovers()
-            state = self.store.read_state()
+            try:
+                self.store.clean_leftovers()
+                state = self.store.read_state()
+            except OSError as exc:
+                if created_root:
+                    self.store.remove_first_pull(created_root)
+                raise unwritable("--to", self.store.root, exc) from None
             progress = _Progress()
             try:
                 result, after = self._sync(state, progress)
