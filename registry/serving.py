@@ -645,7 +645,7 @@ class Puller:
     def _failed(self, state: State | None, exc: BaseException, progress: _Progress, created_root: bool) -> PullError:
         if isinstance(exc, RegistryError):
             detail = str(exc)
-        elif isinstance(exc, OSError) and is_write_error(exc):
+        elif isinstance(exc, OSError) and is_write_error(exc, self.store.root):
             detail = str(unwritable("--to", self.store.root, exc))
         else:
             detail = f"{type(exc).__name__}: {exc}"

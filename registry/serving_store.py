@@ -76,8 +76,14 @@ def unwritable(option: str, path: Path, exc: OSError, what: str = "folder") -> U
                       "that this user can write, on a file system with free space")
 
 
-def is_write_error(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+def is_write_error(exc: BaseException, root: Path) -> bool:
+    """Whether exc is about creating or writing in root (not, say, reading a remote's file)."""
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return False
+    if not exc.filename:
+        return True  # a write or fsync that failed (ENOSPC, EDQUOT): ours, in root
+    where = Path(os.fsdecode(exc.filename))
+    return where.is_relative_to(root) or root.is_relative_to(where)
 
 
 def make_folder(path: Path) -> Path | None:

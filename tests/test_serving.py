@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
@@ -673,3 +674,14 @@ def test_a_read_only_or_full_file_system_is_a_clear_error_and_leaves_nothing(
                                       "(No space left on device)"), done.stderr
         assert f"nothing was changed: nothing is served from {serve} yet" in done.stderr
     assert done.stdout.strip().endswith("left:"), done.stdout  # nothing left on the file system
+
+
+def test_only_errors_in_the_serving_folder_are_blamed_on_to(tmp_path: Path) -> None:
+    from registry.serving_store import is_write_error
+
+    root = tmp_path / "serve"
+    assert is_write_error(OSError(errno.ENOSPC, "No space left on device"), root)  # a write: no file name
+    assert is_write_error(PermissionError(errno.EACCES, "Permission denied", str(root / "m" / "versions")), root)
+    assert is_write_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path)), root)
+    assert not is_write_error(PermissionError(errno.EACCES, "Permission denied", "/srv/dvc-remote/ab/cd"), root)
+    assert not is_write_error(FileNotFoundError(errno.ENOENT, "No such file or directory", str(root / "x")), root)
