@@ -152,5 +152,5 @@ def main(argv: list[str] | None = None) -> None:
         if show_traceback:
             raise
         echo(f"internal error: {type(exc).__name__}: {exc}\n"
-                   "This is a bug; run again with --traceback and report it.", err=True)
+             "This is a bug; run again with --traceback and report it.", err=True)
         sys.exit(3)

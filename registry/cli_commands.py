@@ -268,12 +268,12 @@ def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
         return
     if not planned.targets:
         echo("Nothing to pull: no version checked between "
-                   f"{planned.base[:8]} and {planned.head[:8]} has DVC-tracked files")
+             f"{planned.base[:8]} and {planned.head[:8]} has DVC-tracked files")
         return
     verb = "Would pull" if dry_run else "Pulled"
     versions = ", ".join(f"{m}@{v}" for m, v in planned.versions)
     echo(f"{verb} {len(planned.targets)} DVC-tracked file{'s' if len(planned.targets) != 1 else ''} "
-               f"for {versions}")
+         f"for {versions}")
     for target in planned.targets:
         echo(f"  {target.removesuffix('.dvc')}")
 
@@ -293,7 +293,7 @@ def site(out: Path, at: str, as_json: bool) -> None:
         return
     pages = [f for f in built.files if f.endswith(".html")]
     echo(f"Wrote {len(pages)} page{'s' if len(pages) != 1 else ''} to {built.out} "
-               f"(commit {built.commit[:8]}); open {built.out / 'index.html'}")
+         f"(commit {built.commit[:8]}); open {built.out / 'index.html'}")
 
 
 @click.command(name="convert")
@@ -313,7 +313,7 @@ def convert_command(path: Path, to: str, out: Path | None, force: bool, as_json:
         return
     count = len(done.tensors)
     echo(f"Converted {done.source} ({done.source_format}) to {done.output}: {count} "
-               f"tensor{'s' if count != 1 else ''}, {_size(done.size)}, sha256:{done.sha256[:16]}")
+         f"tensor{'s' if count != 1 else ''}, {_size(done.size)}, sha256:{done.sha256[:16]}")
     for group in done.shared_storage:
         echo(f"  shared storage, written as separate copies: {', '.join(group)}")
     for key, value in done.metadata.items():
@@ -416,12 +416,12 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
             echo(f"{event['model']}@{event['version']} now serving{share}{was}: {event['path']}")
         elif kind == "traffic":
             echo(f"{event['model']}@{event['version']} traffic {event['previous_traffic'] or 0:.0%} "
-                       f"→ {event['traffic'] or 0:.0%}")
+                 f"→ {event['traffic'] or 0:.0%}")
         elif kind == "removed":
             echo(f"{event['model']}@{event['version']} removed: no longer in {event['stage']}")
         elif kind == "applied":
             echo(f"{event['stage']} at registry commit {event['registry_commit'][:12]}: "
-                       f"{len(event['switched'])} switched, {_size(event['downloaded_bytes'])} downloaded and verified")
+                 f"{len(event['switched'])} switched, {_size(event['downloaded_bytes'])} downloaded and verified")
         elif kind == "unchanged" and not watch:
             echo(f"{event['stage']} is up to date at registry commit {event['registry_commit'][:12]}")
         elif kind == "failed":
@@ -474,7 +474,7 @@ def keys_generate(out: Path, passphrase_env: str | None, as_json: bool) -> None:
     for warning in made.warnings:
         echo(f"warning: {warning}", err=True)
     echo("Next: commit the .pub file into the registry (e.g. keys/) and list it under trusted_keys "
-               "in registry.yaml")
+         "in registry.yaml")
 
 
 @click.command(name="sign")
@@ -524,7 +524,7 @@ def verify_command(ref: str, trusted_keys: Path | None, signature: Path | None, 
         _print_json(verified.as_json())
         return
     echo(f"{verified.name}@{verified.version}: signature verified by key {verified.key_id[:16]} "
-               f"({verified.key_source})")
+         f"({verified.key_source})")
     echo(f"  {len(verified.files)} files: {', '.join(verified.files)}")
 
 
@@ -555,7 +555,7 @@ def _print_import(model: Any) -> None:
     counts = {s: sum(v.status == s for v in model.versions) for s in ("registered", "skipped")}
     if model.status == "refused":
         echo(f"error: {model.label}: {model.error}" if model.label not in (model.error or "")
-                   else f"error: {model.error}", err=True)
+             else f"error: {model.error}", err=True)
         return
     where = f" on branch {model.branch}" if model.branch else ""
     pushed = " (pushed)" if model.pushed else ""
@@ -565,7 +565,7 @@ def _print_import(model: Any) -> None:
     for v in model.versions:
         files = ", ".join(a.path + (" (dvc)" if a.storage == "dvc" else "") for a in v.artifacts)
         echo(f"  {v.version:<10} ← version {v.source_version:<4} {v.status:<12} {v.stage:<11} "
-                   + (v.message if v.status == "conflict" else files))
+             + (v.message if v.status == "conflict" else files))
     for note in model.notes:
         echo(f"  note: {note}")
     if model.status == "conflict":

@@ -153,7 +153,7 @@ def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str
             ref_text = f"{e.model}@{e.version}"
             approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
             echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
-                       f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
+                 f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
         if not entries:
             echo("No changes recorded")
 
@@ -176,7 +176,7 @@ def _show_version(data: dict[str, Any]) -> None:
     echo(f"  signing: {data['signing']['status']}")
     for entry in data["history"]:
         echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
-                   f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
+             f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
 
 
 def _cells(*texts: str) -> list[Any]:
