@@ -565,7 +565,7 @@ def _running(served: Served, tmp_path: Path) -> Iterator[Running]:
         yield server
     finally:
         proc.terminate()
-        server.err = proc.communicate(timeout=30)[1].decode()
+        server.err = (proc.communicate(timeout=30)[1] or b"").decode()
 
 
 def test_api_command_serves_over_http(served: Served, tmp_path: Path) -> None:
