@@ -23,6 +23,14 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=indent, default=str))
 
 
+def echo(text: str = "", err: bool = False, nl: bool = True) -> None:
+    """Print text for people: control and bidi-override characters neutralised (registry.safetext).
+    Everything human-readable the command prints goes through here; JSON does not."""
+    from registry.safetext import printable
+
+    click.echo(printable(text), err=err, nl=nl)
+
+
 def json_option(func: F) -> F:
     def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         global _JSON_FLAG
@@ -136,13 +144,13 @@ def main(argv: list[str] | None = None) -> None:
             _print_json({"error": str(exc)})
         else:
             for line in str(exc).splitlines():
-                click.echo(f"error: {line}", err=True)
+                echo(f"error: {line}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         if show_traceback:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc}\n"
-                   "This is a bug; run again with --traceback and report it.", err=True)
+        echo(f"internal error: {type(exc).__name__}: {exc}\n"
+             "This is a bug; run again with --traceback and report it.", err=True)
         sys.exit(3)

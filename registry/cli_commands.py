@@ -15,6 +15,7 @@ from registry.cli import (  # the helpers the command modules share
     _open,
     _print_json,
     _size,
+    echo,
     json_option,
 )
 from registry.errors import RegistryError, UsageError
@@ -30,9 +31,9 @@ def init(path: Path, dvc_remote: str | None) -> None:
 
     reg = api.init(path, dvc_remote)
     remote = dvc_remote or str(create.default_remote(reg.root))
-    click.echo(f"Initialised registry in {reg.root}")
-    click.echo(f"  DVC remote: {remote}")
-    click.echo("  Next: registry register NAME VERSION --card card.yaml --artifact model.safetensors")
+    echo(f"Initialised registry in {reg.root}")
+    echo(f"  DVC remote: {remote}")
+    echo("  Next: registry register NAME VERSION --card card.yaml --artifact model.safetensors")
 
 
 @click.command()
@@ -62,15 +63,15 @@ def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, 
                      "warnings": list(done.warnings)})
         return
     where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    click.echo(f"Registered {done.name}@{done.version} {where} (commit {done.commit[:8]})")
+    echo(f"Registered {done.name}@{done.version} {where} (commit {done.commit[:8]})")
     if done.signed_by:
-        click.echo(f"  signed with key {done.signed_by}")
+        echo(f"  signed with key {done.signed_by}")
     for artifact in done.card.artifacts:
-        click.echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
+        echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
     for warning in done.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
 
 @click.command()
@@ -116,9 +117,9 @@ def check(base: str, head: str, json_file: Path | None, summary_file: Path | Non
         icons = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}
         for r in report.results:
             target = f"{r.model}@{r.version}" if r.model and r.version else (r.model or "-")
-            click.echo(f"{icons[r.status]} {r.gate:<12} {target:<28} {r.message}")
+            echo(f"{icons[r.status]} {r.gate:<12} {target:<28} {r.message}")
         failed = sum(r.status == "fail" for r in report.results)
-        click.echo("all gates passed" if report.passed else f"{failed} gate check{'s' if failed != 1 else ''} failed")
+        echo("all gates passed" if report.passed else f"{failed} gate check{'s' if failed != 1 else ''} failed")
     if not report.passed:
         sys.exit(1)
 
@@ -145,12 +146,12 @@ def scan_command(paths: tuple[Path, ...], allow: tuple[str, ...], as_json: bool)
     else:
         for report in reports:
             if report.safe:
-                click.echo(f"ok    {report.path} ({report.kind})")
+                echo(f"ok    {report.path} ({report.kind})")
             for finding in report.findings:
-                click.echo(f"UNSAFE {finding}")
+                echo(f"UNSAFE {finding}")
     unsafe = sum(not r.safe for r in reports)
     if not as_json:
-        click.echo(f"{len(reports)} file{'s' if len(reports) != 1 else ''} scanned, {unsafe} unsafe", err=True)
+        echo(f"{len(reports)} file{'s' if len(reports) != 1 else ''} scanned, {unsafe} unsafe", err=True)
     if unsafe:
         sys.exit(1)
 
@@ -161,7 +162,7 @@ def codeowners() -> None:
     from registry import codeowners as module
 
     changed = module.write(_open())
-    click.echo(f"{module.CODEOWNERS_FILE} {'updated; commit it' if changed else 'is up to date'}")
+    echo(f"{module.CODEOWNERS_FILE} {'updated; commit it' if changed else 'is up to date'}")
 
 
 @click.command()
@@ -246,11 +247,11 @@ def gc_command(dry_run: bool, no_branch: bool, as_json: bool) -> None:
         return
     verb = "would purge" if dry_run else "purged"
     for c in result.candidates:
-        click.echo(f"{verb} {c.model}@{c.version}  {c.stage}, created {c.created}  {_size(c.size)}")
-    click.echo(f"{len(result.candidates)} version(s) {verb} ({_size(result.size)}); {result.kept} kept")
+        echo(f"{verb} {c.model}@{c.version}  {c.stage}, created {c.created}  {_size(c.size)}")
+    echo(f"{len(result.candidates)} version(s) {verb} ({_size(result.size)}); {result.kept} kept")
     if commit:
         where = f"on branch {branch}" if branch else "on the current branch"
-        click.echo(f"Purge marks committed {where} (commit {commit[:8]}); the weights are removed from the DVC remote")
+        echo(f"Purge marks committed {where} (commit {commit[:8]}); the weights are removed from the DVC remote")
 
 
 @click.command(name="fetch")
@@ -266,15 +267,15 @@ def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
         _print_json({**planned.as_json(), "pulled": bool(planned.targets) and not dry_run})
         return
     if not planned.targets:
-        click.echo("Nothing to pull: no version checked between "
-                   f"{planned.base[:8]} and {planned.head[:8]} has DVC-tracked files")
+        echo("Nothing to pull: no version checked between "
+             f"{planned.base[:8]} and {planned.head[:8]} has DVC-tracked files")
         return
     verb = "Would pull" if dry_run else "Pulled"
     versions = ", ".join(f"{m}@{v}" for m, v in planned.versions)
-    click.echo(f"{verb} {len(planned.targets)} DVC-tracked file{'s' if len(planned.targets) != 1 else ''} "
-               f"for {versions}")
+    echo(f"{verb} {len(planned.targets)} DVC-tracked file{'s' if len(planned.targets) != 1 else ''} "
+         f"for {versions}")
     for target in planned.targets:
-        click.echo(f"  {target.removesuffix('.dvc')}")
+        echo(f"  {target.removesuffix('.dvc')}")
 
 
 @click.command()
@@ -291,8 +292,8 @@ def site(out: Path, at: str, as_json: bool) -> None:
         _print_json({"out": str(built.out), "registry_commit": built.commit, "files": list(built.files)})
         return
     pages = [f for f in built.files if f.endswith(".html")]
-    click.echo(f"Wrote {len(pages)} page{'s' if len(pages) != 1 else ''} to {built.out} "
-               f"(commit {built.commit[:8]}); open {built.out / 'index.html'}")
+    echo(f"Wrote {len(pages)} page{'s' if len(pages) != 1 else ''} to {built.out} "
+         f"(commit {built.commit[:8]}); open {built.out / 'index.html'}")
 
 
 @click.command(name="convert")
@@ -311,12 +312,12 @@ def convert_command(path: Path, to: str, out: Path | None, force: bool, as_json:
         _print_json(done.as_json())
         return
     count = len(done.tensors)
-    click.echo(f"Converted {done.source} ({done.source_format}) to {done.output}: {count} "
-               f"tensor{'s' if count != 1 else ''}, {_size(done.size)}, sha256:{done.sha256[:16]}")
+    echo(f"Converted {done.source} ({done.source_format}) to {done.output}: {count} "
+         f"tensor{'s' if count != 1 else ''}, {_size(done.size)}, sha256:{done.sha256[:16]}")
     for group in done.shared_storage:
-        click.echo(f"  shared storage, written as separate copies: {', '.join(group)}")
+        echo(f"  shared storage, written as separate copies: {', '.join(group)}")
     for key, value in done.metadata.items():
-        click.echo(f"  metadata {key} = {value}")
+        echo(f"  metadata {key} = {value}")
 
 
 @click.command(name="api")
@@ -340,7 +341,7 @@ def api_command(host: str, port: int, ref: str, refresh: float, origin: str | No
         if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic", "prometheus_client"):
             raise
         raise UsageError(f"`registry api` needs {exc.name}: pip install 'gitops-registry[api]'") from None
-    restapi.serve(host, port, origin, ref, refresh, cache, echo=lambda line: click.echo(line, err=True))
+    restapi.serve(host, port, origin, ref, refresh, cache, echo=lambda line: echo(line, err=True))
 
 
 @click.group(name="import")
@@ -367,7 +368,7 @@ def import_mlflow(tracking_uri: str, models: tuple[str, ...], no_push: bool, as_
         for model in report.models:
             _print_import(model)
         if not report.models:
-            click.echo("No registered models in MLflow")
+            echo("No registered models in MLflow")
     if report.failed:
         sys.exit(1)
 
@@ -412,25 +413,25 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
         elif kind == "switched":
             share = f" ({event['traffic']:.0%} of traffic)" if "traffic" in event else ""
             was = f", was {event['previous']}" if event.get("previous") else ""
-            click.echo(f"{event['model']}@{event['version']} now serving{share}{was}: {event['path']}")
+            echo(f"{event['model']}@{event['version']} now serving{share}{was}: {event['path']}")
         elif kind == "traffic":
-            click.echo(f"{event['model']}@{event['version']} traffic {event['previous_traffic'] or 0:.0%} "
-                       f"→ {event['traffic'] or 0:.0%}")
+            echo(f"{event['model']}@{event['version']} traffic {event['previous_traffic'] or 0:.0%} "
+                 f"→ {event['traffic'] or 0:.0%}")
         elif kind == "removed":
-            click.echo(f"{event['model']}@{event['version']} removed: no longer in {event['stage']}")
+            echo(f"{event['model']}@{event['version']} removed: no longer in {event['stage']}")
         elif kind == "applied":
-            click.echo(f"{event['stage']} at registry commit {event['registry_commit'][:12]}: "
-                       f"{len(event['switched'])} switched, {_size(event['downloaded_bytes'])} downloaded and verified")
+            echo(f"{event['stage']} at registry commit {event['registry_commit'][:12]}: "
+                 f"{len(event['switched'])} switched, {_size(event['downloaded_bytes'])} downloaded and verified")
         elif kind == "unchanged" and not watch:
-            click.echo(f"{event['stage']} is up to date at registry commit {event['registry_commit'][:12]}")
+            echo(f"{event['stage']} is up to date at registry commit {event['registry_commit'][:12]}")
         elif kind == "failed":
             for line in event["error"].splitlines():
-                click.echo(f"error: {line}", err=True)
+                echo(f"error: {line}", err=True)
         elif kind in ("waiting", "watching", "stopped"):
             text = event.get("message") or (
                 f"watching {event['source'] or 'the registry'} ({event['ref']}) every {event['interval']:g} s"
                 if kind == "watching" else "stopped")
-            click.echo(text, err=True)
+            echo(text, err=True)
 
     with _progress() as progress, serving.stop_on_signals(stop) as received:
         puller = serving.Puller(to, stage=stage, source=source, ref=ref, models=models, trusted_keys=trusted_keys,
@@ -468,12 +469,12 @@ def keys_generate(out: Path, passphrase_env: str | None, as_json: bool) -> None:
                      "key_id": made.key_id, "encrypted": made.encrypted, "warnings": list(made.warnings)})
         return
     protection = "encrypted with your passphrase" if made.encrypted else "not encrypted"
-    click.echo(f"Private key: {made.private_key} (mode 0600, {protection}; keep it secret)")
-    click.echo(f"Public key:  {made.public_key} (key id {made.key_id[:16]})")
+    echo(f"Private key: {made.private_key} (mode 0600, {protection}; keep it secret)")
+    echo(f"Public key:  {made.public_key} (key id {made.key_id[:16]})")
     for warning in made.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo("Next: commit the .pub file into the registry (e.g. keys/) and list it under trusted_keys "
-               "in registry.yaml")
+        echo(f"warning: {warning}", err=True)
+    echo("Next: commit the .pub file into the registry (e.g. keys/) and list it under trusted_keys "
+         "in registry.yaml")
 
 
 @click.command(name="sign")
@@ -500,10 +501,10 @@ def sign_command(ref: str, key: Path, passphrase_env: str | None, force: bool, n
         return
     where = f"on branch {done.branch}" if done.branch else "on the current branch"
     verb = "Re-signed" if done.replaced else "Signed"
-    click.echo(f"{verb} {done.name}@{done.version} with key {done.key_id[:16]} {where} (commit {done.commit[:8]})")
-    click.echo(f"  {len(done.files)} files: {', '.join(done.files)}")
+    echo(f"{verb} {done.name}@{done.version} with key {done.key_id[:16]} {where} (commit {done.commit[:8]})")
+    echo(f"  {len(done.files)} files: {', '.join(done.files)}")
     if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
 
 @click.command(name="verify")
@@ -522,9 +523,9 @@ def verify_command(ref: str, trusted_keys: Path | None, signature: Path | None, 
     if as_json:
         _print_json(verified.as_json())
         return
-    click.echo(f"{verified.name}@{verified.version}: signature verified by key {verified.key_id[:16]} "
-               f"({verified.key_source})")
-    click.echo(f"  {len(verified.files)} files: {', '.join(verified.files)}")
+    echo(f"{verified.name}@{verified.version}: signature verified by key {verified.key_id[:16]} "
+         f"({verified.key_source})")
+    echo(f"  {len(verified.files)} files: {', '.join(verified.files)}")
 
 
 @click.command()
@@ -533,7 +534,7 @@ def demo(directory: Path | None) -> None:
     """Run the whole story end to end in a fresh folder (default: a temporary one)."""
     from registry import demo as demo_module
 
-    demo_module.run(directory, echo=click.echo)
+    demo_module.run(directory, echo=echo)
 
 
 def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> None:
@@ -543,36 +544,36 @@ def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> Non
                      "commit": done.commit, "stages": done.stages.as_dict()})
         return
     where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    click.echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
+    echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
     if done.replaced:
-        click.echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
+        echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
     if done.branch and not push:
-        click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
 
 def _print_import(model: Any) -> None:
     counts = {s: sum(v.status == s for v in model.versions) for s in ("registered", "skipped")}
     if model.status == "refused":
-        click.echo(f"error: {model.label}: {model.error}" if model.label not in (model.error or "")
-                   else f"error: {model.error}", err=True)
+        echo(f"error: {model.label}: {model.error}" if model.label not in (model.error or "")
+             else f"error: {model.error}", err=True)
         return
     where = f" on branch {model.branch}" if model.branch else ""
     pushed = " (pushed)" if model.pushed else ""
     summary = {"imported": f"{counts['registered']} registered, {counts['skipped']} already there",
                "up-to-date": "up to date, nothing to do", "conflict": "CONFLICT, nothing imported"}[model.status]
-    click.echo(f"{model.name} ← {model.label}: {summary}{where}{pushed}")
+    echo(f"{model.name} ← {model.label}: {summary}{where}{pushed}")
     for v in model.versions:
         files = ", ".join(a.path + (" (dvc)" if a.storage == "dvc" else "") for a in v.artifacts)
-        click.echo(f"  {v.version:<10} ← version {v.source_version:<4} {v.status:<12} {v.stage:<11} "
-                   + (v.message if v.status == "conflict" else files))
+        echo(f"  {v.version:<10} ← version {v.source_version:<4} {v.status:<12} {v.stage:<11} "
+             + (v.message if v.status == "conflict" else files))
     for note in model.notes:
-        click.echo(f"  note: {note}")
+        echo(f"  note: {note}")
     if model.status == "conflict":
-        click.echo(f"error: {model.name}: {model.error}", err=True)
+        echo(f"error: {model.name}: {model.error}", err=True)
     elif model.status == "imported" and not model.pushed:
-        click.echo(f"  Next: git push -u origin {model.branch}, then open a pull request")
+        echo(f"  Next: git push -u origin {model.branch}, then open a pull request")
     elif model.status == "imported":
-        click.echo(f"  Next: open a pull request for {model.branch}")
+        echo(f"  Next: open a pull request for {model.branch}")
 
 
 def _version_ref(ref: str) -> tuple[str, str]:
@@ -591,7 +592,10 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
         yield None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from registry.safetext import printable
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
@@ -599,7 +603,7 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
 
         def update(name: str, done: int, total: int) -> None:
             if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
+                tasks[name] = bar.add_task(escape(printable(name)), total=total)
             bar.update(tasks[name], completed=done)
 
         yield update

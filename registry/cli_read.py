@@ -13,6 +13,7 @@ from registry.cli import (  # the helpers the command modules share
     _open,
     _print_json,
     _size,
+    echo,
     json_option,
 )
 from registry.errors import UsageError
@@ -41,8 +42,8 @@ def ls_command(stage: str | None, tag: str | None, as_json: bool) -> None:
     for s in summaries:
         held = s.stages
         canary = f"{held.canary.version} ({held.canary.traffic:.0%})" if held.canary else "-"
-        table.add_row(s.name, s.latest or "-", held.production or "-", canary,
-                      ", ".join(held.staging) or "-", ", ".join(held.deprecated) or "-")
+        table.add_row(*_cells(s.name, s.latest or "-", held.production or "-", canary,
+                              ", ".join(held.staging) or "-", ", ".join(held.deprecated) or "-"))
         warnings += [f"{s.name}@{v} is past its sunset ({d})" for v, d in inventory.past_sunset(held)]
     console = _console()
     if summaries:
@@ -50,7 +51,7 @@ def ls_command(stage: str | None, tag: str | None, as_json: bool) -> None:
     else:
         console.print("No models" + (" match" if stage or tag else " registered yet"))
     for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
 
 
 @click.command()
@@ -65,7 +66,7 @@ def show(ref: str, as_json: bool) -> None:
     reg = _open()
     data = inventory.show_version(reg, name, version) if version else inventory.show_model(reg, name)
     for version_text, sunset in data.get("past_sunset", []):
-        click.echo(f"warning: {name}@{version_text} is past its sunset ({sunset})", err=True)
+        echo(f"warning: {name}@{version_text} is past its sunset ({sunset})", err=True)
     if as_json:
         _print_json(data)
         return
@@ -87,12 +88,12 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             {"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in problems]})
     else:
         for problem in problems:
-            click.echo(str(problem), err=True)
+            echo(str(problem), err=True)
         if not problems:
-            click.echo("valid")
+            echo("valid")
     if problems:
         if not as_json:
-            click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
+            echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
         sys.exit(1)
 
 
@@ -107,12 +108,12 @@ def manifest(stage: str, at: str, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    click.echo(f"{stage} at {data['registry_commit'][:8]}")
+    echo(f"{stage} at {data['registry_commit'][:8]}")
     for name, model in data["models"].items():
         share = f" ({model['traffic']:.0%})" if "traffic" in model else ""
-        click.echo(f"  {name}@{model['version']}{share}")
+        echo(f"  {name}@{model['version']}{share}")
         for artifact in model["artifacts"]:
-            click.echo(f"    {artifact['path']}  {_size(artifact['size'])}  sha256:{artifact['sha256'][:16]}")
+            echo(f"    {artifact['path']}  {_size(artifact['size'])}  sha256:{artifact['sha256'][:16]}")
 
 
 @click.command()
@@ -151,31 +152,40 @@ def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str
             stage = f"{e.from_stage} → {e.to_stage}" if e.from_stage else (e.to_stage or "")
             ref_text = f"{e.model}@{e.version}"
             approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
-            click.echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
-                       f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
+            echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
+                 f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
         if not entries:
-            click.echo("No changes recorded")
+            echo("No changes recorded")
 
 
 def _show_model(data: dict[str, Any]) -> None:
-    click.echo(f"{data['name']}: {data['description']}")
-    click.echo(f"  owners: {', '.join(data['owners']) or '-'}   task: {data['task'] or '-'}")
+    echo(f"{data['name']}: {data['description']}")
+    echo(f"  owners: {', '.join(data['owners']) or '-'}   task: {data['task'] or '-'}")
     for entry in data["versions"]:
         metrics = ", ".join(f"{k}={v}" for k, v in entry["metrics"].items())
-        click.echo(f"  {entry['version']:<14} {entry['stage']:<12} {entry['created'] or '':<11} {metrics}")
+        echo(f"  {entry['version']:<14} {entry['stage']:<12} {entry['created'] or '':<11} {metrics}")
 
 
 def _show_version(data: dict[str, Any]) -> None:
-    click.echo(f"{data['name']}@{data['version']}  [{data['stage']}]")
-    click.echo(f"  {data['description'].strip()}")
-    click.echo(f"  created {data['created']}  framework {data['framework']}  task {data['task']}")
-    click.echo("  metrics: " + ", ".join(f"{k}={v}" for k, v in data["metrics"].items()))
+    echo(f"{data['name']}@{data['version']}  [{data['stage']}]")
+    echo(f"  {data['description'].strip()}")
+    echo(f"  created {data['created']}  framework {data['framework']}  task {data['task']}")
+    echo("  metrics: " + ", ".join(f"{k}={v}" for k, v in data["metrics"].items()))
     for artifact in data["artifacts"]:
-        click.echo(f"  {artifact['path']}  {_size(artifact['size'])}  {artifact['storage']}  sha256:{artifact['sha256'][:16]}")
-    click.echo(f"  signing: {data['signing']['status']}")
+        echo(f"  {artifact['path']}  {_size(artifact['size'])}  {artifact['storage']}  sha256:{artifact['sha256'][:16]}")
+    echo(f"  signing: {data['signing']['status']}")
     for entry in data["history"]:
-        click.echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
-                   f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
+        echo(f"  {entry['timestamp'][:10]} {entry['action']:<11} {entry['from_stage'] or '':>11} → "
+             f"{entry['to_stage'] or '':<11} by {_who(entry['performed_by'])}")
+
+
+def _cells(*texts: str) -> list[Any]:
+    """Table cells for rich: neutralised like every printed text, and never read as markup."""
+    from rich.text import Text
+
+    from registry.safetext import printable
+
+    return [Text(printable(text)) for text in texts]
 
 
 def _console() -> Any:

@@ -8,9 +8,10 @@ branch (registry.restapi_write); nothing here ever writes to --ref.
 Status codes: 400 a malformed path segment or query parameter (the CLI's usage error,
 same message); 401 no or an unknown bearer token; 403 the user's roles do not allow the
 change; 404 no such model or version; 409 the change conflicts with the registry's state
-(lifecycle, an already proposed branch); 422 a malformed request body; 500 the registry at
---ref is invalid (the message names file, line and field); 502 pushing or opening the pull
-request failed. Every error body is ``{"error": message}``.
+(lifecycle, an already proposed branch); 413 a request body over 64 KiB; 422 a malformed
+request body; 500 the registry at --ref is invalid (the message names file, line and
+field); 502 pushing or opening the pull request failed. Every error body is
+``{"error": message}``. A write is authenticated before its body is read.
 """
 
 import json
@@ -25,12 +26,14 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from registry import __version__
 from registry.errors import RegistryError, UsageError
@@ -62,6 +65,7 @@ from registry.restapi_write import (
     UpstreamError,
     User,
 )
+from registry.safetext import CONTROL_CLASS, first_control, printable
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -237,14 +241,21 @@ class TransitionRequest(BaseModel):
     })
 
     to: Stage = Field(description="The target stage.")
-    reason: str = Field(min_length=1, max_length=4000, description="Why: the commit's Reason: trailer.",
-                        json_schema_extra={"pattern": "\\S"})
+    reason: str = Field(min_length=1, max_length=4000,
+                        description="Why: the commit's Reason: trailer. Plain text: no control characters "
+                                    "(but tab and newline) and no bidirectional overrides.",
+                        json_schema_extra={"pattern": f"^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}\\s][^{CONTROL_CLASS}]*$"})
     traffic: float | None = Field(default=None, gt=0, lt=1, description="Canary traffic share (to=canary only).")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if not self.reason.strip():
             raise ValueError("reason is empty: say why, for the audit log")
+        where = first_control(self.reason)
+        if where is not None:
+            raise ValueError(f"reason has {printable(self.reason[where])} at character {where + 1}: control "
+                             "characters (terminal escape sequences among them) and bidirectional overrides "
+                             "are not allowed; give plain text")
         if self.traffic is not None and self.to != "canary":
             raise ValueError("traffic applies only to a transition to canary")
         return self
@@ -283,6 +294,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The user's roles do not allow this change.",
         404: "No such model or version at the served commit.",
         409: "The change conflicts with the registry's state.",
+        413: f"The request body is over {MAX_BODY} bytes.",
         422: "A malformed request body.",
         500: "The registry at the served commit is invalid.",
         502: "Pushing the branch or opening the pull request failed.",
@@ -403,6 +415,94 @@ class _Observe:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
             self.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+
+
+MAX_BODY = 64 * 1024  # a transition request is a small JSON object
+USER_KEY = "registry.user"  # the scope key where _Guard leaves the authenticated User
+
+
+def authenticate(tokens: Tokens, authorization: str | None) -> User:
+    """The user of an Authorization header, or the 401 to answer (ApiError)."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        raise ApiError(401, "this needs a bearer token (Authorization: Bearer TOKEN) "
+                            "from REGISTRY_API_TOKENS", {"WWW-Authenticate": "Bearer"})
+    user = tokens.user(credentials)
+    if user is None:
+        raise ApiError(401, "unknown bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return user
+
+
+class _Guard:
+    """ASGI middleware in front of the application: a request to a write route is
+    authenticated before a byte of its body is read (401), and no request body may exceed
+    MAX_BODY bytes (413), whether it declares its length or comes chunked (counted as the
+    application reads it). Refusals close the connection, so the rest of the body is
+    never read either."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens, writes: Callable[[Scope], bool],
+                 limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.writes = writes
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.writes(scope):
+            try:
+                scope[USER_KEY] = authenticate(self.tokens, headers.get("authorization"))
+            except ApiError as exc:
+                await _refuse(send, exc)
+                return
+        try:
+            declared = int(headers.get("content-length", "0"))
+        except ValueError:
+            declared = 0  # the server refuses a malformed Content-Length itself
+        if declared > self.limit:
+            await _refuse(send, self._too_large())
+            return
+        received = 0
+        refused = started = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not refused:
+                    refused = True
+                    if not started:
+                        await _refuse(send, self._too_large())
+            if refused:
+                return {"type": "http.disconnect"}  # the application stops reading
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # answered already: what the application says after is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is over {self.limit} bytes: "
+                             "a transition request is a small JSON object")
+
+
+async def _refuse(send: Send, exc: ApiError) -> None:
+    body = json.dumps({"error": exc.message}).encode()
+    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> FastAPI:
@@ -578,19 +678,17 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
         return Response(generate_latest(metrics.registry), media_type=PROMETHEUS,
                         headers={"Cache-Control": "no-store"})
 
-    def user_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
-            raise ApiError(401, "this needs a bearer token (Authorization: Bearer TOKEN) "
-                                "from REGISTRY_API_TOKENS", challenge)
-        user = tokens.user(credentials.credentials)
-        if user is None:
-            raise ApiError(401, "unknown bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    def user_of(request: Request,
+                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+        # _Guard authenticated the request before its body was read; `bearer` only documents it.
+        user = request.scope.get(USER_KEY)
+        if not isinstance(user, User):
+            return authenticate(tokens, request.headers.get("authorization"))
         return user
 
     @app.post("/api/v1/models/{name}/versions/{version}/transitions", tags=["write"], status_code=201,
               summary="Propose a stage change: a pushed branch (and a pull request), never --ref",
-              response_model=TransitionResult, responses=_errors(400, 401, 403, 404, 409, 422, 500, 502))
+              response_model=TransitionResult, responses=_errors(400, 401, 403, 404, 409, 413, 422, 500, 502))
     def transition(name: NameParam, version: VersionParam, body: TransitionRequest,
                    user: Annotated[User, Depends(user_of)]) -> TransitionResult:
         _usage(check_model_name, name)
@@ -614,7 +712,14 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
                                 version=promoted.version, from_stage=promoted.from_stage,  # type: ignore[arg-type]
                                 to_stage=promoted.to_stage, replaced=promoted.replaced)  # type: ignore[arg-type]
 
-    app.add_middleware(_Observe, metrics=metrics, index=index)
+    writes = [route for route in app.routes
+              if isinstance(route, APIRoute) and (route.methods or set()) - {"GET", "HEAD"}]
+
+    def is_write(scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is Match.FULL for route in writes)
+
+    app.add_middleware(_Guard, tokens=tokens, writes=is_write)
+    app.add_middleware(_Observe, metrics=metrics, index=index)  # outermost: refusals are counted too
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

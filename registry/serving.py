@@ -50,9 +50,13 @@ from registry.serving_store import (
     ServingDir,
     State,
     Stopped,
+    Unwritable,
     VersionRecord,
     fsync_dir,
+    is_write_error,
     now_iso,
+    probe_file,
+    unwritable,
     write_metrics,
     write_new,
 )
@@ -223,7 +227,7 @@ class Puller:
                 self.poll()
             except Stopped:
                 break
-            except UsageError as exc:
+            except (UsageError, Unwritable) as exc:
                 if self._polls <= 1:
                     raise
                 self._emit({"event": "failed", "error": str(exc)})
@@ -240,7 +244,13 @@ class Puller:
         """Bring DIR to what the stage says now; raises PullError (nothing served changes) on failure."""
         self._polls += 1
         self._check_stop()
-        first = not self.store.state_path.exists()
+        if self._polls == 1 and self.metrics_file is not None:
+            probe_file("--metrics-file", self.metrics_file)
+        try:
+            first = not self.store.state_path.exists()
+            created_root = not self.store.root.exists()
+        except OSError as exc:
+            raise unwritable("--to", self.store.root, exc) from None
         if first:
             self.store.check_usable()
             if self.source is None:
@@ -250,10 +260,14 @@ class Puller:
                     remote_head(self.source, self.ref)
                 except SourceError as exc:
                     raise UsageError(f"--from {self.source}: {exc}") from None
-        created_root = not self.store.root.exists()
         with self.store.locked(self.stop, self._waiting):
-            self.store.clean_leftovers()
-            state = self.store.read_state()
+            try:
+                self.store.clean_leftovers()
+                state = self.store.read_state()
+            except OSError as exc:
+                if created_root:
+                    self.store.remove_first_pull(created_root)
+                raise unwritable("--to", self.store.root, exc) from None
             progress = _Progress()
             try:
                 result, after = self._sync(state, progress)
@@ -624,7 +638,12 @@ class Puller:
     # --- failure, metrics, events -----------------------------------------------------
 
     def _failed(self, state: State | None, exc: BaseException, progress: _Progress, created_root: bool) -> PullError:
-        detail = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, RegistryError):
+            detail = str(exc)
+        elif isinstance(exc, OSError) and is_write_error(exc, self.store.root):
+            detail = str(unwritable("--to", self.store.root, exc))
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
         if state is not None and state.models:
             serving = ", ".join(f"{n}@{m.version}" for n, m in sorted(state.models.items()))
             message = f"{detail}\nnothing was changed: still serving {serving} (registry commit {state.registry_commit[:12]})"
@@ -632,13 +651,20 @@ class Puller:
             message = f"{detail}\nnothing was changed: nothing is served from {self.store.root} yet"
         error = type(exc)(message) if isinstance(exc, PullError) else PullError(message)
         self._failures = (self._failures if self._failures is not None else (state.failures_total if state else 0)) + 1
-        if state is not None:
-            self.store.write_state(state.with_failure(detail, progress.commit, progress.installed, self._failures))
-        else:
-            self.store.remove_first_pull(created_root)
+        try:
+            if state is not None:
+                self.store.write_state(state.with_failure(detail, progress.commit, progress.installed,
+                                                          self._failures))
+            else:
+                self.store.remove_first_pull(created_root)
+        except OSError as also:  # the disk that failed the pull may fail this too: say so, keep the cause
+            error = type(error)(f"{error}\nrecording the failure in {self.store.state_path} failed too: {also}")
         if isinstance(exc, RewindError | VerificationError) and progress.commit:
             self._refused = (progress.commit, message)
-        self._write_metrics(state, self._last_success or (state.last_success if state else None))
+        try:
+            self._write_metrics(state, self._last_success or (state.last_success if state else None))
+        except Unwritable as also:
+            error = type(error)(f"{error}\n{also}")
         return error
 
     def _write_metrics(self, state: State | None, last_success: float | None) -> None:
@@ -646,7 +672,10 @@ class Puller:
             return
         served = {n: m.version for n, m in state.models.items()} if state else {}
         failures = self._failures if self._failures is not None else (state.failures_total if state else 0)
-        write_metrics(self.metrics_file, self.stage, served, last_success, failures)
+        try:
+            write_metrics(self.metrics_file, self.stage, served, last_success, failures)
+        except OSError as exc:
+            raise unwritable("--metrics-file", self.metrics_file, exc, "file") from None
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", now_iso())

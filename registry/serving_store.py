@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
 import secrets
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +53,77 @@ class Stopped(RegistryError):
     """A signal asked the pull to stop; it abandoned its work safely."""
 
     exit_code = 143
+
+
+class Unwritable(RegistryError):
+    """--to or --metrics-file cannot be created or written there (exit 1)."""
+
+
+# The errors of creating or writing a file that are about the place, not about the registry.
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                          errno.ENOTDIR, errno.EISDIR, errno.EFBIG, errno.EEXIST, errno.ELOOP})
+
+
+def unwritable(option: str, path: Path, exc: OSError, what: str = "folder") -> Unwritable:
+    """The one message for a --to or --metrics-file that cannot be created or written."""
+    reason = exc.strerror or type(exc).__name__
+    culprit = Path(os.fsdecode(exc.filename)) if exc.filename else None
+    if exc.errno == errno.ENOTDIR and culprit is not None and culprit != path:
+        reason = f"{culprit} is not a folder"
+    elif culprit is not None and culprit != path:
+        reason += f": {culprit}"
+    return Unwritable(f"{option} {path}: cannot create or write this {what} ({reason}); give a {what} "
+                      "that this user can write, on a file system with free space")
+
+
+def is_write_error(exc: BaseException, root: Path) -> bool:
+    """Whether exc is about creating or writing in root (not, say, reading a remote's file)."""
+    if not isinstance(exc, OSError) or exc.errno not in WRITE_ERRNOS:
+        return False
+    if not exc.filename:
+        return True  # a write or fsync that failed (ENOSPC, EDQUOT): ours, in root
+    where = Path(os.fsdecode(exc.filename))
+    return where.is_relative_to(root) or root.is_relative_to(where)
+
+
+def make_folder(path: Path) -> Path | None:
+    """mkdir -p that leaves nothing behind when it fails; returns the topmost folder it made."""
+    missing = []
+    probe = path
+    while not probe.is_dir():
+        if os.path.lexists(probe):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe))
+        missing.append(probe)
+        probe = probe.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return made[0] if made else None
+
+
+def probe_file(option: str, path: Path) -> None:
+    """Refuse, before anything is pulled, a file that could not be written where it is to be:
+    the nearest existing folder above it must take a new file (one is made and removed)."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        folder = path.parent
+        while not os.path.lexists(folder):
+            folder = folder.parent
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.{TMP_PREFIX}probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise unwritable(option, path, exc, "file") from None
 
 
 def now_iso() -> str:
@@ -216,6 +289,7 @@ def _remove(path: Path) -> None:
 class ServingDir:
     root: Path
     _temps: list[Path] = field(default_factory=list)
+    made: Path | None = None  # the topmost folder this poll made (root or a parent of it)
 
     @property
     def state_path(self) -> Path:
@@ -233,12 +307,15 @@ class ServingDir:
 
     def check_usable(self) -> None:
         """Refuse, before anything is created, a --to that is a file or someone else's folder."""
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"--to {self.root}: exists and is not a folder")
-        if not self.root.is_dir() or self.state_path.exists() or self.cache.exists():
-            return
-        foreign = [e.name for e in os.scandir(self.root)
-                   if e.name != LOCK_FILE and not e.name.startswith(TMP_PREFIX)]
+        try:
+            if self.root.exists() and not self.root.is_dir():
+                raise UsageError(f"--to {self.root}: exists and is not a folder")
+            if not self.root.is_dir() or self.state_path.exists() or self.cache.exists():
+                return
+            foreign = [e.name for e in os.scandir(self.root)
+                       if e.name != LOCK_FILE and not e.name.startswith(TMP_PREFIX)]
+        except OSError as exc:
+            raise unwritable("--to", self.root, exc) from None
         if foreign:
             raise UsageError(
                 f"--to {self.root}: not empty ({', '.join(sorted(foreign)[:3])}) and not a folder that "
@@ -249,9 +326,17 @@ class ServingDir:
     def locked(self, stop: threading.Event, waiting: Callable[[], None]) -> Iterator[None]:
         """Hold DIR/.lock (flock). Waits for another pull; a signal while waiting stops the wait."""
         path = self.root / LOCK_FILE
+        self.made = None  # what this poll makes
         while True:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                made = make_folder(self.root)
+                self.made = self.made or made
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                if self.made is not None:
+                    shutil.rmtree(self.made, ignore_errors=True)
+                    self.made = None
+                raise unwritable("--to", self.root, exc) from None
             try:
                 announced = False
                 while True:
@@ -395,7 +480,8 @@ class ServingDir:
     def remove_first_pull(self, created_root: bool) -> None:
         """A first pull failed: leave nothing behind, as if it had never run."""
         if created_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.made or self.root, ignore_errors=True)  # and the parents it made
+            self.made = None
             return
         for entry in os.scandir(self.root):
             if entry.name == CACHE_DIR or entry.name.startswith(TMP_PREFIX) or (

@@ -4,15 +4,17 @@ and a bounded property-based run of the OpenAPI document (schemathesis)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -418,6 +420,9 @@ def test_proposals_need_a_known_token(served: Served, headers: dict[str, str], m
     ("credit-approval", "1.1.0", {"to": "production"}, 422, "reason: Field required"),
     ("credit-approval", "1.1.0", {"to": "production", "reason": "   "}, 422, "body: reason is empty"),
     ("credit-approval", "1.1.0", {"to": "production", "reason": "r", "traffic": 0.5}, 422, "body: traffic applies only to a transition to canary"),
+    ("credit-approval", "1.1.0", {"to": "staging", "reason": "ok\x1b[2J"}, 422, "body: reason has \\x1b at character 3: control characters"),
+    ("credit-approval", "1.1.0", {"to": "staging", "reason": "ok\u202eko"}, 422, "body: reason has \\u202e at character 3"),
+    ("credit-approval", "1.1.0", {"to": "staging", "reason": "ok\rApproved-by: @ada"}, 422, "body: reason has \\x0d"),
     ("credit-approval", "1.1.0", {"to": "canary", "reason": "r", "traffic": 1.5}, 422, "traffic: Input should be less than 1"),
     ("credit-approval", "1.1.0", {"to": "canary", "reason": "r", "extra": 1}, 422, "extra: Extra inputs are not permitted"),
     ("Credit", "1.1.0", {"to": "staging", "reason": "r"}, 400, "invalid model name 'Credit'"),
@@ -528,30 +533,154 @@ def test_schemathesis_finds_no_server_error_and_no_nonconforming_response(served
 # -- The command ------------------------------------------------------------------------------------
 
 
-def test_api_command_serves_over_http(served: Served, tmp_path: Path) -> None:
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    port: int
+    health: dict[str, Any]  # the first /healthz answer, with its ETag
+    err: str = ""  # the server's stderr, once it stopped
+
+
+@contextlib.contextmanager
+def _running(served: Served, tmp_path: Path) -> Iterator[Running]:
+    """`registry api` as deployed: a uvicorn server on 127.0.0.1, in its own process."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "registry", "api", "--origin", str(served.origin),
                              "--port", str(port), "--cache", str(tmp_path / "cache-cli")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    server = Running(proc, port, {})
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    etag, body = response.headers["ETag"], json.load(response)
+                    server.health = {"etag": response.headers["ETag"], **json.load(response)}
                 break
             except OSError:
                 assert proc.poll() is None, proc.communicate()[1].decode()
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.1)
-        head = git(served.origin, "rev-parse", "main").strip()
-        assert etag == f'"{head}"' and body["registry_commit"] == head
+        yield server
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert f"Serving main at {head[:12]} on http://127.0.0.1:{port}/api/v1" in err.decode()
+        server.err = (proc.communicate(timeout=30)[1] or b"").decode()
+
+
+def test_api_command_serves_over_http(served: Served, tmp_path: Path) -> None:
+    with _running(served, tmp_path) as server:
+        head = git(served.origin, "rev-parse", "main").strip()
+        assert server.health["etag"] == f'"{head}"' and server.health["registry_commit"] == head
+    assert f"Serving main at {head[:12]} on http://127.0.0.1:{server.port}/api/v1" in server.err
+
+
+# -- Request bodies over a real server: authenticated first, capped --------------------------------
+
+
+def _rss(pid: int) -> int:
+    """The process's resident memory in bytes (/proc/PID/status VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _post_head(port: int, headers: dict[str, str], ref: tuple[str, str] = ("fraud-detector", "1.0.0")) -> bytes:
+    lines = [f"POST {TRANSITIONS.format(*ref)} HTTP/1.1", f"Host: 127.0.0.1:{port}",
+             "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    """Status and body of the server's answer; a reset after it (the rest of a refused body
+    unread) does not lose it. The socket timeout only guards against a server that never answers."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+        try:
+            more = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not more:
+            break
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), data[:200]
+    return int(head.split()[1]), body
+
+
+def _length(data: bytes) -> int:
+    for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def _chunked(data: bytes, size: int = 4096) -> bytes:
+    pieces = [data[i:i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+
+
+def test_a_write_without_a_token_is_refused_before_its_body_is_read(served: Served, tmp_path: Path) -> None:
+    declared = 300_000_000
+    with _running(served, tmp_path) as server:
+        # Answered at once, while nearly all of the declared body is still to come.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(_post_head(server.port, {"Content-Length": str(declared)}) + b'{"to": "staging", ')
+            status, body = _answer(sock)
+        assert status == 401 and b"this needs a bearer token" in body
+        # Sending it all anyway: the server closes the connection instead of reading (and
+        # keeping) the body. Before the fix it read all 300 MB and grew by more than that.
+        before = _rss(server.proc.pid)
+        sent = 0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(_post_head(server.port, {"Content-Length": str(declared), "Authorization": "Bearer nope"}))
+            chunk = b" " * (1 << 20)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < declared and not select.select([sock], [], [], 0)[0]:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+            status, body = _answer(sock)
+        grown = _rss(server.proc.pid) - before
+        assert status == 401 and b"unknown bearer token" in body
+        assert sent < declared / 10, f"the server read {sent} bytes of a refused body"
+        assert grown < 64 << 20, f"the server grew by {grown >> 20} MiB"
+        assert server.proc.poll() is None
+
+
+def test_an_oversized_body_is_413_declared_or_chunked(served: Served, tmp_path: Path) -> None:
+    before = _refs(served.origin)
+    big = json.dumps({"to": "staging", "reason": "x" * 100_000}).encode()
+    with _running(served, tmp_path) as server:
+        # A declared length over the cap: refused before the body is read.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(_post_head(server.port, {"Content-Length": str(len(big)), **ADMIN}) + big[:1000])
+            status, body = _answer(sock)
+        assert status == 413 and json.loads(body) == {
+            "error": "the request body is over 65536 bytes: a transition request is a small JSON object"}
+        # Chunked, no length given: counted as it is read, refused at the cap.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            head = _post_head(server.port, {"Transfer-Encoding": "chunked", **ADMIN})
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(head + _chunked(big) + b"0\r\n\r\n")
+            status, body = _answer(sock)
+        assert status == 413 and b"over 65536 bytes" in body
+        # Small bodies, with a length or chunked, are proposals as before.
+        for ref, body_json, framing in [
+                (("fraud-detector", "1.0.0"), {"to": "staging", "reason": "ready"}, "length"),
+                (("credit-approval", "1.1.0"), {"to": "canary", "reason": "soak", "traffic": 0.1}, "chunked")]:
+            data = json.dumps(body_json).encode()
+            headers = {**ADMIN, "Connection": "close"} | (
+                {"Content-Length": str(len(data))} if framing == "length" else {"Transfer-Encoding": "chunked"})
+            with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+                sock.sendall(_post_head(server.port, headers, ref)
+                             + (data if framing == "length" else _chunked(data, 7) + b"0\r\n\r\n"))
+                status, body = _answer(sock)
+            assert status == 201, body
+    after = _refs(served.origin)
+    assert set(after) - set(before) == {"refs/heads/promote/fraud-detector/1.0.0-to-staging",
+                                        "refs/heads/promote/credit-approval/1.1.0-to-canary"}
 
 
 def test_api_command_errors(served: Served, tmp_path: Path, cli: Callable[..., Result],

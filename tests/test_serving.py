@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hashlib
@@ -590,3 +591,97 @@ def test_an_unknown_model_or_a_foreign_folder_is_refused_and_nothing_is_created(
     result = cli(*base, "--to", str(mine))
     assert result.code == 2 and "not empty (notes.txt) and not a folder that `registry pull` made" in result.err
     assert os.listdir(mine) == ["notes.txt"]
+
+
+# --- a --to or --metrics-file that cannot be written ------------------------------------------
+
+
+def _blocker(tmp_path: Path) -> Path:
+    """A regular file: nothing can be created under it, not even by root."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    return blocker
+
+
+def _unwritable(tmp_path: Path, where: str) -> Path:
+    if where == "sysfs":
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("no sysfs here")
+        return Path("/sys/registry-test-serve")  # EPERM, for root too
+    if where == "read-only-folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes in a folder without write permission")
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+        return folder / "serve"
+    return _blocker(tmp_path) / ("serve" if where == "under-a-file" else "a/b/serve")
+
+
+@pytest.mark.parametrize("watch", [False, True])
+@pytest.mark.parametrize("where", ["under-a-file", "deep-under-a-file", "sysfs", "read-only-folder"])
+def test_a_to_that_cannot_be_written_is_a_clear_error_and_nothing_is_written(
+        world: World, origin: Path, tmp_path: Path, cli: Callable[..., Result], where: str, watch: bool) -> None:
+    serve = _unwritable(tmp_path, where)
+    before = sorted(tmp_path.rglob("*"))
+    result = cli("pull", "--stage", "production", "--to", str(serve), "--from", str(origin),
+                 "--trusted-keys", str(world.trusted), *(["--watch", "--interval", "1"] if watch else []))
+    assert result.code == 1, result.out + result.err
+    assert f"error: --to {serve}: cannot create or write this folder (" in result.err
+    assert "give a folder that this user can write, on a file system with free space" in result.err
+    assert ("watching" in result.err) is watch and "stopped" not in result.err  # the watch ends at once
+    assert "internal error" not in result.err and "Traceback" not in result.err
+    assert sorted(tmp_path.rglob("*")) == before and not serve.exists()
+
+
+def test_a_metrics_file_that_cannot_be_written_is_refused_before_anything_is_pulled(
+        world: World, origin: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    serve = tmp_path / "serve"
+    metrics = _blocker(tmp_path) / "metrics" / "registry.prom"
+    result = cli("pull", "--stage", "production", "--to", str(serve), "--from", str(origin),
+                 "--trusted-keys", str(world.trusted), "--metrics-file", str(metrics))
+    assert result.code == 1, result.out + result.err
+    assert result.err.startswith(f"error: --metrics-file {metrics}: cannot create or write this file (")
+    assert "internal error" not in result.err and "Traceback" not in result.err
+    assert not serve.exists() and (tmp_path / "blocker").read_text() == "a file, not a folder\n"
+
+
+def _in_own_mounts(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run `sh -c script args` in a mount namespace of its own (mounts vanish with it)."""
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("mount", ["ro,size=1m", "size=256k"])
+def test_a_read_only_or_full_file_system_is_a_clear_error_and_leaves_nothing(
+        world: World, origin: Path, tmp_path: Path, mount: str) -> None:
+    point = tmp_path / "mnt"
+    point.mkdir()
+    if not shutil.which("unshare") or _in_own_mounts(f"mount -t tmpfs -o ro none {point}").returncode:
+        pytest.skip("cannot mount a file system in a mount namespace of its own here")
+    merge_to(origin, world, "big1")  # 48 MiB: more than the full file system holds
+    serve = point / "serve"
+    done = _in_own_mounts(f'mount -t tmpfs -o {mount} none {point} && "$@"; code=$?; '
+                          f'echo "left: $(ls -A {point})"; exit $code',
+                          *command("--stage", "production", "--to", serve, "--from", origin,
+                                   "--trusted-keys", world.trusted))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    if mount.startswith("ro"):
+        assert done.stderr.startswith(f"error: --to {serve}: cannot create or write this folder "
+                                      "(Read-only file system)"), done.stderr
+    else:
+        assert done.stderr.startswith(f"error: --to {serve}: cannot create or write this folder "
+                                      "(No space left on device)"), done.stderr
+        assert f"nothing was changed: nothing is served from {serve} yet" in done.stderr
+    assert done.stdout.strip().endswith("left:"), done.stdout  # nothing left on the file system
+
+
+def test_only_errors_in_the_serving_folder_are_blamed_on_to(tmp_path: Path) -> None:
+    from registry.serving_store import is_write_error
+
+    root = tmp_path / "serve"
+    assert is_write_error(OSError(errno.ENOSPC, "No space left on device"), root)  # a write: no file name
+    assert is_write_error(PermissionError(errno.EACCES, "Permission denied", str(root / "m" / "versions")), root)
+    assert is_write_error(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(tmp_path)), root)
+    assert not is_write_error(PermissionError(errno.EACCES, "Permission denied", "/srv/dvc-remote/ab/cd"), root)
+    assert not is_write_error(FileNotFoundError(errno.ENOENT, "No such file or directory", str(root / "x")), root)
