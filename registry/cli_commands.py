@@ -69,6 +69,8 @@ def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, 
         click.echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
     for warning in done.warnings:
         click.echo(f"warning: {warning}", err=True)
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if done.branch and not push:
         click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
@@ -540,12 +542,15 @@ def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> Non
     if as_json:
         _print_json({"name": done.name, "version": done.version, "from_stage": done.from_stage,
                      "to_stage": done.to_stage, "replaced": done.replaced, "branch": done.branch,
-                     "commit": done.commit, "stages": done.stages.as_dict()})
+                     "commit": done.commit, "stages": done.stages.as_dict(),
+                     "warnings": list(done.warnings)})
         return
     where = f"on branch {done.branch}" if done.branch else "on the current branch"
     click.echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
     if done.replaced:
         click.echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
+    for warning in done.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if done.branch and not push:
         click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 

@@ -105,7 +105,7 @@ def register(
         _roll_back(reg, version_dir, name if new_model else None, branch, original)
         raise
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
-    if push and branch:
+    if push:
         branches.push(reg.root, branch, "The version")
     return Registered(name, version, branch, commit, card, tuple(warnings), signed_by)
 

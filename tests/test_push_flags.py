@@ -1,0 +1,93 @@
+"""`--push` pushes whatever the command committed, with or without `--no-branch`
+(register, promote, rollback, sign), and a promotion to a stage that requires a
+signature says so while the version is unsigned."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Result, git, merge
+
+NAME = "credit-approval"
+
+
+def origin_main(tmp_path: Path) -> str:
+    return git(tmp_path / "origin.git", "rev-parse", "main").strip()
+
+
+def head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def test_register_no_branch_push_pushes_the_current_branch(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    result = cli("register", NAME, "1.0.0", "--card", str(inputs / "card.yaml"),
+                 "--artifact", str(inputs / "model.safetensors"), "--no-branch", "--push", cwd=registry_dir)
+    assert result.code == 0, result.err
+    assert git(registry_dir, "branch", "--show-current").strip() == "main"
+    assert origin_main(tmp_path) == head(registry_dir)
+
+
+def test_promote_and_rollback_no_branch_push_push_the_current_branch(
+    registered: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    for version, stage in (("1.0.0", "staging"), ("1.0.0", "production"), ("1.1.0", "staging"),
+                           ("1.1.0", "production")):
+        result = cli("promote", NAME, version, "--to", stage, "--reason", "r", "--no-branch", "--push",
+                     cwd=registered)
+        assert result.code == 0, result.err
+        assert origin_main(tmp_path) == head(registered)
+    result = cli("rollback", NAME, "--reason", "bad", "--no-branch", "--push", cwd=registered)
+    assert result.code == 0, result.err
+    assert origin_main(tmp_path) == head(registered)
+    assert "production: 1.0.0" in git(tmp_path / "origin.git", "show", f"main:models/{NAME}/stages.yaml")
+
+
+def test_sign_no_branch_push_pushes_the_current_branch(
+    registered: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    assert cli("keys", "generate", "--out", str(tmp_path / "alice")).code == 0
+    result = cli("sign", f"{NAME}@1.1.0", "--key", str(tmp_path / "alice.key"), "--no-branch", "--push",
+                 cwd=registered)
+    assert result.code == 0, result.err
+    assert origin_main(tmp_path) == head(registered)
+
+
+def test_push_from_a_detached_head_says_what_to_do(
+    registered: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    before = origin_main(tmp_path)
+    git(registered, "switch", "--quiet", "--detach", "main")
+    result = cli("promote", NAME, "1.0.0", "--to", "staging", "--reason", "r", "--no-branch", "--push",
+                 cwd=registered)
+    assert result.code == 1
+    assert "HEAD is detached" in result.err and "git switch -c" in result.err
+    assert "Traceback" not in result.err
+    assert origin_main(tmp_path) == before
+
+
+def test_promotion_to_a_signed_stage_warns_while_unsigned(
+    registered: Path, cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = cli("promote", NAME, "1.1.0", "--to", "staging", "--reason", "r", cwd=registered)
+    assert result.code == 0 and "warning" not in result.err  # staging needs no signature
+    merge(registered, f"promote/{NAME}/1.1.0-to-staging", monkeypatch, pr=3)
+    result = cli("promote", NAME, "1.1.0", "--to", "production", "--reason", "r", "--json", cwd=registered)
+    assert result.code == 0, result.err
+    warnings = json.loads(result.out)["warnings"]
+    assert len(warnings) == 1 and f"registry sign {NAME}@1.1.0 --key KEY --no-branch" in warnings[0]
+    git(registered, "switch", "--quiet", "main")
+    git(registered, "branch", "--quiet", "-D", f"promote/{NAME}/1.1.0-to-production")
+    # Signed first: no warning.
+    assert cli("keys", "generate", "--out", str(tmp_path / "alice")).code == 0
+    assert cli("sign", f"{NAME}@1.1.0", "--key", str(tmp_path / "alice.key"), "--no-branch",
+               cwd=registered).code == 0
+    result = cli("promote", NAME, "1.1.0", "--to", "production", "--reason", "r", cwd=registered)
+    assert result.code == 0, result.err
+    assert "warning" not in result.err
+
