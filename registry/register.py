@@ -114,12 +114,33 @@ def _resolve_version(reg: Registry, name: str, version: str | None, bump: str | 
     if bump and version:
         raise UsageError("give either VERSION or --bump, not both")
     if bump:
-        existing = reg.versions(name)
-        base = Version.parse(existing[-1]) if existing else Version(0, 0, 0)
+        taken = [Version.parse(v) for v in (*reg.versions(name), *_proposed_versions(reg, name))]
+        base = max(taken, default=Version(0, 0, 0))
         return str(base.bump(bump))
     if not version:
         raise UsageError("missing VERSION (or use --bump major|minor|patch)")
     return check_version(version)
+
+
+def _proposed_versions(reg: Registry, name: str) -> list[str]:
+    """Versions claimed by open registration branches (`register/NAME/VERSION`), local, fetched
+    from a remote, or on origin now: `--bump` must not pick one of them."""
+    prefix = f"register/{name}/"
+    refs = git.run(["for-each-ref", "--format=%(refname)", f"refs/heads/{prefix}", "refs/remotes/"],
+                   reg.root).splitlines()
+    if "origin" in git.run(["remote"], reg.root).split():
+        try:
+            out = subprocess.run(["git", "ls-remote", "--heads", "origin", f"refs/heads/{prefix}*"],
+                                 cwd=reg.root, capture_output=True, text=True, timeout=30, check=True).stdout
+        except (subprocess.SubprocessError, OSError):
+            out = ""  # offline: the local and fetched branches still count
+        refs += [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
+    found = []
+    for ref in refs:
+        _, sep, version = ref.partition(f"/{prefix}")
+        if sep and Version.is_valid(version):
+            found.append(version)
+    return found
 
 
 def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]:
@@ -185,7 +206,17 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
         raise UsageError(
             f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
         )
-    if reg.version_dir(name, version).exists():
+    version_dir = reg.version_dir(name, version)
+    if version_dir.exists():
+        rel = reg.rel(version_dir)
+        if not git.run(["ls-files", "--", rel], reg.root).strip():
+            # Nothing there is tracked on this branch: files git leaves behind when switching away
+            # from an unmerged registration branch (DVC-tracked weights are git-ignored).
+            raise UsageError(
+                f"{rel} holds files that no commit on this branch tracks: leftovers of an unmerged branch "
+                f"(e.g. register/{name}/{version}, whose commits keep them), not a registered version; "
+                f"clear the folder with `rm -rf {rel}` and register again"
+            )
         raise UsageError(
             f"{name}@{version} already exists in the work tree; versions are immutable, register a new one"
         )

@@ -1,6 +1,6 @@
-"""`--push` pushes whatever the command committed, with or without `--no-branch`
-(register, promote, rollback, sign), and a promotion to a stage that requires a
-signature says so while the version is unsigned."""
+"""Everyday commands doing what they say: `--push` pushes whatever the command committed (also
+with `--no-branch`), an unsigned promotion to a signed stage warns, `--bump` skips proposed
+versions, and leftovers of an unmerged branch are told apart from a registered version."""
 
 from __future__ import annotations
 
@@ -91,3 +91,50 @@ def test_promotion_to_a_signed_stage_warns_while_unsigned(
     assert result.code == 0, result.err
     assert "warning" not in result.err
 
+
+
+def register(cli: Callable[..., Result], repo: Path, inputs: Path, *version: str) -> Result:
+    return cli("register", NAME, *version, "--card", str(inputs / "card.yaml"),
+               "--artifact", str(inputs / "model.safetensors"), cwd=repo)
+
+
+def test_bump_skips_versions_claimed_by_open_registration_branches(
+    registered: Path, inputs: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    from tests.conftest import new_weights
+
+    new_weights(inputs, seed=7)
+    result = register(cli, registered, inputs, "--bump", "minor")
+    assert result.code == 0, result.err
+    assert git(registered, "branch", "--show-current").strip() == f"register/{NAME}/1.2.0"
+    git(registered, "push", "--quiet", "origin", f"register/{NAME}/1.2.0")
+    git(registered, "switch", "--quiet", "main")
+    # Only on origin now: the local branch is gone, the proposal is still open there.
+    git(registered, "branch", "--quiet", "-D", f"register/{NAME}/1.2.0")
+    git(registered, "branch", "--quiet", "-D", "-r", f"origin/register/{NAME}/1.2.0")
+    new_weights(inputs, seed=8)
+    result = register(cli, registered, inputs, "--bump", "minor")
+    assert result.code == 0, result.err
+    assert git(registered, "branch", "--show-current").strip() == f"register/{NAME}/1.3.0"
+
+
+def test_leftovers_of_an_unmerged_branch_are_told_apart_from_a_registered_version(
+    registered: Path, inputs: Path, cli: Callable[..., Result]
+) -> None:
+    from tests.conftest import new_weights, snapshot
+
+    new_weights(inputs, seed=9)
+    assert register(cli, registered, inputs, "1.2.0").code == 0
+    git(registered, "switch", "--quiet", "main")
+    leftover = registered / "models" / NAME / "1.2.0"
+    assert leftover.is_dir()  # git leaves the DVC-tracked (git-ignored) weights behind
+    git(registered, "branch", "--quiet", "-D", f"register/{NAME}/1.2.0")
+    before = snapshot(registered)
+    result = register(cli, registered, inputs, "1.2.0")
+    assert result.code == 2
+    assert "leftovers of an unmerged branch" in result.err
+    assert f"rm -rf models/{NAME}/1.2.0" in result.err
+    assert snapshot(registered) == before
+    # A version that is registered on this branch keeps its own message.
+    result = register(cli, registered, inputs, "1.1.0")
+    assert result.code == 2 and "versions are immutable" in result.err
