@@ -59,14 +59,17 @@ def register(
 ) -> Registered:
     check_model_name(name)
     version = _resolve_version(reg, name, version, bump)
-    card_data = _read_card_input(card_file, name, version)
+    card_data, card_text = _read_card_input(card_file, name, version)
+    declared = _declared_artifacts(card_data, str(card_file), card_text)
     sources = _check_artifacts(artifact_paths)
+    if declared is not None:
+        declared.check_files(sources)
     branch = None if no_branch else f"register/{name}/{version}"
     warnings = _check_repo_state(reg, name, version, branch)
     # Validate the whole card now, with placeholder digests, so a bad card changes nothing.
     placeholder = [Artifact(s.name, s.size, "0" * 64, "git").as_dict() for s in sources]
     probe = _complete_card(card_data, name, version, placeholder)
-    problems = schemas.validate("card", probe, str(card_file), yamlio.read_bytes(card_file))
+    problems = schemas.validate("card", probe, str(card_file), card_text)
     if problems:
         raise ValidationError(problems)
     private_key = None
@@ -143,7 +146,8 @@ def _proposed_versions(reg: Registry, name: str) -> list[str]:
     return found
 
 
-def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]:
+def _read_card_input(card_file: Path, name: str, version: str) -> tuple[dict[str, Any], bytes]:
+    """The input card's fields and its bytes (for locating problems)."""
     shown = str(card_file)
     if not card_file.exists():
         raise UsageError(f"--card {card_file}: no such file")
@@ -159,12 +163,66 @@ def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]
                 shown, f"is {data[field_name]!r} but you are registering {name}@{version}; "
                 "fix the card or the command", yamlio.line_of(text, [field_name]), field_name,
             )
-    if "artifacts" in data:
-        raise ValidationError.one(
-            shown, "is filled in by register from --artifact files; remove it from the card",
-            yamlio.line_of(text, ["artifacts"]), "artifacts",
-        )
-    return data
+    return data, text
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """The `artifacts` a training job wrote into the input card: register checks path, size and
+    sha256 against the files, end to end, before anything changes. `storage` is the registry's
+    choice (git or DVC, by size and content), so a declared one is replaced, not compared."""
+
+    shown: str
+    text: bytes
+    entries: tuple[dict[str, Any], ...]
+
+    def problem(self, index: int, key: str, message: str) -> ValidationError:
+        return ValidationError.one(self.shown, message, yamlio.line_of(self.text, ["artifacts", index, key]),
+                                   f"artifacts[{index}].{key}")
+
+    def check_files(self, sources: Sequence[_Source]) -> None:
+        given = {s.name: s for s in sources}
+        listed: set[str] = set()
+        for index, entry in enumerate(self.entries):
+            path = entry["path"]
+            source = given.get(path)
+            if source is None:
+                raise self.problem(index, "path", f"{path!r} is not among the --artifact files "
+                                   f"({', '.join(sorted(given))}); list only the files you register")
+            if path in listed:
+                raise self.problem(index, "path", f"{path!r} is listed twice")
+            listed.add(path)
+            if "size" in entry and entry["size"] != source.size:
+                raise self.problem(index, "size", f"is {entry['size']} but {source.path} has {source.size} "
+                                   "bytes: the file is not the one the card describes")
+            if "sha256" in entry:
+                digest, _ = storage.file_digest(source.path)
+                if entry["sha256"] != digest:
+                    raise self.problem(index, "sha256", f"is {entry['sha256']!r} but {source.path} has "
+                                       f"{digest!r}: the file is not the one the card describes")
+        missing = sorted(set(given) - listed)
+        if missing:
+            raise ValidationError.one(self.shown, f"does not list {', '.join(missing)}, given with --artifact; "
+                                      "list every file or leave `artifacts` out",
+                                      yamlio.line_of(self.text, ["artifacts"]), "artifacts")
+
+
+def _declared_artifacts(data: dict[str, Any], shown: str, text: bytes) -> _Declared | None:
+    """Take `artifacts` out of the input card; their shape is checked here, their values later."""
+    if "artifacts" not in data:
+        return None
+    entries = data.pop("artifacts")
+    declared = _Declared(shown, text, ())
+    if not isinstance(entries, list):
+        raise ValidationError.one(shown, "must be a list of entries with path, size, sha256, storage",
+                                  yamlio.line_of(text, ["artifacts"]), "artifacts")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise declared.problem(index, "path", "each entry needs a `path` naming an --artifact file")
+        unknown = sorted(set(entry) - {"path", "size", "sha256", "storage"})
+        if unknown:
+            raise declared.problem(index, unknown[0], "unknown key; entries have path, size, sha256, storage")
+    return _Declared(shown, text, tuple(entries))
 
 
 def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:

@@ -138,3 +138,53 @@ def test_leftovers_of_an_unmerged_branch_are_told_apart_from_a_registered_versio
     # A version that is registered on this branch keeps its own message.
     result = register(cli, registered, inputs, "1.1.0")
     assert result.code == 2 and "versions are immutable" in result.err
+
+
+def card_listing(inputs: Path, **override: object) -> Path:
+    """The card a training job writes: every field, artifacts with their digests included."""
+    import hashlib
+
+    from tests.conftest import CARD
+
+    data = (inputs / "model.safetensors").read_bytes()
+    entry = {"path": "model.safetensors", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+             "storage": "git", **override}  # storage is the registry's choice
+    card = inputs / "full-card.yaml"
+    card.write_text(CARD + "artifacts:\n- " + json.dumps(entry) + "\n")
+    return card
+
+
+def test_register_accepts_a_card_whose_artifacts_agree_with_the_files(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result]
+) -> None:
+    card = card_listing(inputs)
+    result = cli("register", NAME, "1.0.0", "--card", str(card), "--artifact", str(inputs / "model.safetensors"),
+                 "--json", cwd=registry_dir)
+    assert result.code == 0, result.err
+    written = (registry_dir / "models" / NAME / "1.0.0" / "card.yaml").read_text()
+    assert json.loads(card.read_text().split("- ", 1)[1].splitlines()[0])["sha256"] in written
+
+
+def test_register_refuses_a_card_whose_digest_disagrees_and_changes_nothing(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    from tests.conftest import index_tree, snapshot
+
+    card = card_listing(inputs, sha256="0" * 64)
+    before, tree = snapshot(registry_dir, tmp_path / "dvc-remote"), index_tree(registry_dir)
+    result = cli("register", NAME, "1.0.0", "--card", str(card), "--artifact", str(inputs / "model.safetensors"),
+                 cwd=registry_dir)
+    assert result.code == 1
+    assert f"{card}:7: artifacts[0].sha256: is '{'0' * 64}' but {inputs / 'model.safetensors'} has" in result.err
+    assert snapshot(registry_dir, tmp_path / "dvc-remote") == before and index_tree(registry_dir) == tree
+    assert git(registry_dir, "branch", "--list", f"register/{NAME}/*").strip() == ""
+
+
+def test_register_refuses_a_card_that_leaves_a_given_file_out(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result]
+) -> None:
+    card = card_listing(inputs)
+    result = cli("register", NAME, "1.0.0", "--card", str(card), "--artifact", str(inputs / "model.safetensors"),
+                 "--artifact", str(inputs / "config.json"), cwd=registry_dir)
+    assert result.code == 1
+    assert f"{card}:6: artifacts: does not list config.json, given with --artifact" in result.err
