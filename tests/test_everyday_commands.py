@@ -188,3 +188,19 @@ def test_register_refuses_a_card_that_leaves_a_given_file_out(
                  "--artifact", str(inputs / "config.json"), cwd=registry_dir)
     assert result.code == 1
     assert f"{card}:6: artifacts: does not list config.json, given with --artifact" in result.err
+
+
+def test_resolve_reads_main_unless_told_otherwise(registered: Path, cli: Callable[..., Result]) -> None:
+    import registry
+    from registry.errors import UsageError
+
+    assert cli("promote", NAME, "1.0.0", "--to", "staging", "--reason", "r", "--no-branch", cwd=registered).code == 0
+    # An unmerged promotion, checked out: a proposal, not what staging serves.
+    assert cli("promote", NAME, "1.1.0", "--to", "staging", "--reason", "r", cwd=registered).code == 0
+    reg = registry.open(registered)
+    assert reg.resolve(NAME, "staging") == "1.0.0"
+    assert reg.resolve(NAME, "staging", at=None) == "1.1.0"
+    assert reg.resolve(NAME, "staging", at=f"promote/{NAME}/1.1.0-to-staging") == "1.1.0"
+    assert reg.resolve(NAME, "production") is None
+    with pytest.raises(UsageError, match="no such commit, branch or tag"):
+        reg.resolve(NAME, at="no-such-branch")
