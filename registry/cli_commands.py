@@ -69,8 +69,6 @@ def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, 
         click.echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
     for warning in done.warnings:
         click.echo(f"warning: {warning}", err=True)
-    for warning in done.warnings:
-        click.echo(f"warning: {warning}", err=True)
     if done.branch and not push:
         click.echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
