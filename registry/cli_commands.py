@@ -597,7 +597,10 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True,
+                  # Not through rich: DVC initialises colorama inside this block, and its exit-time
+                  # reset would then be printed by rich as a visible "[0m".
+                  redirect_stdout=False, redirect_stderr=False) as bar:
         tasks: dict[str, Any] = {}
 
         def update(name: str, done: int, total: int) -> None:

@@ -85,7 +85,12 @@ def register(
         git.run(["switch", "--quiet", "-c", branch], reg.root)
     try:
         artifacts, to_dvc = _copy_in(reg, version_dir, sources, progress)
+        if progress and to_dvc:  # the copy bars are full; say what the wait is for
+            pushed = sum(path.stat().st_size for path in to_dvc)
+            progress("push to the DVC remote", 0, pushed)
         storage.add_and_push(reg.root, to_dvc)
+        if progress and to_dvc:
+            progress("push to the DVC remote", pushed, pushed)
         card = Card.from_data(_complete_card(card_data, name, version, [a.as_dict() for a in artifacts]))
         yamlio.atomic_write(version_dir / cards.CARD_FILE, card.to_text())
         signed_by = None

@@ -204,3 +204,31 @@ def test_resolve_reads_main_unless_told_otherwise(registered: Path, cli: Callabl
     assert reg.resolve(NAME, "production") is None
     with pytest.raises(UsageError, match="no such commit, branch or tag"):
         reg.resolve(NAME, at="no-such-branch")
+
+
+def test_register_on_a_terminal_leaves_no_visible_escape_codes(registry_dir: Path, inputs: Path) -> None:
+    import os
+    import pty
+    import re
+    import sys
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: register on a terminal, so the progress bars are drawn
+        os.chdir(registry_dir)
+        os.execv(sys.executable, [sys.executable, "-m", "registry", "register", NAME, "1.0.0", "--card",
+                                  str(inputs / "card.yaml"), "--artifact", str(inputs / "model.safetensors")])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    shown = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", out)  # what the terminal interprets
+    assert b"Registered credit-approval@1.0.0" in shown
+    assert b"\x1b" not in shown and b"[0m" not in shown, shown[-200:]
+    assert b"push to the DVC remote" in out
