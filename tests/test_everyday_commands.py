@@ -232,3 +232,19 @@ def test_register_on_a_terminal_leaves_no_visible_escape_codes(registry_dir: Pat
     assert b"Registered credit-approval@1.0.0" in shown
     assert b"\x1b" not in shown and b"[0m" not in shown, shown[-200:]
     assert b"push to the DVC remote" in out
+
+
+def test_watch_start_event_names_the_registry_it_pulls_from(registry_dir: Path, tmp_path: Path) -> None:
+    import threading
+
+    from registry.serving import Puller
+
+    origin, serve = str(tmp_path / "origin.git"), tmp_path / "serve"
+    Puller(serve, stage="production", source=origin, insecure_skip_signature=True).poll()
+    events: list[dict[str, object]] = []
+    stopped = threading.Event()
+    stopped.set()  # one start event, then stop
+    Puller(serve, stage="production", insecure_skip_signature=True, on_event=events.append,
+           stop=stopped).watch(1)
+    assert events[0]["event"] == "watching"
+    assert events[0]["source"] == origin
