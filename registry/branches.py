@@ -37,8 +37,14 @@ def change_on_branch(root: Path, branch: str | None, restore: Callable[[], None]
         raise
 
 
-def push(root: Path, branch: str, what: str) -> None:
-    """Push a review branch; on failure say that the commit is safe and how to push it."""
+def push(root: Path, branch: str | None, what: str) -> None:
+    """Push a review branch, or the current branch when None (`--no-branch --push`);
+    on failure say that the commit is safe and how to push it."""
+    if branch is None:
+        branch = git.current_branch(root)
+        if branch is None:
+            raise RegistryError(f"{what} is committed, but HEAD is detached, so there is no branch to push; "
+                                "create one with `git switch -c NAME` and push it")
     try:
         git.run(["push", "--quiet", "-u", "origin", branch], root)
     except GitError as exc:

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from registry import cards, config, git, stages, yamlio
+from registry import cards, config, git, stages, summary, yamlio
 from registry.errors import UsageError, ValidationError
 from registry.gates import GateResult
 from registry.names import MODEL_NAME_RE, Version
@@ -52,6 +52,8 @@ class CheckContext:
     merge_base: str
     changes: list[Change]
     results: list[GateResult] = field(default_factory=list)
+    # Metrics the metrics gate recomputed, per (model, version): the summary says which are measured.
+    recomputed: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     _cat: git.CatFile | None = None
     _tmp: Path | None = None
     _folders: dict[tuple[str, str], Path] = field(default_factory=dict)
@@ -230,6 +232,7 @@ class Report:
     results: tuple[GateResult, ...]
     stage_diff: str
     card_diff: str
+    changes: tuple[summary.ModelChange, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -237,7 +240,8 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         return {"passed": self.passed, "base": self.base, "head": self.head,
-                "gates": [r.as_json() for r in self.results]}
+                "gates": [r.as_json() for r in self.results],
+                "changes": [summary.as_json(c) for c in self.changes]}
 
 
 def run(reg: Registry, base: str, head: str = "HEAD", gates: tuple[str, ...] = GATE_ORDER) -> Report:
@@ -261,11 +265,13 @@ def run(reg: Registry, base: str, head: str = "HEAD", gates: tuple[str, ...] = G
                              reg.root)
         card_diff = git.run(["diff", "--no-color", merge_base, head_sha, "--", f"{MODELS_DIR}/*/*/{cards.CARD_FILE}"],
                             reg.root)
+        described = summary.describe(ctx)
     finally:
         ctx.close()
-    return Report(base_sha, head_sha, tuple(ctx.results), stage_diff, card_diff)
+    return Report(base_sha, head_sha, tuple(ctx.results), stage_diff, card_diff, described)
 
 
+MAX_DIFF_LINE = 300
 STATUS_ICON = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
 
 
@@ -281,13 +287,14 @@ def markdown(report: Report) -> str:
     ordered = sorted(report.results, key=lambda r: (r.status != "fail", GATE_ORDER.index(r.gate) if r.gate in GATE_ORDER else 99))
     for r in ordered:
         target = f"{r.model}@{r.version}" if r.model and r.version else (r.model or "")
-        message = r.message.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r.gate} | {target} | {STATUS_ICON[r.status]} {r.status} | {message} |")
+        lines.append(f"| {r.gate} | {summary.cell(target)} | {STATUS_ICON[r.status]} {r.status} | "
+                     f"{summary.cell(r.message)} |")
+    lines += summary.render(report.changes)
     if report.stage_diff.strip():
-        lines += ["", "### Stage changes", "", "```diff", _diff_body(report.stage_diff), "```"]
+        lines += ["", "### Stage changes", "", *summary.fence(_diff_body(report.stage_diff), "diff")]
     if report.card_diff.strip():
-        lines += ["", "<details><summary>Card changes</summary>", "", "```diff", _diff_body(report.card_diff),
-                  "```", "</details>"]
+        lines += ["", "<details><summary>Card changes</summary>", "",
+                  *summary.fence(_diff_body(report.card_diff), "diff"), "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +311,8 @@ def _diff_body(diff: str) -> str:
             continue
         if line.startswith("+# yaml-language-server") or line.startswith("-# yaml-language-server"):
             continue
+        if len(line) > MAX_DIFF_LINE:  # an input_example or a long description: the start says enough
+            line = f"{line[:MAX_DIFF_LINE]} … ({len(line) - MAX_DIFF_LINE} more characters)"
         keep.append(line)
     return "\n".join(keep)
 

@@ -541,12 +541,15 @@ def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> Non
     if as_json:
         _print_json({"name": done.name, "version": done.version, "from_stage": done.from_stage,
                      "to_stage": done.to_stage, "replaced": done.replaced, "branch": done.branch,
-                     "commit": done.commit, "stages": done.stages.as_dict()})
+                     "commit": done.commit, "stages": done.stages.as_dict(),
+                     "warnings": list(done.warnings)})
         return
     where = f"on branch {done.branch}" if done.branch else "on the current branch"
     echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
     if done.replaced:
         echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
+    for warning in done.warnings:
+        echo(f"warning: {warning}", err=True)
     if done.branch and not push:
         echo(f"Next: git push -u origin {done.branch}, then open a pull request")
 
@@ -598,7 +601,10 @@ def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
     from registry.safetext import printable
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True,
+                  # Not through rich: DVC initialises colorama inside this block, and its exit-time
+                  # reset would then be printed by rich as a visible "[0m".
+                  redirect_stdout=False, redirect_stderr=False) as bar:
         tasks: dict[str, Any] = {}
 
         def update(name: str, done: int, total: int) -> None:

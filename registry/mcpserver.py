@@ -171,7 +171,7 @@ def build_server(root: Path) -> MCPServer:
                 raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
             held = reg.stages(name)
             traffic = held.canary.traffic if stage == "canary" and held.canary else None
-            return {"name": name, "stage": stage, "version": reg.resolve(name, stage), "traffic": traffic}
+            return {"name": name, "stage": stage, "version": reg.resolve(name, stage, at=None), "traffic": traffic}
 
         return call(work)
 

@@ -25,6 +25,7 @@ class Promoted:
     branch: str | None
     commit: str
     stages: Stages
+    warnings: tuple[str, ...] = ()
 
 
 def plan(
@@ -140,9 +141,23 @@ def promote(
         message = commit_message(name, version, to, reason, traffic, subject)
         git.run(["commit", "--quiet", "-m", message], reg.root, env=_identity(author))
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
-    if push and branch:
+    if push:
         branches.push(reg.root, branch, "The promotion")
-    return Promoted(name, version, source, to, replaced, branch, commit, new)
+    return Promoted(name, version, source, to, replaced, branch, commit, new,
+                    unsigned_warning(reg, name, version, to))
+
+
+def unsigned_warning(reg: Registry, name: str, version: str, to: str) -> tuple[str, ...]:
+    """Warn when the target stage requires a signature the version does not have yet: the
+    signature gate would fail the pull request, and signing in the same PR fixes it."""
+    policy = reg.config.policy.get(to)
+    if policy is None or not policy.require_signature:
+        return ()
+    if (reg.version_dir(name, version) / "signature.json").exists():
+        return ()
+    return (f"{to} requires a signature (registry.yaml policy.{to}.require_signature) and "
+            f"{name}@{version} is unsigned, so the signature gate will fail this pull request; "
+            f"sign it in the same PR: registry sign {name}@{version} --key KEY --no-branch [--push]",)
 
 
 def _identity(author: tuple[str, str] | None) -> dict[str, str] | None:

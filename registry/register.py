@@ -59,14 +59,17 @@ def register(
 ) -> Registered:
     check_model_name(name)
     version = _resolve_version(reg, name, version, bump)
-    card_data = _read_card_input(card_file, name, version)
+    card_data, card_text = _read_card_input(card_file, name, version)
+    declared = _declared_artifacts(card_data, str(card_file), card_text)
     sources = _check_artifacts(artifact_paths)
+    if declared is not None:
+        declared.check_files(sources)
     branch = None if no_branch else f"register/{name}/{version}"
     warnings = _check_repo_state(reg, name, version, branch)
     # Validate the whole card now, with placeholder digests, so a bad card changes nothing.
     placeholder = [Artifact(s.name, s.size, "0" * 64, "git").as_dict() for s in sources]
     probe = _complete_card(card_data, name, version, placeholder)
-    problems = schemas.validate("card", probe, str(card_file), yamlio.read_bytes(card_file))
+    problems = schemas.validate("card", probe, str(card_file), card_text)
     if problems:
         raise ValidationError(problems)
     private_key = None
@@ -82,7 +85,12 @@ def register(
         git.run(["switch", "--quiet", "-c", branch], reg.root)
     try:
         artifacts, to_dvc = _copy_in(reg, version_dir, sources, progress)
+        if progress and to_dvc:  # the copy bars are full; say what the wait is for
+            pushed = sum(path.stat().st_size for path in to_dvc)
+            progress("push to the DVC remote", 0, pushed)
         storage.add_and_push(reg.root, to_dvc)
+        if progress and to_dvc:
+            progress("push to the DVC remote", pushed, pushed)
         card = Card.from_data(_complete_card(card_data, name, version, [a.as_dict() for a in artifacts]))
         yamlio.atomic_write(version_dir / cards.CARD_FILE, card.to_text())
         signed_by = None
@@ -105,7 +113,7 @@ def register(
         _roll_back(reg, version_dir, name if new_model else None, branch, original)
         raise
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
-    if push and branch:
+    if push:
         branches.push(reg.root, branch, "The version")
     return Registered(name, version, branch, commit, card, tuple(warnings), signed_by)
 
@@ -114,15 +122,37 @@ def _resolve_version(reg: Registry, name: str, version: str | None, bump: str | 
     if bump and version:
         raise UsageError("give either VERSION or --bump, not both")
     if bump:
-        existing = reg.versions(name)
-        base = Version.parse(existing[-1]) if existing else Version(0, 0, 0)
+        taken = [Version.parse(v) for v in (*reg.versions(name), *_proposed_versions(reg, name))]
+        base = max(taken, default=Version(0, 0, 0))
         return str(base.bump(bump))
     if not version:
         raise UsageError("missing VERSION (or use --bump major|minor|patch)")
     return check_version(version)
 
 
-def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]:
+def _proposed_versions(reg: Registry, name: str) -> list[str]:
+    """Versions claimed by open registration branches (`register/NAME/VERSION`), local, fetched
+    from a remote, or on origin now: `--bump` must not pick one of them."""
+    prefix = f"register/{name}/"
+    refs = git.run(["for-each-ref", "--format=%(refname)", f"refs/heads/{prefix}", "refs/remotes/"],
+                   reg.root).splitlines()
+    if "origin" in git.run(["remote"], reg.root).split():
+        try:
+            out = subprocess.run(["git", "ls-remote", "--heads", "origin", f"refs/heads/{prefix}*"],
+                                 cwd=reg.root, capture_output=True, text=True, timeout=30, check=True).stdout
+        except (subprocess.SubprocessError, OSError):
+            out = ""  # offline: the local and fetched branches still count
+        refs += [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
+    found = []
+    for ref in refs:
+        _, sep, version = ref.partition(f"/{prefix}")
+        if sep and Version.is_valid(version):
+            found.append(version)
+    return found
+
+
+def _read_card_input(card_file: Path, name: str, version: str) -> tuple[dict[str, Any], bytes]:
+    """The input card's fields and its bytes (for locating problems)."""
     shown = str(card_file)
     if not card_file.exists():
         raise UsageError(f"--card {card_file}: no such file")
@@ -138,12 +168,66 @@ def _read_card_input(card_file: Path, name: str, version: str) -> dict[str, Any]
                 shown, f"is {data[field_name]!r} but you are registering {name}@{version}; "
                 "fix the card or the command", yamlio.line_of(text, [field_name]), field_name,
             )
-    if "artifacts" in data:
-        raise ValidationError.one(
-            shown, "is filled in by register from --artifact files; remove it from the card",
-            yamlio.line_of(text, ["artifacts"]), "artifacts",
-        )
-    return data
+    return data, text
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """The `artifacts` a training job wrote into the input card: register checks path, size and
+    sha256 against the files, end to end, before anything changes. `storage` is the registry's
+    choice (git or DVC, by size and content), so a declared one is replaced, not compared."""
+
+    shown: str
+    text: bytes
+    entries: tuple[dict[str, Any], ...]
+
+    def problem(self, index: int, key: str, message: str) -> ValidationError:
+        return ValidationError.one(self.shown, message, yamlio.line_of(self.text, ["artifacts", index, key]),
+                                   f"artifacts[{index}].{key}")
+
+    def check_files(self, sources: Sequence[_Source]) -> None:
+        given = {s.name: s for s in sources}
+        listed: set[str] = set()
+        for index, entry in enumerate(self.entries):
+            path = entry["path"]
+            source = given.get(path)
+            if source is None:
+                raise self.problem(index, "path", f"{path!r} is not among the --artifact files "
+                                   f"({', '.join(sorted(given))}); list only the files you register")
+            if path in listed:
+                raise self.problem(index, "path", f"{path!r} is listed twice")
+            listed.add(path)
+            if "size" in entry and entry["size"] != source.size:
+                raise self.problem(index, "size", f"is {entry['size']} but {source.path} has {source.size} "
+                                   "bytes: the file is not the one the card describes")
+            if "sha256" in entry:
+                digest, _ = storage.file_digest(source.path)
+                if entry["sha256"] != digest:
+                    raise self.problem(index, "sha256", f"is {entry['sha256']!r} but {source.path} has "
+                                       f"{digest!r}: the file is not the one the card describes")
+        missing = sorted(set(given) - listed)
+        if missing:
+            raise ValidationError.one(self.shown, f"does not list {', '.join(missing)}, given with --artifact; "
+                                      "list every file or leave `artifacts` out",
+                                      yamlio.line_of(self.text, ["artifacts"]), "artifacts")
+
+
+def _declared_artifacts(data: dict[str, Any], shown: str, text: bytes) -> _Declared | None:
+    """Take `artifacts` out of the input card; their shape is checked here, their values later."""
+    if "artifacts" not in data:
+        return None
+    entries = data.pop("artifacts")
+    declared = _Declared(shown, text, ())
+    if not isinstance(entries, list):
+        raise ValidationError.one(shown, "must be a list of entries with path, size, sha256, storage",
+                                  yamlio.line_of(text, ["artifacts"]), "artifacts")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise declared.problem(index, "path", "each entry needs a `path` naming an --artifact file")
+        unknown = sorted(set(entry) - {"path", "size", "sha256", "storage"})
+        if unknown:
+            raise declared.problem(index, unknown[0], "unknown key; entries have path, size, sha256, storage")
+    return _Declared(shown, text, tuple(entries))
 
 
 def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:
@@ -185,7 +269,17 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
         raise UsageError(
             f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
         )
-    if reg.version_dir(name, version).exists():
+    version_dir = reg.version_dir(name, version)
+    if version_dir.exists():
+        rel = reg.rel(version_dir)
+        if not git.run(["ls-files", "--", rel], reg.root).strip():
+            # Nothing there is tracked on this branch: files git leaves behind when switching away
+            # from an unmerged registration branch (DVC-tracked weights are git-ignored).
+            raise UsageError(
+                f"{rel} holds files that no commit on this branch tracks: leftovers of an unmerged branch "
+                f"(e.g. register/{name}/{version}, whose commits keep them), not a registered version; "
+                f"clear the folder with `rm -rf {rel}` and register again"
+            )
         raise UsageError(
             f"{name}@{version} already exists in the work tree; versions are immutable, register a new one"
         )

@@ -218,16 +218,31 @@ class Registry:
 
         return inventory.list_models(self, stage=stage, tag=tag)
 
-    def resolve(self, name: str, stage: str = "production") -> str | None:
-        """The version that holds stage (the newest one for staging), or None."""
+    def resolve(self, name: str, stage: str = "production", at: str | None = "main") -> str | None:
+        """The version that holds stage (the newest one for staging) on main, or None.
+
+        `at` names another commit, branch or tag; None reads the work tree (the checked-out
+        branch, e.g. an unmerged promotion). Main is the default because merging is what
+        promotes: a PR branch's stages are a proposal."""
+        from registry import git
         from registry.errors import UsageError
         from registry.names import ALL_STAGES, check_model_name
 
         check_model_name(name)
         if stage not in ALL_STAGES or stage == "development":
             raise UsageError(f"unknown stage {stage!r}")
-        held = self.stages(name).versions_in(stage)
-        return max(held, key=Version.parse) if held else None
+        if at is None:
+            held = self.stages(name)
+        else:
+            rel = f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}"
+            with git.CatFile(self.root) as cat:
+                [(commit, _)] = cat.read_many_with_ids([f"{at}^{{commit}}"]) if "\n" not in at else [(None, None)]
+                if commit is None:
+                    raise UsageError(f"at={at!r}: no such commit, branch or tag in this registry")
+                blob = cat.read(f"{commit}:{rel}")
+            held = stages.parse(blob, rel) if blob is not None else stages.Stages()
+        versions = held.versions_in(stage)
+        return max(versions, key=Version.parse) if versions else None
 
     def manifest(self, stage: str = "production", at: str = "HEAD") -> dict[str, Any]:
         from registry import manifest

@@ -221,7 +221,7 @@ class Puller:
         if interval <= 0:
             raise UsageError(f"--interval {interval}: give a number of seconds above 0")
         self._emit({"event": "watching", "stage": self.stage, "to": str(self.store.root),
-                    "source": self.source, "ref": self.ref, "interval": interval})
+                    "source": self._source_in_use(), "ref": self.ref, "interval": interval})
         while not self.stop.is_set():
             try:
                 self.poll()
@@ -239,6 +239,16 @@ class Puller:
             if self.stop.wait(interval):
                 break
         self._emit({"event": "stopped"})
+
+    def _source_in_use(self) -> str | None:
+        """--from, else the registry the folder was first pulled from (what `_sync` will use)."""
+        if self.source is not None:
+            return self.source
+        try:
+            state = self.store.read_state()
+        except (RegistryError, OSError):
+            return None  # the first poll reports it
+        return state.source if state else None
 
     def poll(self) -> PullResult:
         """Bring DIR to what the stage says now; raises PullError (nothing served changes) on failure."""

@@ -119,7 +119,7 @@ def sign_version(
         message = f"{verb} {name}@{version}\n\nSigned-with-key: {bundle.key_id}\n"
         git.run(["commit", "--quiet", "-m", message], reg.root)
     commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
-    if push and branch:
+    if push:
         branches.push(reg.root, branch, "The signature")
     files_signed = tuple(r.name for r in manifest.resources)
     return Signed(name, version, branch, commit, bundle.key_id or "", files_signed, previous is not None)
