@@ -119,7 +119,8 @@ def manifest(stage: str, at: str, as_json: bool) -> None:
 @click.argument("ref", metavar="[NAME[@VERSION]]", required=False)
 @click.option("--model", "model", metavar="NAME", help="Only this model (same as giving NAME).")
 @click.option("--action", "actions", multiple=True, metavar="ACTION",
-              help="Only these actions (repeatable): registered, promoted, rolled back, deprecated, archived, purged…")
+              help="Only these actions (repeatable): registered, promoted, rolled back, deprecated, archived, purged, "
+                   "policy (registry.yaml changes)…")
 @click.option("--since", metavar="DATE", help="Only changes on or after this date (YYYY-MM-DD).")
 @click.option("--until", metavar="DATE", help="Only changes on or before this date (YYYY-MM-DD).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
@@ -149,10 +150,16 @@ def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str
     else:
         for e in entries:
             stage = f"{e.from_stage} → {e.to_stage}" if e.from_stage else (e.to_stage or "")
-            ref_text = f"{e.model}@{e.version}"
-            approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
+            ref_text = f"{e.model}@{e.version}" if e.model else "registry.yaml"
+            if e.action == "policy":
+                stage = e.detail or ""
+            approved = ""
+            if e.approved_by:
+                how = "merged by" if e.approval_source == "merge" else "approved by"
+                approved = f", {how} {_who(e.approved_by)}" + (" (self-approved)" if e.self_approved else "")
+            pr = f" (#{e.pr})" if e.pr else ""
             click.echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
-                       f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
+                       f"by {_who(e.performed_by)}{approved}{pr}" + (f": {e.reason}" if e.reason else ""))
         if not entries:
             click.echo("No changes recorded")
 

@@ -170,6 +170,10 @@ class AuditEntry(BaseModel):
     commit: str
     pr: int | None = None
     url: str | None = None
+    approval_source: Literal["review", "merge", "none"] = Field(
+        default="none", description="review: the forge's review records (git notes); merge: who merged; none")
+    self_approved: bool = False
+    detail: str | None = Field(default=None, description="policy events: what changed in registry.yaml, in words")
 
 
 class SigningStatus(BaseModel):
