@@ -212,3 +212,78 @@ def test_push_merges_notes_another_run_pushed(env: Path, github: FakeGitHub, cli
     assert result.code == 0, result.err
     assert note(Path(origin), first)["approvers"] == ["omar"]
     assert note(Path(origin), second)["approvers"] == ["rita"]
+
+
+# -- the approval gate and CODEOWNERS -------------------------------------------------------
+
+def approval_gate(cli: Callable[..., Result], repo: Path, head: str = "HEAD") -> list[dict[str, Any]]:
+    result = cli("check", "--base", "main", "--head", head, "--gate", "approval", "--json", "-", cwd=repo)
+    report = json.loads(result.out)
+    assert result.code == (0 if report["passed"] else 1), result.err
+    return [g for g in report["gates"] if g["gate"] == "approval"]
+
+
+def test_first_pr_of_a_fresh_registry_passes_with_a_warning(registry_dir: Path, inputs: Path,
+                                                            cli: Callable[..., Result]) -> None:
+    result = cli("register", "credit-approval", "1.0.0", "--card", str(inputs / "card.yaml"),
+                 "--artifact", str(inputs / "model.safetensors"), cwd=registry_dir)
+    assert result.code == 0, result.err
+    gates = approval_gate(cli, registry_dir)
+    assert [g["status"] for g in gates] == ["pass"]
+    assert "no code owners are set" in gates[0]["message"] and "roles.admin" in gates[0]["message"]
+    assert "registry codeowners" in gates[0]["message"]
+
+
+def admins(repo: Path, cli: Callable[..., Result]) -> None:
+    (repo / "registry.yaml").write_text('roles: {admin: ["@org/ml-admins"]}\n')
+    assert cli("codeowners", cwd=repo).code == 0
+    git(repo, "commit", "--quiet", "-am", "Admins")
+
+
+def test_new_models_do_not_edit_codeowners_and_admins_approve_them(registry_dir: Path, inputs: Path,
+                                                                   cli: Callable[..., Result],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    admins(registry_dir, cli)
+    for name in ("credit-approval", "fraud"):
+        git(registry_dir, "switch", "--quiet", "main")
+        result = cli("register", name, "1.0.0", "--card", str(inputs / "card.yaml"),
+                     "--artifact", str(inputs / "model.safetensors"), cwd=registry_dir)
+        assert result.code == 0, result.err
+        changed = git(registry_dir, "diff", "--name-only", "main", "HEAD").split()
+        assert ".github/CODEOWNERS" not in changed
+        gates = approval_gate(cli, registry_dir)
+        assert [g["status"] for g in gates] == ["pass"]
+        assert "needs approval from one of @org/ml-admins" in gates[0]["message"]
+    # Two new-model PRs merge one after the other without a conflict.
+    merge(registry_dir, "register/credit-approval/1.0.0", monkeypatch, pr=1)
+    merge(registry_dir, "register/fraud/1.0.0", monkeypatch, pr=2)
+    # `registry codeowners` adds their lines in a PR of its own, which the gate accepts.
+    git(registry_dir, "switch", "--quiet", "-c", "owners")
+    assert cli("codeowners", cwd=registry_dir).code == 0
+    git(registry_dir, "commit", "--quiet", "-am", "CODEOWNERS")
+    text = (registry_dir / ".github/CODEOWNERS").read_text()
+    assert "* @org/ml-admins" in text and "/models/fraud/stages.yaml" in text
+    assert [g["status"] for g in approval_gate(cli, registry_dir)] == ["pass"]
+
+
+def test_a_pr_cannot_name_its_own_code_owners(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    admins(registry_dir, cli)
+    result = cli("register", "credit-approval", "1.0.0", "--card", str(inputs / "card.yaml"),
+                 "--artifact", str(inputs / "model.safetensors"), cwd=registry_dir)
+    assert result.code == 0, result.err
+    (registry_dir / ".github/CODEOWNERS").write_text("* @dana\n")
+    git(registry_dir, "commit", "--quiet", "-am", "Me")
+    [gate] = approval_gate(cli, registry_dir)
+    assert gate["status"] == "fail" and "out of date" in gate["message"]
+
+
+def test_gate_prints_the_approvals_policy(registered: Path, cli: Callable[..., Result]) -> None:
+    for stage in ("staging", "production"):
+        result = cli("promote", "credit-approval", "1.0.0", "--to", stage, "--reason", "r", "--no-branch",
+                     cwd=registered)
+        assert result.code == 0, result.err
+    git(registered, "switch", "--quiet", "-c", "pr", "HEAD")
+    git(registered, "branch", "--quiet", "-f", "main", "HEAD~1")
+    [gate] = approval_gate(cli, registered)
+    assert "production needs 1 approving review by someone other than the author" in gate["message"]
