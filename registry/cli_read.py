@@ -99,11 +99,14 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
 @click.command()
 @click.option("--stage", default="production", show_default=True, type=click.Choice(["production", "canary", "staging"]))
 @click.option("--at", "at", default="HEAD", show_default=True, help="Registry commit, branch or tag.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="What was served then: the last first-parent commit of --at at or before TIME "
+                   "(ISO 8601, e.g. 2026-11-01T12:00Z; no offset means UTC).")
 @json_option
-def manifest(stage: str, at: str, as_json: bool) -> None:
+def manifest(stage: str, at: str, as_of: str | None, as_json: bool) -> None:
     """What serving needs for a stage: versions, artifacts, digests, locations."""
     reg = _open()
-    data = reg.manifest(stage=stage, at=at)
+    data = reg.manifest(stage=stage, at=at, as_of=as_of)
     if as_json:
         _print_json(data)
         return

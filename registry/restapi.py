@@ -531,10 +531,17 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
 
     @app.get("/api/v1/manifest", tags=["read"], summary="What serving needs for a stage (registry manifest --json)",
              **_read(Manifest, 400))
-    def manifest(stage: ManifestStage = "production", if_none_match: IfNoneMatch = None) -> Response:
+    def manifest(stage: ManifestStage = "production", if_none_match: IfNoneMatch = None,
+                 as_of: Annotated[str | None, Query(max_length=40, description=(
+                     "What was served then (ISO 8601 time, e.g. 2026-11-01T12:00Z): the manifest of the "
+                     "last first-parent commit at or before it"))] = None) -> Response:
         if stage not in SERVABLE:
             raise ApiError(400, f"stage {stage!r}: a manifest is made for {', '.join(SERVABLE)} only")
-        return answer(if_none_match, lambda snap: lambda: manifest_bytes(snap, stage))
+        if as_of is not None:
+            from registry.manifest import parse_time
+
+            parse_time(as_of, "as_of")
+        return answer(if_none_match, lambda snap: lambda: manifest_bytes(snap, stage, as_of))
 
     from registry import audit
 

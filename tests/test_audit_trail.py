@@ -236,3 +236,35 @@ def test_comment_only_change_is_no_event_and_invalid_file_is(registered: Path, c
     [event] = log(cli, registered, "--action", "policy")
     assert "invalid" in str(event["detail"])
     assert cli("log", "--action", "nonsense", cwd=registered).code == 2
+
+
+# -- what was in production at time T -----------------------------------------------------
+
+def test_manifest_as_of(registered: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = [("1.0.0", "staging", "2030-01-01T10:00:00Z"), ("1.0.0", "production", "2030-01-01T12:00:00Z"),
+             ("1.1.0", "staging", "2030-02-01T10:00:00Z"), ("1.1.0", "production", "2030-02-01T12:00:00Z")]
+    for version, stage, when in steps:
+        monkeypatch.setenv("GIT_COMMITTER_DATE", when)
+        result = cli("promote", "credit-approval", version, "--to", stage, "--reason", "r", "--no-branch",
+                     cwd=registered)
+        assert result.code == 0, result.err
+    monkeypatch.delenv("GIT_COMMITTER_DATE")
+
+    def served(when: str) -> dict[str, object]:
+        result = cli("manifest", "--as-of", when, "--json", cwd=registered)
+        assert result.code == 0, result.err
+        return {name: model["version"] for name, model in json.loads(result.out)["models"].items()}
+
+    assert served("2030-01-01T11:59:59Z") == {}
+    assert served("2030-01-01T12:00Z") == {"credit-approval": "1.0.0"}  # at T counts
+    assert served("2030-01-01T13:00+01:00") == {"credit-approval": "1.0.0"}  # 12:00 UTC
+    assert served("2030-01-31") == {"credit-approval": "1.0.0"}
+    assert served("2030-02-01T12:00:00") == {"credit-approval": "1.1.0"}  # no offset: UTC
+    import registry
+
+    data = registry.open(registered).manifest("production", as_of="2030-01-15T00:00Z")
+    assert data["models"]["credit-approval"]["version"] == "1.0.0"
+    assert data["registry_commit"] == git(registered, "rev-parse", "HEAD~2").strip()
+    for bad, words in (("yesterday", "ISO 8601"), ("2030-13-01", "ISO 8601"), ("1999-01-01", "starts later")):
+        result = cli("manifest", "--as-of", bad, cwd=registered)
+        assert result.code == 2 and words in result.err and "Traceback" not in result.err

@@ -566,3 +566,13 @@ def test_api_command_errors(served: Served, tmp_path: Path, cli: Callable[..., R
     bad_tokens = cli("api", "--origin", str(served.origin), "--cache", str(tmp_path / "c4"))
     assert bad_tokens.code == 2 and "REGISTRY_API_TOKENS: entry 1 is not token=user" in bad_tokens.err
     assert not (tmp_path / "c4").exists()  # refused before anything was cloned
+
+
+def test_manifest_as_of(served: Served, cli: Callable[..., Result]) -> None:
+    now = _get(served, "/api/v1/manifest?stage=production")
+    later = _get(served, "/api/v1/manifest?stage=production&as_of=2999-01-01T00:00Z")
+    assert later["registry_commit"] == now["registry_commit"] and later["models"] == now["models"]
+    assert later == {**_cli_json(cli, served.repo, "manifest", "--as-of", "2999-01-01T00:00Z"),
+                     "generated_at": later["generated_at"]}
+    assert "starts later" in _get(served, "/api/v1/manifest?as_of=2000-01-01", 400)["error"]
+    assert "ISO 8601" in _get(served, "/api/v1/manifest?as_of=yesterday", 400)["error"]
