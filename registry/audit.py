@@ -488,6 +488,9 @@ def log(
     for action in actions:
         if action not in ACTIONS:
             raise UsageError(f"--action {action!r}: use one of {', '.join(ACTIONS)}")
+    from registry import commitgraph
+
+    commitgraph.ensure(reg.root, ref)  # path-limited history reads Bloom filters, not every tree
     with_policy = name is None and version is None and (not actions or "policy" in actions)
     pathspecs = [f"{MODELS_DIR}/{name}/" if name else f"{MODELS_DIR}/"]
     if with_policy:

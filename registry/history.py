@@ -80,6 +80,9 @@ def verify(reg: Registry, since: str | None = None, ref: str = "HEAD") -> Verifi
     if git.rev_parse(ref, reg.root) is None:
         raise UsageError(f"{ref}: no such commit, branch or tag")
     earliest, after = _selected(reg, since, ref)
+    from registry import commitgraph
+
+    commitgraph.ensure(reg.root, ref)
     commits = [c for c in audit._stream_commits(reg, [f"{MODELS_DIR}/"], ref)
                if _touches(c) and (after is None or c.sha in after)]
     if earliest is not None:

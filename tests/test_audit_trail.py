@@ -268,3 +268,42 @@ def test_manifest_as_of(registered: Path, cli: Callable[..., Result], monkeypatc
     for bad, words in (("yesterday", "ISO 8601"), ("2030-13-01", "ISO 8601"), ("1999-01-01", "starts later")):
         result = cli("manifest", "--as-of", bad, cwd=registered)
         assert result.code == 2 and words in result.err and "Traceback" not in result.err
+
+
+# -- commit-graph with changed-path Bloom filters -----------------------------------------
+
+def test_log_writes_and_refreshes_the_commit_graph(registered: Path, cli: Callable[..., Result],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from registry import commitgraph
+
+    git_dir = registered / ".git"
+    git(registered, "commit-graph", "write", "--reachable")  # as the synthetic registry has: no filters
+    assert not commitgraph.has_changed_paths(git_dir)
+    without = log(cli, registered, "credit-approval")
+    assert commitgraph.has_changed_paths(git_dir)
+    assert (git_dir / "registry" / commitgraph.MARKER).read_text().strip() == head(registered)
+    assert commitgraph.ensure(registered) == "fresh"
+    # The same entries read through the filters.
+    assert log(cli, registered, "credit-approval") == without
+    # A few new commits leave it alone; more than STALE_AFTER add a layer.
+    git(registered, "commit", "--quiet", "--allow-empty", "-m", "x")
+    assert commitgraph.ensure(registered) == "fresh"
+    monkeypatch.setattr(commitgraph, "STALE_AFTER", 0)
+    assert commitgraph.ensure(registered) == "refreshed"
+    assert (git_dir / "registry" / commitgraph.MARKER).read_text().strip() == head(registered)
+    assert commitgraph.has_changed_paths(git_dir)
+    assert git(registered, "commit-graph", "verify") == ""
+
+
+def test_init_keeps_the_commit_graph_fresh_on_fetch(registry_dir: Path) -> None:
+    assert git(registry_dir, "config", "fetch.writeCommitGraph").strip() == "true"
+
+
+def test_a_repository_that_cannot_be_written_is_only_slower(registered: Path, cli: Callable[..., Result]) -> None:
+    from registry import commitgraph
+
+    info = registered / ".git" / "objects" / "info"
+    info.mkdir(exist_ok=True)
+    (info / "commit-graphs").write_text("not a folder")  # git cannot write its chain here
+    assert commitgraph.ensure(registered) == "failed"
+    assert [e["action"] for e in log(cli, registered, "credit-approval")] == ["registered", "registered"]
