@@ -420,13 +420,26 @@ class _BranchCommit:
     message: str
 
 
+def _reorder(parsed: tuple[str, str, tuple[str, ...]]) -> tuple[tuple[str, ...], str, str]:
+    author, message, parents = parsed
+    return parents, author, message
+
+
 class _Branches:
     """A merged pull request's branch, walked back from its tip along first parents."""
 
-    def __init__(self, reg: Registry, cat: git.CatFile, ref: str) -> None:
+    def __init__(self, reg: Registry, cat: git.CatFile, ref: str, known: dict[str, bytes | None]) -> None:
         self._reg, self._cat, self._ref = reg, cat, ref
         self._mainline: set[str] | None = None
         self._walks: dict[str, list[_BranchCommit]] = {}
+        self._known = known  # raw commit objects already read (the branch tips)
+        self._blobs: dict[str, bytes | None] = {}  # "commit:path" → content
+        self._commits: dict[str, _BranchCommit | None] = {}
+
+    def _blob(self, spec: str) -> bytes | None:
+        if spec not in self._blobs:
+            self._blobs[spec] = self._cat.read(spec)
+        return self._blobs[spec]
 
     def mainline(self) -> set[str]:
         if self._mainline is None:
@@ -445,12 +458,16 @@ class _Branches:
         sha = tip if not walked else (walked[-1].parents[0] if walked[-1].parents else None)
         if sha is None or (walked and sha in self.mainline()):
             return None
-        raw = self._cat.read(sha)
-        if raw is None:
-            return None
-        author, message, parents = _parse_commit_object(raw)
-        walked.append(_BranchCommit(sha, parents, author, message))
-        return walked[-1]
+        found = self.commit(sha)
+        if found is not None:
+            walked.append(found)
+        return found
+
+    def commit(self, sha: str) -> _BranchCommit | None:
+        if sha not in self._commits:
+            raw = self._known[sha] if sha in self._known else self._cat.read(sha)
+            self._commits[sha] = None if raw is None else _BranchCommit(sha, *_reorder(_parse_commit_object(raw)))
+        return self._commits[sha]
 
     def maker(self, tip: str, path: str, made: Callable[[bytes | None, bytes | None], bool]) -> _BranchCommit | None:
         """The newest branch commit whose change to path (its blob vs its parent's) made(before, after)."""
@@ -462,7 +479,9 @@ class _Branches:
             commit = walked[index]
             if not commit.parents:
                 return None
-            after, before = self._cat.read_many([f"{commit.sha}:{path}", f"{commit.parents[0]}:{path}"])
+            if index == 0 and len(commit.parents) == 1 and commit.parents[0] in self.mainline():
+                return commit  # a one-commit branch off main: that commit made every change the merge brought
+            after, before = self._blob(f"{commit.sha}:{path}"), self._blob(f"{commit.parents[0]}:{path}")
             if made(before, after):
                 return commit
             index += 1
@@ -513,7 +532,7 @@ def log(
     with git.CatFile(reg.root) as cat:
         contents = dict(zip(wanted, cat.read_many(wanted), strict=True))
         notes = read_notes(reg, cat, [c.sha for c in commits])
-        branches = _Branches(reg, cat, ref)
+        branches = _Branches(reg, cat, ref, {tip: contents.get(tip) for tip in branch_tips})
         for commit in commits:
             entries += _entries(commit, contents, notes.get(commit.sha), branches, cat, url_base,
                                 version, actions)
@@ -535,9 +554,9 @@ def _entries(commit: _Commit, contents: dict[str, bytes | None], note: dict[str,
     merged = len(commit.parents) > 1
     tip_author = commit.author
     if merged:
-        raw = contents.get(commit.parents[1])
-        if raw is not None:
-            tip_author = _parse_commit_object(raw)[0]
+        tip = branches.commit(commit.parents[1])
+        if tip is not None:
+            tip_author = tip.author
     approval = approval_of(commit.author, commit.parents, tip_author, note)
     pr = pr_number(commit.message)
     if note is not None and note.get("pr") is not None:
