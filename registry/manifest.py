@@ -22,6 +22,10 @@ from registry.repo import MODELS_DIR, Registry
 SERVABLE = ("production", "canary", "staging")
 
 
+class NothingServed(UsageError):
+    """--as-of a time before the registry's history: there is no manifest to give (REST: 404)."""
+
+
 def parse_time(value: str, option: str = "--as-of") -> dt.datetime:
     """An ISO 8601 date or time (2026-11-01, 2026-11-01T12:00Z, …+02:00); no offset means UTC."""
     try:
@@ -40,10 +44,10 @@ def commit_as_of(reg: Registry, when: str, at: str = "HEAD") -> str:
     if git.rev_parse(at, reg.root) is None:
         raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
     # Committer time: when a merge (or a direct commit) landed on the branch. "<epoch> +0000" is exact.
-    found = git.run(["rev-list", "--first-parent", "-1", f"--before={int(moment.timestamp())} +0000", at, "--"],
-                    reg.root).strip()
+    found = "" if moment.timestamp() < 0 else git.run(
+        ["rev-list", "--first-parent", "-1", f"--before={int(moment.timestamp())} +0000", at, "--"], reg.root).strip()
     if not found:
-        raise UsageError(f"--as-of {when}: the registry's history starts later; nothing was served then")
+        raise NothingServed(f"--as-of {when}: the registry's history starts later; nothing was served then")
     return found
 
 

@@ -574,5 +574,8 @@ def test_manifest_as_of(served: Served, cli: Callable[..., Result]) -> None:
     assert later["registry_commit"] == now["registry_commit"] and later["models"] == now["models"]
     assert later == {**_cli_json(cli, served.repo, "manifest", "--as-of", "2999-01-01T00:00Z"),
                      "generated_at": later["generated_at"]}
-    assert "starts later" in _get(served, "/api/v1/manifest?as_of=2000-01-01", 400)["error"]
-    assert "ISO 8601" in _get(served, "/api/v1/manifest?as_of=yesterday", 400)["error"]
+    assert "starts later" in _get(served, "/api/v1/manifest?as_of=2000-01-01T00:00:00Z", 404)["error"]
+    assert "starts later" in _get(served, "/api/v1/manifest?as_of=0001-01-01T00:00:00Z", 404)["error"]
+    assert "RFC 3339" in _get(served, "/api/v1/manifest?as_of=yesterday", 400)["error"]
+    assert "RFC 3339" in _get(served, "/api/v1/manifest?as_of=2030-01-01", 400)["error"]
+    assert "ISO 8601" in _get(served, "/api/v1/manifest?as_of=2030-02-30T00:00:00Z", 400)["error"]
