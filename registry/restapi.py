@@ -538,7 +538,7 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
     @app.get("/api/v1/manifest", tags=["read"], summary="What serving needs for a stage (registry manifest --json)",
              **_read(Manifest, 400, 404))
     def manifest(stage: ManifestStage = "production", if_none_match: IfNoneMatch = None,
-                 as_of: Annotated[str | None, Query(max_length=40, description=(
+                 as_of: Annotated[str | None, Query(description=(
                      "What was served then (an RFC 3339 date-time, e.g. 2026-11-01T12:00:00Z): the manifest "
                      "of the last first-parent commit at or before it; 404 before the registry's history"),
                      json_schema_extra=_DATE_TIME)] = None) -> Response:
