@@ -68,6 +68,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "mcp": ("registry.cli_commands", "mcp_command"),
     "promote": ("registry.cli_commands", "promote"),
     "pull": ("registry.cli_commands", "pull_command"),
+    "record-approvals": ("registry.cli_audit", "record_approvals"),
     "register": ("registry.cli_commands", "register"),
     "rollback": ("registry.cli_commands", "rollback"),
     "scan": ("registry.cli_commands", "scan_command"),
@@ -76,6 +77,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "site": ("registry.cli_commands", "site"),
     "validate": ("registry.cli_read", "validate"),
     "verify": ("registry.cli_commands", "verify_command"),
+    "verify-history": ("registry.cli_audit", "verify_history"),
 }
 
 

@@ -100,11 +100,14 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
 @click.command()
 @click.option("--stage", default="production", show_default=True, type=click.Choice(["production", "canary", "staging"]))
 @click.option("--at", "at", default="HEAD", show_default=True, help="Registry commit, branch or tag.")
+@click.option("--as-of", "as_of", metavar="TIME",
+              help="What was served then: the last first-parent commit of --at at or before TIME "
+                   "(ISO 8601, e.g. 2026-11-01T12:00Z; no offset means UTC).")
 @json_option
-def manifest(stage: str, at: str, as_json: bool) -> None:
+def manifest(stage: str, at: str, as_of: str | None, as_json: bool) -> None:
     """What serving needs for a stage: versions, artifacts, digests, locations."""
     reg = _open()
-    data = reg.manifest(stage=stage, at=at)
+    data = reg.manifest(stage=stage, at=at, as_of=as_of)
     if as_json:
         _print_json(data)
         return
@@ -120,7 +123,8 @@ def manifest(stage: str, at: str, as_json: bool) -> None:
 @click.argument("ref", metavar="[NAME[@VERSION]]", required=False)
 @click.option("--model", "model", metavar="NAME", help="Only this model (same as giving NAME).")
 @click.option("--action", "actions", multiple=True, metavar="ACTION",
-              help="Only these actions (repeatable): registered, promoted, rolled back, deprecated, archived, purged…")
+              help="Only these actions (repeatable): registered, promoted, rolled back, deprecated, archived, purged, "
+                   "policy (registry.yaml changes)…")
 @click.option("--since", metavar="DATE", help="Only changes on or after this date (YYYY-MM-DD).")
 @click.option("--until", metavar="DATE", help="Only changes on or before this date (YYYY-MM-DD).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl", "csv"]), default=None,
@@ -150,10 +154,16 @@ def log(ref: str | None, model: str | None, actions: tuple[str, ...], since: str
     else:
         for e in entries:
             stage = f"{e.from_stage} → {e.to_stage}" if e.from_stage else (e.to_stage or "")
-            ref_text = f"{e.model}@{e.version}"
-            approved = f", approved by {_who(e.approved_by)}" if e.approved_by else ""
+            ref_text = f"{e.model}@{e.version}" if e.model else "registry.yaml"
+            if e.action == "policy":
+                stage = e.detail or ""
+            approved = ""
+            if e.approved_by:
+                how = "merged by" if e.approval_source == "merge" else "approved by"
+                approved = f", {how} {_who(e.approved_by)}" + (" (self-approved)" if e.self_approved else "")
+            pr = f" (#{e.pr})" if e.pr else ""
             echo(f"{e.timestamp[:10]} {e.action:<11} {ref_text:<24} {stage:<26} "
-                 f"by {_who(e.performed_by)}{approved}" + (f": {e.reason}" if e.reason else ""))
+                 f"by {_who(e.performed_by)}{approved}{pr}" + (f": {e.reason}" if e.reason else ""))
         if not entries:
             echo("No changes recorded")
 

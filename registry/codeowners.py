@@ -17,8 +17,11 @@ CODEOWNERS_FILE = ".github/CODEOWNERS"
 def generate(roles: Mapping[str, Sequence[str]], model_owners: Mapping[str, Sequence[str]]) -> str:
     """Later rules win in CODEOWNERS, so the general ones come first.
 
-    Production and every other stage change (stages.yaml) need an admin or the model's
-    owner; the registry's own configuration and workflows need an admin.
+    Admins own everything (`*`): that catch-all covers a model that has no lines of its
+    own yet, so registering a new model never edits this file (two new-model pull requests
+    do not conflict, and the author is never a new model's only code owner). Admins are
+    co-owners of every stages.yaml; the registry's own configuration and workflows need an
+    admin. `registry codeowners` adds each model's lines, in a pull request of its own.
     """
     admins = list(roles.get("admin", ()))
     lines = [
@@ -66,11 +69,18 @@ def generate_worktree(reg: Registry) -> str:
 
 
 def generate_at(ctx: CheckContext, rev: str) -> str:
+    return generate(roles_at(ctx, rev), owners_at(ctx, rev))
+
+
+def roles_at(ctx: CheckContext, rev: str) -> dict[str, tuple[str, ...]]:
     text = ctx.read(rev, config.CONFIG_FILE) or b"{}"
     try:
-        roles = config.parse(text).roles
+        return config.parse(text).roles
     except Exception:
-        roles = config.RegistryConfig.from_data({}).roles
+        return config.RegistryConfig.from_data({}).roles
+
+
+def owners_at(ctx: CheckContext, rev: str) -> dict[str, list[str]]:
     names = [e.path.split("/", 1)[1] for e in git.ls_tree(rev, ctx.reg.root, [f"{MODELS_DIR}/"], recursive=False)
              if e.kind == "tree"]
     blobs = ctx.cat.read_many([f"{rev}:{MODELS_DIR}/{n}/{MODEL_FILE}" for n in names])
@@ -81,7 +91,7 @@ def generate_at(ctx: CheckContext, rev: str) -> str:
                 owners[name] = _owners(yamlio.loads(blob))
             except Exception:
                 owners[name] = []
-    return generate(roles, owners)
+    return owners
 
 
 def write(reg: Registry) -> bool:

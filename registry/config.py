@@ -32,6 +32,7 @@ DEFAULT_POLICY: dict[str, dict[str, Any]] = {
         "latency": {"p50_ms": 20, "p99_ms": 100, "runs": 100},
         "smoke_timeout_s": 60,
         "require_signature": True,
+        "approvals": {"min": 1, "no_self_approval": True},
     },
     # Live traffic: gated like production (against the production version), on a bounded share.
     "canary": {
@@ -45,6 +46,10 @@ DEFAULT_POLICY: dict[str, dict[str, Any]] = {
 DEFAULT_TOLERANCE = 0.005
 DEFAULT_EVALUATION: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "sets": []}
 
+# Approving reviews a stage change needs (verify-history checks them against the forge's
+# records in git notes; branch protection enforces them on GitHub). Production by default.
+DEFAULT_APPROVALS: dict[str, dict[str, Any]] = {"production": {"min": 1, "no_self_approval": True}}
+
 # The file `registry init` writes: every key with its default, so admins see what to tune.
 DEFAULT_CONFIG: dict[str, Any] = {
     "lifecycle": {"transitions": DEFAULT_TRANSITIONS, "on_replace": "deprecated"},
@@ -56,7 +61,19 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "scan": {"allow_globals": []},
     "trusted_keys": [],
     "roles": {"admin": [], "data-scientist": [], "developer": [], "viewer": []},
+    # record_approvals: the main-branch workflow stores each merged PR's reviews as git notes.
+    "audit": {"record_approvals": False},
 }
+
+
+def default_approvals(stage: str) -> dict[str, Any]:
+    return dict(DEFAULT_APPROVALS.get(stage, {"min": 0, "no_self_approval": False}))
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    min: int = 0
+    no_self_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class StagePolicy:
     smoke_timeout_s: float = 60
     require_signature: bool = False
     max_traffic: float | None = None  # canary: the largest share of live traffic
+    approvals: dict[str, Any] = field(default_factory=dict)
 
 
 def stage_policies(data: dict[str, Any] | None) -> dict[str, StagePolicy]:
@@ -159,6 +177,7 @@ class RegistryConfig:
     allow_globals: tuple[str, ...]
     trusted_keys: tuple[str, ...]
     roles: dict[str, tuple[str, ...]]
+    record_approvals: bool = False
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
@@ -177,10 +196,17 @@ class RegistryConfig:
             allow_globals=tuple(data.get("scan", {}).get("allow_globals", [])),
             trusted_keys=tuple(data.get("trusted_keys", [])),
             roles={k: tuple(v) for k, v in data.get("roles", DEFAULT_CONFIG["roles"]).items()},
+            record_approvals=bool((data.get("audit") or {}).get("record_approvals", False)),
         )
 
     def allows(self, source: str, target: str) -> bool:
         return target in self.transitions.get(source, ())
+
+    def approvals(self, stage: str) -> ApprovalPolicy:
+        """policy.<stage>.approvals over the defaults (production: min 1, no self-approval)."""
+        given = self.policy[stage].approvals if stage in self.policy else {}
+        merged = {**default_approvals(stage), **given}
+        return ApprovalPolicy(int(merged["min"]), bool(merged["no_self_approval"]))
 
 
 def parse(text: str | bytes, path: str = CONFIG_FILE) -> RegistryConfig:

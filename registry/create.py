@@ -54,6 +54,9 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
         root.mkdir(parents=True, exist_ok=True)
         if created_git:
             git.run(["init", "--quiet", "--initial-branch=main"], root)
+        # Keep the commit-graph (and its changed-path Bloom filters, see registry.commitgraph)
+        # fresh on every fetch, so a model's history stays fast to read.
+        git.run(["config", "fetch.writeCommitGraph", "true"], root)
         if "://" not in remote:
             Path(remote).mkdir(parents=True, exist_ok=True)
         storage.init(root, remote)

@@ -7,6 +7,7 @@ objects through one `git cat-file --batch` process.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -21,11 +22,43 @@ from registry.repo import MODELS_DIR, Registry
 SERVABLE = ("production", "canary", "staging")
 
 
-def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tuple[str, ...] = ()) -> dict[str, Any]:
+class NothingServed(UsageError):
+    """--as-of a time before the registry's history: there is no manifest to give (REST: 404)."""
+
+
+def parse_time(value: str, option: str = "--as-of") -> dt.datetime:
+    """An ISO 8601 date or time (2026-11-01, 2026-11-01T12:00Z, …+02:00); no offset means UTC."""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}(:?\d{2})?)?)?", value, re.ASCII):
+            raise ValueError(value)
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} {value!r}: use an ISO 8601 time, e.g. 2026-11-01T12:00Z or 2026-11-01 "
+                         "(midnight UTC)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+def commit_as_of(reg: Registry, when: str, at: str = "HEAD") -> str:
+    """The last commit of at's first-parent history that reached it at or before `when`."""
+    moment = parse_time(when)
+    if git.rev_parse(at, reg.root) is None:
+        raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
+    # Committer time: when a merge (or a direct commit) landed on the branch. "<epoch> +0000" is exact.
+    found = "" if moment.timestamp() < 0 else git.run(
+        ["rev-list", "--first-parent", "-1", f"--before={int(moment.timestamp())} +0000", at, "--"], reg.root).strip()
+    if not found:
+        raise NothingServed(f"--as-of {when}: the registry's history starts later; nothing was served then")
+    return found
+
+
+def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tuple[str, ...] = (),
+          as_of: str | None = None) -> dict[str, Any]:
     if stage not in SERVABLE:
         raise UsageError(f"--stage {stage}: a manifest is made for {', '.join(SERVABLE)} only")
     if not at or "\n" in at:  # one request per line to cat-file below
         raise UsageError(f"--at {at!r}: no such commit, branch or tag in this registry")
+    if as_of is not None:
+        at = commit_as_of(reg, as_of, at)
     models: dict[str, Any] = {}
     cache = BlobCache(reg.root, "manifest-cache", f"manifest-2:{schemas.fingerprint()}")
     with git.CatFile(reg.root) as cat:

@@ -87,6 +87,8 @@ class AuditEntry(TypedDict):
     reason: str | None
     commit: str
     pr: int | None
+    approval_source: str
+    self_approved: bool
 
 
 @with_config(OPEN)

@@ -103,9 +103,8 @@ def register(
         if new_model:
             _write_model_files(reg, name, card_data)
             paths += [reg.rel(reg.model_dir(name) / MODEL_FILE), reg.rel(reg.model_dir(name) / stages.STAGES_FILE)]
-            # A new model brings its owners: CODEOWNERS follows in the same commit.
-            if codeowners.write(reg):
-                paths.append(codeowners.CODEOWNERS_FILE)
+            # CODEOWNERS is not edited here: its catch-all rule (admins) covers a new model
+            # until `registry codeowners` adds the model's own lines in a pull request of its own.
         git.run(["add", "--", *paths], reg.root)
         message = f"Register {name}@{version}\n\n{card.data['description'].strip().splitlines()[0]}\n"
         git.run(["commit", "--quiet", "-m", message], reg.root)

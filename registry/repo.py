@@ -244,10 +244,11 @@ class Registry:
         versions = held.versions_in(stage)
         return max(versions, key=Version.parse) if versions else None
 
-    def manifest(self, stage: str = "production", at: str = "HEAD") -> dict[str, Any]:
+    def manifest(self, stage: str = "production", at: str = "HEAD", as_of: str | None = None) -> dict[str, Any]:
+        """as_of (ISO 8601 time): the manifest of the last first-parent commit of `at` at or before then."""
         from registry import manifest
 
-        return manifest.build(self, stage=stage, at=at)
+        return manifest.build(self, stage=stage, at=at, as_of=as_of)
 
     def log(self, name: str | None = None, version: str | None = None, since: str | None = None,
             **filters: Any) -> list[AuditEntry]:

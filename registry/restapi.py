@@ -16,6 +16,7 @@ field); 502 pushing or opening the pull request failed. Every error body is
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from functools import partial
@@ -82,6 +83,8 @@ assert set(Stage.__args__) == set(ALL_STAGES)  # type: ignore[attr-defined]
 _NAME = f"^{MODEL_NAME_RE.pattern}$"
 _SEMVER = SEMVER_RE.pattern.replace(r"\d", "[0-9]")  # JSON Schema's \d is not ASCII-only
 _DATE = {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
+_DATE_TIME = {"pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+              "format": "date-time"}
 
 NameParam = Annotated[str, PathParam(description="A model name.", json_schema_extra={"pattern": _NAME})]
 VersionParam = Annotated[str, PathParam(description="A semantic version.",
@@ -174,6 +177,10 @@ class AuditEntry(BaseModel):
     commit: str
     pr: int | None = None
     url: str | None = None
+    approval_source: Literal["review", "merge", "none"] = Field(
+        default="none", description="review: the forge's review records (git notes); merge: who merged; none")
+    self_approved: bool = False
+    detail: str | None = Field(default=None, description="policy events: what changed in registry.yaml, in words")
 
 
 class SigningStatus(BaseModel):
@@ -539,7 +546,10 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
     async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
         # Inputs were checked before: a usage error left is a bad parameter; anything else is
         # the served registry's content (a located ValidationError) or its git.
-        return _error(400 if isinstance(exc, UsageError) else 500, str(exc))
+        from registry.manifest import NothingServed
+
+        status = 404 if isinstance(exc, NothingServed) else 400 if isinstance(exc, UsageError) else 500
+        return _error(status, str(exc))
 
     def answer(if_none_match: str | None, produce: Callable[[Snapshot], Callable[[], bytes]]) -> Response:
         """produce(snapshot) checks the request and returns how to make the body; 304 skips making it."""
@@ -626,11 +636,21 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
         return answer(if_none_match, produce)
 
     @app.get("/api/v1/manifest", tags=["read"], summary="What serving needs for a stage (registry manifest --json)",
-             **_read(Manifest, 400))
-    def manifest(stage: ManifestStage = "production", if_none_match: IfNoneMatch = None) -> Response:
+             **_read(Manifest, 400, 404))
+    def manifest(stage: ManifestStage = "production", if_none_match: IfNoneMatch = None,
+                 as_of: Annotated[str | None, Query(description=(
+                     "What was served then (an RFC 3339 date-time, e.g. 2026-11-01T12:00:00Z): the manifest "
+                     "of the last first-parent commit at or before it; 404 before the registry's history"),
+                     json_schema_extra=_DATE_TIME)] = None) -> Response:
         if stage not in SERVABLE:
             raise ApiError(400, f"stage {stage!r}: a manifest is made for {', '.join(SERVABLE)} only")
-        return answer(if_none_match, lambda snap: lambda: manifest_bytes(snap, stage))
+        if as_of is not None:
+            from registry.manifest import parse_time
+
+            if not re.fullmatch(_DATE_TIME["pattern"], as_of):
+                raise ApiError(400, f"as_of {as_of!r}: use an RFC 3339 date-time, e.g. 2026-11-01T12:00:00Z")
+            parse_time(as_of, "as_of")
+        return answer(if_none_match, lambda snap: lambda: manifest_bytes(snap, stage, as_of))
 
     from registry import audit
 

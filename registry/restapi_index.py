@@ -274,11 +274,11 @@ def compute_eager(snapshot: Snapshot, key: tuple[str, ...]) -> Any:
     return manifest_bytes(snapshot, key[1])
 
 
-def manifest_bytes(snapshot: Snapshot, stage: str) -> bytes:
+def manifest_bytes(snapshot: Snapshot, stage: str, as_of: str | None = None) -> bytes:
     def build(reg: Registry) -> bytes:
-        return to_json(reg.manifest(stage=stage, at="HEAD"))
+        return to_json(reg.manifest(stage=stage, at="HEAD", as_of=as_of))
 
-    return snapshot.get(("manifest", stage), build)
+    return snapshot.get(("manifest", stage) if as_of is None else ("manifest", stage, as_of), build)
 
 
 def check_date(option: str, value: str) -> str:

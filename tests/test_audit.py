@@ -18,12 +18,14 @@ def log(cli: Callable[..., Result], repo: Path, *args: str) -> list[dict[str, ob
 
 
 def test_fast_forward_and_approved_by_trailer(registered: Path, cli: Callable[..., Result]) -> None:
+    """An Approved-by: trailer is the author's own words: never an approver."""
     assert cli("promote", "credit-approval", "1.0.0", "--to", "staging", "--reason", "smoke ok",
                "--no-branch", cwd=registered).code == 0
     git(registered, "commit", "--amend", "--quiet", "-m",
         "Promote credit-approval@1.0.0 to staging\n\nReason: smoke ok\nApproved-by: Rita Reviewer <rita@example.com>\n")
     last = log(cli, registered)[-1]
-    assert last["action"] == "promoted" and last["approved_by"] == "Rita Reviewer <rita@example.com>"
+    assert last["action"] == "promoted" and last["approved_by"] is None
+    assert (last["approval_source"], last["self_approved"]) == ("none", False)
     assert last["performed_by"] == "Dana Scientist <dana@example.com>"
     assert last["reason"] == "smoke ok" and last["pr"] is None
 

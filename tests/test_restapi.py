@@ -177,7 +177,7 @@ def test_manifest_is_manifest_json(served: Served, cli: Callable[..., Result]) -
 def test_audit_is_log_json(served: Served, cli: Callable[..., Result]) -> None:
     everything = _get(served, "/api/v1/audit")
     assert everything == _cli_json(cli, served.repo, "log")
-    assert {e["model"] for e in everything} == {"credit-approval", "fraud-detector"}
+    assert {e["model"] for e in everything if e["action"] != "policy"} == {"credit-approval", "fraud-detector"}
     assert _get(served, "/api/v1/audit?model=credit-approval") == _cli_json(cli, served.repo, "log", "credit-approval")
     assert (_get(served, "/api/v1/audit?model=credit-approval@1.0.0&since=2000-01-01")
             == _cli_json(cli, served.repo, "log", "credit-approval@1.0.0", "--since", "2000-01-01"))
@@ -695,3 +695,16 @@ def test_api_command_errors(served: Served, tmp_path: Path, cli: Callable[..., R
     bad_tokens = cli("api", "--origin", str(served.origin), "--cache", str(tmp_path / "c4"))
     assert bad_tokens.code == 2 and "REGISTRY_API_TOKENS: entry 1 is not token=user" in bad_tokens.err
     assert not (tmp_path / "c4").exists()  # refused before anything was cloned
+
+
+def test_manifest_as_of(served: Served, cli: Callable[..., Result]) -> None:
+    now = _get(served, "/api/v1/manifest?stage=production")
+    later = _get(served, "/api/v1/manifest?stage=production&as_of=2999-01-01T00:00Z")
+    assert later["registry_commit"] == now["registry_commit"] and later["models"] == now["models"]
+    assert later == {**_cli_json(cli, served.repo, "manifest", "--as-of", "2999-01-01T00:00Z"),
+                     "generated_at": later["generated_at"]}
+    assert "starts later" in _get(served, "/api/v1/manifest?as_of=2000-01-01T00:00:00Z", 404)["error"]
+    assert "starts later" in _get(served, "/api/v1/manifest?as_of=0001-01-01T00:00:00Z", 404)["error"]
+    assert "RFC 3339" in _get(served, "/api/v1/manifest?as_of=yesterday", 400)["error"]
+    assert "RFC 3339" in _get(served, "/api/v1/manifest?as_of=2030-01-01", 400)["error"]
+    assert "ISO 8601" in _get(served, "/api/v1/manifest?as_of=2030-02-30T00:00:00Z", 400)["error"]

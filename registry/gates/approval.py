@@ -1,8 +1,11 @@
 """approval gate: who must approve this PR (from CODEOWNERS), and CODEOWNERS is up to date.
 
 Approval itself is enforced by GitHub: branch protection with "require review from
-code owners" plus the generated CODEOWNERS. This gate makes sure CODEOWNERS says
-what registry.yaml roles and model owners say, and tells the reviewer who is needed.
+code owners" plus the generated CODEOWNERS, read (as GitHub does) from the base branch.
+This gate tells the reviewer who is needed and how many approvals the policy asks for,
+and makes sure CODEOWNERS says what registry.yaml roles and model owners say. A new
+model needs no CODEOWNERS edit: the catch-all rule (admins) covers it until
+`registry codeowners` adds its own lines, in a pull request of its own.
 """
 
 from __future__ import annotations
@@ -10,11 +13,16 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-from registry import codeowners
+from registry import codeowners, config
 from registry.gates import GateResult
+from registry.repo import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
+
+NO_OWNERS = ("warning: no code owners are set, so nobody is required to approve; set roles.admin in "
+             "registry.yaml (e.g. admin: ['@org/ml-admins']) and owners in each model.yaml, run "
+             "`registry codeowners`, and turn on \"require review from code owners\" in branch protection")
 
 
 def owners_for(rules: list[tuple[str, list[str]]], path: str) -> list[str]:
@@ -36,26 +44,54 @@ def _matches(pattern: str, path: str) -> bool:
     return fnmatch.fnmatch(path, pattern) or (not anchored and fnmatch.fnmatch(path.rsplit("/", 1)[-1], pattern))
 
 
-def run(ctx: CheckContext) -> list[GateResult]:
-    expected = codeowners.generate_at(ctx, ctx.head)
+def _stale(ctx: CheckContext) -> bool:
+    """Whether this PR leaves CODEOWNERS disagreeing with roles or the owners of models it already lists."""
     actual = (ctx.read(ctx.head, codeowners.CODEOWNERS_FILE) or b"").decode(errors="replace")
-    if expected != actual:
+    expected = codeowners.generate_at(ctx, ctx.head)
+    if actual == expected:
+        return False
+    if any(c.path == codeowners.CODEOWNERS_FILE for c in ctx.changes):
+        return True  # an edit of the file must be what `registry codeowners` writes
+    touched_roles = any(c.path == config.CONFIG_FILE for c in ctx.changes) and \
+        codeowners.roles_at(ctx, ctx.base) != codeowners.roles_at(ctx, ctx.head)
+    # Owners of a model already on the base branch changed: its lines must follow in this PR.
+    base_owners = codeowners.owners_at(ctx, ctx.base)
+    head_owners = codeowners.owners_at(ctx, ctx.head) if any(
+        c.path.startswith(f"{MODELS_DIR}/") and c.path.endswith(f"/{MODEL_FILE}") for c in ctx.changes) else {}
+    touched_owners = any(name in base_owners and base_owners[name] != owners
+                         for name, owners in head_owners.items())
+    return touched_roles or touched_owners
+
+
+def run(ctx: CheckContext) -> list[GateResult]:
+    if _stale(ctx):
         return [GateResult("approval", None, None, "fail",
                            f"{codeowners.CODEOWNERS_FILE} is out of date with registry.yaml roles and model owners; "
                            "run `registry codeowners` and commit the result", codeowners.CODEOWNERS_FILE)]
-    rules = codeowners.parse(expected)
+    # GitHub reads CODEOWNERS from the base branch: a PR cannot name its own approvers.
+    enforced = ctx.read(ctx.base, codeowners.CODEOWNERS_FILE)
+    text = enforced.decode(errors="replace") if enforced is not None else codeowners.generate_at(ctx, ctx.base)
+    rules = codeowners.parse(text)
     needed: dict[str, list[str]] = {}
     for change in ctx.changes:
         owners = owners_for(rules, change.path)
-        key = ", ".join(owners) if owners else "(nobody: add roles.admin or model owners)"
-        needed.setdefault(key, []).append(change.path)
+        needed.setdefault(", ".join(owners), []).append(change.path)
     if not needed:
         return [GateResult("approval", None, None, "skip", "nothing changed")]
+    counts = []
+    for target in sorted({c.target for c in ctx.stage_changes}):
+        wanted = ctx.config.approvals(target)
+        if wanted.min:
+            counts.append(f"{target} needs {wanted.min} approving review{'s' if wanted.min != 1 else ''}"
+                          + (" by someone other than the author" if wanted.no_self_approval else ""))
+    policy = f"; {'; '.join(counts)}" if counts else ""
     results = []
     for who, paths in sorted(needed.items()):
-        status = "fail" if who.startswith("(nobody") else "pass"
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-        results.append(GateResult("approval", None, None, status,
+        if not who:
+            results.append(GateResult("approval", None, None, "pass", f"{shown}: {NO_OWNERS}{policy}"))
+            continue
+        results.append(GateResult("approval", None, None, "pass",
                                   f"needs approval from one of {who} for {shown} "
-                                  "(CODEOWNERS; enforced by branch protection)"))
+                                  f"(CODEOWNERS; enforced by branch protection){policy}"))
     return results
