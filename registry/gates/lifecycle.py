@@ -1,4 +1,9 @@
-"""lifecycle gate: each stage change is an allowed transition; rollbacks go to earlier production versions."""
+"""lifecycle gate: each stage change is an allowed transition; rollbacks go to earlier production versions.
+
+The transitions come from the base branch's registry.yaml only. Nothing the pull request
+writes (its commit messages and trailers, its cards) relaxes them: an import is a
+registration like any other and is promoted stage by stage.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +38,6 @@ def run(ctx: CheckContext) -> list[GateResult]:
     for change in ctx.stage_changes:
         path = f"{MODELS_DIR}/{change.model}/{stages.STAGES_FILE}"
         label = f"{change.source} → {change.target}"
-        imported = ctx.imported_from
-        if imported and change.source == "development" and (change.model, change.version) in ctx.new_versions:
-            results.append(GateResult(
-                "lifecycle", change.model, change.version, "pass",
-                f"{label}: the stage this version held in {imported}, carried over by `registry import`; "
-                "the approval gate requires an admin or the model's owner to review it", path))
-            continue
         if not ctx.config.allows(change.source, change.target):
             allowed = ", ".join(ctx.config.transitions.get(change.source, ())) or "nothing"
             results.append(GateResult(

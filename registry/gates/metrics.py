@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from registry import storage
 from registry.errors import RegistryError
-from registry.gates import GateResult
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult
 
 if TYPE_CHECKING:
     from registry.cards import Card
     from registry.check import CheckContext
     from registry.config import StagePolicy
 
+# The recomputation runs the model: scan and format run first, whatever --gate selects.
+REQUIRES = MODEL_RUN_PREREQUISITES
 DEFAULT_TOLERANCE = 0.005
 
 
