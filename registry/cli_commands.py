@@ -355,7 +355,7 @@ def import_group() -> None:
 @click.option("--no-push", is_flag=True, help="Keep the import branches local (weights still go to DVC's remote).")
 @json_option
 def import_mlflow(tracking_uri: str, models: tuple[str, ...], no_push: bool, as_json: bool) -> None:
-    """Import MLflow registered models: versions → cards, aliases/stages → stages.yaml."""
+    """Import MLflow registered models as registrations; prints the promotions for their stages."""
     from registry.importers import mlflow as importer
 
     reg = _open()
@@ -569,10 +569,16 @@ def _print_import(model: Any) -> None:
         click.echo(f"  note: {note}")
     if model.status == "conflict":
         click.echo(f"error: {model.name}: {model.error}", err=True)
-    elif model.status == "imported" and not model.pushed:
+        return
+    if model.status == "imported" and not model.pushed:
         click.echo(f"  Next: git push -u origin {model.branch}, then open a pull request")
     elif model.status == "imported":
         click.echo(f"  Next: open a pull request for {model.branch}")
+    if model.promotions:
+        when = "Once it is merged, bring" if model.status == "imported" else "Bring"
+        click.echo(f"  {when} the stages over through the lifecycle, one reviewed promotion at a time:")
+        for command in model.promotions:
+            click.echo(f"    {command}")
 
 
 def _version_ref(ref: str) -> tuple[str, str]:
