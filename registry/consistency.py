@@ -196,12 +196,10 @@ def version_problems(tree: Tree, model: str, version: str) -> list[Problem]:
             try:
                 found = tree.dvc_digest(model, version, artifact)
             except RegistryError as exc:
-                problems.append(Problem(card_path, f"{file_path}: cannot fetch the bytes to verify them: {exc}",
-                                        line(["artifacts", i]), where))
+                problems.append(Problem(file_path, f"cannot fetch the bytes to verify them: {exc}"))
                 continue
             if found is None and tree.require_bytes:
-                problems.append(Problem(card_path, f"{file_path} is not available from DVC to verify",
-                                        line(["artifacts", i]), where))
+                problems.append(Problem(file_path, "not available from DVC to verify"))
         if found is None:
             continue
         digest, size_found = found
