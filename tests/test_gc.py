@@ -95,3 +95,45 @@ def test_gc_deletes_nothing_until_its_purge_is_merged(registry_dir: Path, inputs
     assert "1 object(s) removed from the DVC remote" in applied.out
     assert snapshot(remote) != stored and not weights.exists()
     assert (repo / "models/credit-approval/1.1.0/model.safetensors").is_file()  # kept
+
+
+def test_a_new_version_cannot_arrive_purged(registered: Path, cli: Callable[..., Result], inputs: Path,
+                                            tmp_path: Path) -> None:
+    card = inputs / "card.yaml"
+    card.write_text(card.read_text() + MARK)
+    assert cli("register", "credit-approval", "1.2.0", "--card", str(card), "--artifact",
+               str(inputs / "model.safetensors"), cwd=registered).code == 0
+
+    messages = check_fails(cli, registered, tmp_path)
+
+    assert any(m.startswith("models/credit-approval/1.2.0/card.yaml: a new version carries gc's purged: mark")
+               for m in messages), messages
+
+
+def test_a_purged_version_cannot_be_served_again(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
+                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    repo = registry_dir
+    config = yaml.safe_load((repo / "registry.yaml").read_text()) or {}
+    config["retention"] = {"keep_latest": 1, "purge_unstaged_after_days": 7}
+    (repo / "registry.yaml").write_text(yaml.safe_dump(config))
+    git(repo, "commit", "--quiet", "-am", "Keep one")
+    card = inputs / "card.yaml"
+    card.write_text(card.read_text() + "created: 2020-01-05\n")
+    for pr, version in enumerate(("1.0.0", "1.1.0"), start=1):
+        new_weights(inputs, seed=pr)
+        assert cli("register", "credit-approval", version, "--card", str(card), "--artifact",
+                   str(inputs / "model.safetensors"), cwd=repo).code == 0
+        merge(repo, f"register/credit-approval/{version}", monkeypatch, pr=pr)
+    assert cli("gc", "--no-branch", cwd=repo).code == 0  # 1.0.0 marked purged, on main
+    # By hand, since `registry promote` refuses: the lifecycle gate must refuse it too.
+    git(repo, "switch", "--quiet", "-c", "revive")
+    (repo / "models/credit-approval/stages.yaml").write_text("staging: [1.0.0]\n")
+    git(repo, "commit", "--quiet", "-am", "Stage a purged version")
+    report_file = tmp_path / "report.json"
+
+    result = cli("check", "--base", "main", "--gate", "lifecycle", "--json", str(report_file), cwd=repo)
+
+    assert result.code == 1, result.out
+    messages = [g["message"] for g in json.loads(report_file.read_text())["gates"] if g["status"] == "fail"]
+    assert any("credit-approval@1.0.0 was purged by the retention policy and its weights are gone; it cannot go "
+               "to staging" in m for m in messages), messages

@@ -94,6 +94,14 @@ def run(ctx: CheckContext) -> list[GateResult]:
             "immutability", key[0], key[1], "fail",
             f"{change.path}: {verb} a file of {key[0]}@{key[1]}, which is already merged; "
             "versions never change after merge: register a new version instead", change.path))
+    for model, version in ctx.new_versions:
+        new_card = ctx.card_at(ctx.head, model, version)
+        if new_card is not None and "purged" in new_card.data:
+            path = f"{MODELS_DIR}/{model}/{version}/{cards.CARD_FILE}"
+            results.append(GateResult(
+                "immutability", model, version, "fail",
+                f"{path}: a new version carries gc's purged: mark; only `registry gc` marks a merged version "
+                "purged, under the retention policy: remove the mark", path))
     if not results:
         results.append(GateResult("immutability", None, None, "pass", "no merged version is modified"))
     return results

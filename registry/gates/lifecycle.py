@@ -22,6 +22,15 @@ def _was_in_production(ctx: CheckContext, change: StageChange) -> bool:
     return any(entry.to_stage == "production" for entry in history)
 
 
+SERVED = ("staging", "canary", "production")
+
+
+def _purged(ctx: CheckContext, change: StageChange) -> bool:
+    """Whether the version's card carries gc's purged: mark on base or at head."""
+    return any(card is not None and "purged" in card.data
+               for card in (ctx.card_at(rev, change.model, change.version) for rev in (ctx.base, ctx.head)))
+
+
 def _rebase_hint(ctx: CheckContext, change: StageChange) -> str:
     if ctx.merge_base == ctx.base:
         return ""
@@ -43,6 +52,11 @@ def run(ctx: CheckContext) -> list[GateResult]:
             results.append(GateResult(
                 "lifecycle", change.model, change.version, "fail",
                 f"{path}: {label} is not allowed (from {change.source}: {allowed})" + _rebase_hint(ctx, change), path))
+        elif change.target in SERVED and _purged(ctx, change):
+            results.append(GateResult(
+                "lifecycle", change.model, change.version, "fail",
+                f"{path}: {change.model}@{change.version} was purged by the retention policy and its weights are "
+                f"gone; it cannot go to {change.target}: register a new version", path))
         elif change.source == "deprecated" and change.target == "production" and not _was_in_production(ctx, change):
             results.append(GateResult(
                 "lifecycle", change.model, change.version, "fail",
