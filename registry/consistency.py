@@ -19,7 +19,7 @@ naming the path.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,8 +75,24 @@ class Tree(Protocol):
         """Whether a DVC artifact whose bytes are not at hand is a problem."""
 
 
-def path_problems(tree: Tree, paths: Iterable[str]) -> list[Problem]:
-    """Each path under models/ that is not a registry file or an artifact its card lists."""
+Folders = Mapping[str, Sequence[str]]
+
+
+def folders_of(files: Iterable[str]) -> dict[str, list[str]]:
+    """The files of each version folder (`models/<model>/<version>`), in one pass."""
+    found: dict[str, list[str]] = {}
+    for path in files:
+        parts = path.split("/", 3)
+        if len(parts) == 4 and parts[0] == MODELS_DIR:
+            found.setdefault("/".join(parts[:3]), []).append(path)
+    return found
+
+
+def path_problems(tree: Tree, paths: Iterable[str], folders: Folders | None = None) -> list[Problem]:
+    """Each path under models/ that is not a registry file or an artifact its card lists.
+
+    folders: `folders_of(tree.files())`, when the caller has it already.
+    """
     files = tree.files()
     problems: list[Problem] = []
     for path in sorted(set(paths)):
@@ -110,7 +126,9 @@ def path_problems(tree: Tree, paths: Iterable[str]) -> list[Problem]:
         folder = f"{MODELS_DIR}/{model}/{version}"
         card_path = f"{folder}/{cards.CARD_FILE}"
         if card_path not in files:
-            problems.append(_no_card(tree, folder))
+            if folders is None:
+                folders = folders_of(files)
+            problems.append(_no_card(tree, folder, folders))
             continue
         rel = "/".join(parts[3:])
         if rel in VERSION_FILES:
@@ -132,23 +150,24 @@ def path_problems(tree: Tree, paths: Iterable[str]) -> list[Problem]:
     return problems
 
 
-def _no_card(tree: Tree, folder: str) -> Problem:
-    mine = [p for p in tree.files() if p.startswith(folder + "/")]
-    untracked = not any(tree.tracked(p) for p in mine)
+def _no_card(tree: Tree, folder: str, folders: Folders) -> Problem:
+    untracked = not any(tree.tracked(p) for p in folders.get(folder, ()))
     hint = ("; its files are untracked: left over from a registration on another branch? "
             "(git keeps untracked files when you switch) Switch back, or delete the folder" if untracked else "")
     return Problem(folder, "version folder has no card.yaml" + hint)
 
 
-def version_problems(tree: Tree, model: str, version: str) -> list[Problem]:
+def version_problems(tree: Tree, model: str, version: str, folders: Folders | None = None) -> list[Problem]:
     """Everything about one version folder: its files, its card against the folder, each artifact's
-    pointer and bytes (size and sha256)."""
+    pointer and bytes (size and sha256). folders: as for `path_problems`."""
     folder = f"{MODELS_DIR}/{model}/{version}"
     card_path = f"{folder}/{cards.CARD_FILE}"
     files = tree.files()
-    problems = path_problems(tree, [p for p in files if p.startswith(folder + "/")])
+    if folders is None:
+        folders = folders_of(files)
+    problems = path_problems(tree, folders.get(folder, ()), folders)
     if card_path not in files:
-        return problems if problems else [_no_card(tree, folder)]
+        return problems if problems else [_no_card(tree, folder, folders)]
     card = tree.card(card_path)
     if card is None:
         return problems  # the schema check reports it, with lines

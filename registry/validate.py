@@ -183,6 +183,7 @@ class _WorkTree:
     def __init__(self, reg: Registry, listed: _Listing, facts: dict[str, _Facts], cache: _Cache) -> None:
         self.reg, self.listed, self.facts, self.cache = reg, listed, facts, cache
         self._modes = {p: m for p, m in listed.modes.items() if p.startswith(f"{MODELS_DIR}/")}
+        self._cards: dict[str, consistency.CardFacts | None] = {}
 
     def files(self) -> Mapping[str, str]:
         return self._modes
@@ -199,11 +200,11 @@ class _WorkTree:
             return None
 
     def card(self, path: str) -> consistency.CardFacts | None:
-        fact = self.facts.get(path)
-        if fact is None or fact.problems or not fact.data:
-            return None
-        return consistency.CardFacts(fact.data["name"], fact.data["version"],
-                                     tuple(Artifact(**a) for a in fact.data["artifacts"]))
+        if path not in self._cards:
+            fact = self.facts.get(path)
+            self._cards[path] = None if fact is None or fact.problems or not fact.data else consistency.CardFacts(
+                fact.data["name"], fact.data["version"], tuple(Artifact(**a) for a in fact.data["artifacts"]))
+        return self._cards[path]
 
     def pointer_size(self, path: str) -> tuple[bool, int | None]:
         fact = self.facts.get(path)
@@ -239,17 +240,21 @@ def _consistency(reg: Registry, listed: _Listing, facts: dict[str, _Facts], cach
     """The one consistency rule (registry.consistency) over every file of the work tree."""
     tree = _WorkTree(reg, listed, facts, cache)
     files = tree.files()
-    problems = consistency.path_problems(tree, files)
+    folders = consistency.folders_of(files)
     versions: set[tuple[str, str]] = set()
     models: set[str] = set()
+    elsewhere = []  # files outside a version folder; version_problems looks at the others
     for path in files:
         parts = path.split("/")
         if len(parts) >= 3 and MODEL_NAME_RE.fullmatch(parts[1]):
             models.add(parts[1])
             if len(parts) >= 4 and Version.is_valid(parts[2]):
                 versions.add((parts[1], parts[2]))
+                continue
+        elsewhere.append(path)
+    problems = consistency.path_problems(tree, elsewhere, folders)
     for model, version in sorted(versions):
-        problems += consistency.version_problems(tree, model, version)
+        problems += consistency.version_problems(tree, model, version, folders)
     for model in sorted(models):
         problems += consistency.model_problems(tree, model) + consistency.stages_problems(tree, model)
     return list(dict.fromkeys(problems))

@@ -83,9 +83,10 @@ def run(ctx: CheckContext) -> list[GateResult]:
     changed = [c.path for c in ctx.changes if c.status != "D" and c.path.startswith(f"{MODELS_DIR}/")]
     models = sorted({p.split("/")[1] for p in changed if p.count("/") >= 2})
     tree = HeadTree(ctx, [f"{MODELS_DIR}/{m}/" for m in models] + [p for p in changed if p.count("/") == 1])
-    problems: list[Problem] = consistency.path_problems(tree, changed)
+    folders = consistency.folders_of(tree.files())
+    problems: list[Problem] = consistency.path_problems(tree, changed, folders)
     for model, version in ctx.new_versions:
-        problems += consistency.version_problems(tree, model, version)
+        problems += consistency.version_problems(tree, model, version, folders)
     for model in sorted({m for m, _ in ctx.new_versions}):
         problems += consistency.model_problems(tree, model)
     for model in models:
