@@ -312,6 +312,26 @@ def test_new_versions_and_moved_aliases_add_commits_to_the_branch(
     assert card_at(registry_dir, branch, "credit-approval", "4.0.0")["metrics"] == {"accuracy": 0.95}
 
 
+def test_the_printed_promotions_pass_the_lifecycle_one_after_another(
+        registry_dir: Path, store: Store, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import merge
+
+    result = run_import(cli, registry_dir, store, "--no-push", "--model", CREDIT)
+    assert result.code == 0, result.err
+    steps = [line.strip() for line in result.out.splitlines() if line.strip().startswith("registry promote")]
+    merge(registry_dir, "import/mlflow/credit-approval", monkeypatch, pr=1)
+    for pr, step in enumerate(steps, start=2):
+        words = shlex.split(step)
+        made = cli(*words[1:], cwd=registry_dir)
+        assert made.code == 0, made.err
+        checked = cli("check", "--base", "main", "--gate", "lifecycle", "--json", "-", cwd=registry_dir)
+        assert checked.code == 0, checked.out  # each step is an allowed transition on its own
+        assert [g["status"] for g in json.loads(checked.out)["gates"]] == ["pass"]
+        merge(registry_dir, f"promote/credit-approval/{words[3]}-to-{words[5]}", monkeypatch, pr=pr)
+    held = yaml.safe_load(show(registry_dir, "main", "models/credit-approval/stages.yaml"))
+    assert held == {"production": "2.0.0", "staging": ["3.1.0"]}
+
+
 def test_a_changed_artifact_is_a_conflict_and_is_never_overwritten(
         registry_dir: Path, store: Store, cli: Callable[..., Result]) -> None:
     assert run_import(cli, registry_dir, store).code == 0
