@@ -179,7 +179,9 @@ class CheckContext:
             return self._folders[key]
         rel = f"{MODELS_DIR}/{model}/{version}"
         work = self.reg.root / rel
+        entries = self.files_at(self.head, rel)
         if git.rev_parse("HEAD", self.reg.root) == self.head and work.is_dir() and \
+                all(e.mode in REGULAR_FILE_MODES for e in entries) and \
                 not any(p.startswith(rel + "/") for p in git.dirty_paths(self.reg.root)):
             self._folders[key] = work
             return work
@@ -187,7 +189,7 @@ class CheckContext:
             self._tmp = Path(tempfile.mkdtemp(prefix="registry-check-"))
         target = self._tmp / model / version
         target.mkdir(parents=True)
-        for entry in self.files_at(self.head, rel):
+        for entry in entries:
             if entry.mode not in REGULAR_FILE_MODES:
                 continue  # a symlink or submodule is never followed (the consistency gate fails it)
             data = self.cat.read(entry.sha)

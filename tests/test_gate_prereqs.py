@@ -105,3 +105,25 @@ def test_an_imported_from_trailer_does_not_open_the_lifecycle(
     assert report["passed"] is False
     assert any("models/m/stages.yaml: development → production is not allowed" in m
                for m in failures(report)["lifecycle"])
+
+
+def test_a_committed_symlink_is_never_followed_by_a_model_running_gate(
+        gated: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    marker = tmp_path / "pwned"
+    outside = tmp_path / "outside" / "evil.py"
+    outside.parent.mkdir()
+    outside.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n\n\n"
+                       "def load(path):\n    return None\n\n\ndef predict(model, inputs):\n    return [0]\n")
+    register(cli, gated, tmp_path, "1.1.0")
+    entrypoint = gated / "models/m/1.1.0/predict.py"
+    entrypoint.unlink()
+    entrypoint.symlink_to(outside)  # the work tree is the PR's head: it must not be run from there
+    git(gated, "add", str(entrypoint))
+    git(gated, "commit", "--quiet", "-m", "predict.py as a symlink")
+
+    report = check(cli, gated, tmp_path)
+
+    assert report["passed"] is False
+    assert any(m.startswith("models/m/1.1.0/predict.py: is a symbolic link") for m in failures(report)["consistency"])
+    assert not any(g["gate"] == "smoke" and g["status"] == "pass" for g in report["gates"])  # type: ignore[attr-defined]
+    assert not marker.exists()
