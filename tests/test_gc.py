@@ -137,3 +137,15 @@ def test_a_purged_version_cannot_be_served_again(registry_dir: Path, inputs: Pat
     messages = [g["message"] for g in json.loads(report_file.read_text())["gates"] if g["status"] == "fail"]
     assert any("credit-approval@1.0.0 was purged by the retention policy and its weights are gone; it cannot go "
                "to staging" in m for m in messages), messages
+
+
+def test_gc_apply_usage_errors_change_nothing(registry_dir: Path, cli: Callable[..., Result], tmp_path: Path) -> None:
+    before = snapshot(registry_dir / "models", tmp_path / "dvc-remote")
+    result = cli("gc", "--apply", "--dry-run", cwd=registry_dir)
+    assert result.code == 2 and "--apply goes alone" in result.err
+    git(registry_dir, "branch", "-m", "main", "trunk")
+    git(registry_dir, "remote", "remove", "origin")
+    result = cli("gc", "--apply", cwd=registry_dir)
+    assert result.code == 2 and "no branch main to read merged purge marks from" in result.err
+    assert "Traceback" not in result.err
+    assert snapshot(registry_dir / "models", tmp_path / "dvc-remote") == before
