@@ -17,13 +17,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from registry import cards, config, git, stages, yamlio
+from registry import cards, config, consistency, git, stages, yamlio
 from registry.errors import UsageError, ValidationError
 from registry.gates import GateResult
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODELS_DIR, Registry
 
-REGULAR_FILE_MODES = ("100644", "100755")  # git tree modes of plain files (not 120000 symlinks, 160000 submodules)
 GATE_ORDER = ("schema", "consistency", "immutability", "lifecycle", "format", "scan", "signature",
               "metrics", "smoke", "latency", "approval")
 
@@ -181,7 +180,7 @@ class CheckContext:
         work = self.reg.root / rel
         entries = self.files_at(self.head, rel)
         if git.rev_parse("HEAD", self.reg.root) == self.head and work.is_dir() and \
-                all(e.mode in REGULAR_FILE_MODES for e in entries) and \
+                all(e.mode in consistency.REGULAR for e in entries) and \
                 not any(p.startswith(rel + "/") for p in git.dirty_paths(self.reg.root)):
             self._folders[key] = work
             return work
@@ -190,7 +189,7 @@ class CheckContext:
         target = self._tmp / model / version
         target.mkdir(parents=True)
         for entry in entries:
-            if entry.mode not in REGULAR_FILE_MODES:
+            if entry.mode not in consistency.REGULAR:
                 continue  # a symlink or submodule is never followed (the consistency gate fails it)
             data = self.cat.read(entry.sha)
             if data is not None:

@@ -32,6 +32,7 @@ from registry.names import MODEL_NAME_RE, Version
 VERSION_FILES = (cards.CARD_FILE, "signature.json", ".gitignore")
 MODEL_FILES = (MODEL_FILE, stages.STAGES_FILE)
 SYMLINK, SUBMODULE = "120000", "160000"
+REGULAR = ("100644", "100755")  # git modes of plain files
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ class _WorkTree:
         return path in self.listed.tracked
 
     def read(self, path: str) -> bytes | None:
-        if self._modes.get(path) not in ("100644", "100755"):
+        if self._modes.get(path) not in consistency.REGULAR:
             return None
         try:
             return (self.reg.root / path).read_bytes()

@@ -21,9 +21,6 @@ from registry.repo import MODELS_DIR
 if TYPE_CHECKING:
     from registry.check import CheckContext
 
-REGULAR = ("100644", "100755")
-
-
 class HeadTree:
     """The PR's head commit, as the consistency rule reads it (DVC bytes fetched as needed)."""
 
@@ -43,7 +40,7 @@ class HeadTree:
         return path in self._modes
 
     def read(self, path: str) -> bytes | None:
-        if self._modes.get(path) not in REGULAR:
+        if self._modes.get(path) not in consistency.REGULAR:
             return None
         return self.ctx.cat.read(self._shas[path])
 
