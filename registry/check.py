@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from registry import cards, config, git, stages, summary, yamlio
+from registry import cards, config, consistency, git, stages, summary, yamlio
 from registry.errors import UsageError, ValidationError
 from registry.gates import GateResult
 from registry.names import MODEL_NAME_RE, Version
@@ -171,15 +171,6 @@ class CheckContext:
                 seen[(change.model, change.version)] = change.target
         return [(m, v, t) for (m, v), t in sorted(seen.items())]
 
-    @cached_property
-    def imported_from(self) -> str | None:
-        """The source named by the `Imported-from:` trailer of every PR commit that changes stages
-        (what `registry import` writes), or None."""
-        log = git.run(["log", "--format=%(trailers:key=Imported-from,valueonly)%x00", f"{self.merge_base}..{self.head}",
-                       "--", f"{MODELS_DIR}/*/{stages.STAGES_FILE}"], self.reg.root, check=False)
-        sources = {v.strip() for v in log.split("\0")[:-1]}
-        return next(iter(sources)) if len(sources) == 1 and "" not in sources else None
-
     # -- files of a version, for gates that read bytes -----------------------------------
 
     def version_folder(self, model: str, version: str) -> Path:
@@ -189,7 +180,9 @@ class CheckContext:
             return self._folders[key]
         rel = f"{MODELS_DIR}/{model}/{version}"
         work = self.reg.root / rel
+        entries = self.files_at(self.head, rel)
         if git.rev_parse("HEAD", self.reg.root) == self.head and work.is_dir() and \
+                all(e.mode in consistency.REGULAR for e in entries) and \
                 not any(p.startswith(rel + "/") for p in git.dirty_paths(self.reg.root)):
             self._folders[key] = work
             return work
@@ -197,16 +190,21 @@ class CheckContext:
             self._tmp = Path(tempfile.mkdtemp(prefix="registry-check-"))
         target = self._tmp / model / version
         target.mkdir(parents=True)
-        for entry in self.files_at(self.head, rel):
+        for entry in entries:
+            if entry.mode not in consistency.REGULAR:
+                continue  # a symlink or submodule is never followed (the consistency gate fails it)
             data = self.cat.read(entry.sha)
             if data is not None:
-                (target / entry.path.rsplit("/", 1)[1]).write_bytes(data)
+                local = target / entry.path[len(rel) + 1:]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
         card = self.card_at(self.head, model, version)
         if card is not None:
             from registry import storage
 
             for artifact in card.artifacts:
                 if artifact.storage == "dvc" and not (target / artifact.path).exists():
+                    (target / artifact.path).parent.mkdir(parents=True, exist_ok=True)
                     local = work / artifact.path
                     if local.is_file() and local.stat().st_size == artifact.size:
                         shutil.copyfile(local, target / artifact.path)
@@ -215,10 +213,20 @@ class CheckContext:
         self._folders[key] = target
         return target
 
+    def _statuses(self, gate: str, model: str, version: str) -> list[str]:
+        return [r.status for r in self.results if r.gate == gate and r.model == model and r.version == version]
+
     def passed(self, gate: str, model: str, version: str) -> bool:
-        """Whether an earlier gate found nothing wrong with this version."""
-        return not any(r.gate == gate and r.model == model and r.version == version and r.status == "fail"
-                       for r in self.results)
+        """Whether an earlier gate ran on this version and passed: a recorded "pass" and nothing else.
+
+        No result, or a skip, is not a pass.
+        """
+        statuses = self._statuses(gate, model, version)
+        return bool(statuses) and all(s == "pass" for s in statuses)
+
+    def failed(self, gate: str, model: str, version: str) -> bool:
+        """Whether an earlier gate recorded a failure for this version."""
+        return "fail" in self._statuses(gate, model, version)
 
 
 def _version_key(text: str) -> tuple[int, Any]:
@@ -244,7 +252,26 @@ class Report:
                 "changes": [summary.as_json(c) for c in self.changes]}
 
 
+def with_prerequisites(selected: tuple[str, ...]) -> tuple[str, ...]:
+    """The selected gates and, transitively, every gate they declare in REQUIRES, in GATE_ORDER.
+
+    `--gate smoke` cannot run a model that the scan gate has not looked at.
+    """
+    from registry.gates import requires
+
+    wanted: set[str] = set()
+    pending = list(selected)
+    while pending:
+        gate = pending.pop()
+        if gate not in wanted:
+            wanted.add(gate)
+            pending.extend(requires(gate))
+    return tuple(g for g in GATE_ORDER if g in wanted)
+
+
 def run(reg: Registry, base: str, head: str = "HEAD", gates: tuple[str, ...] = GATE_ORDER) -> Report:
+    """Run the gates (and their prerequisites, always) on what changed between base and head."""
+    gates = with_prerequisites(gates)
     base_sha = git.rev_parse(base, reg.root)
     if base_sha is None:
         raise UsageError(f"--base {base}: no such commit, branch or tag (fetch it first, e.g. git fetch origin)")

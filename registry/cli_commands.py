@@ -232,12 +232,26 @@ def mcp_command(registry_path: Path) -> None:
 @click.command(name="gc")
 @click.option("--dry-run", is_flag=True, help="List what would be purged, with sizes; change nothing.")
 @click.option("--no-branch", is_flag=True, help="Commit the purge marks on the current branch.")
+@click.option("--apply", "apply_merged", is_flag=True,
+              help="After the purge is merged: delete the weights of the versions marked purged on the default branch.")
 @json_option
-def gc_command(dry_run: bool, no_branch: bool, as_json: bool) -> None:
-    """Apply the retention policy: purge old unstaged versions' weights, mark their cards."""
+def gc_command(dry_run: bool, no_branch: bool, apply_merged: bool, as_json: bool) -> None:
+    """Apply the retention policy: propose purge marks for review; --apply deletes the merged ones' weights."""
     from registry import gc
 
     reg = _open()
+    if apply_merged:
+        if dry_run or no_branch:
+            raise UsageError("--apply goes alone: it deletes what a merged purge marked")
+        applied = gc.apply(reg)
+        if as_json:
+            _print_json({"ref": applied.ref, "objects": applied.objects,
+                         "versions": [{"model": m, "version": v} for m, v in applied.versions]})
+            return
+        for model, version in applied.versions:
+            click.echo(f"purged {model}@{version} (marked on {applied.ref.removeprefix('refs/remotes/')})")
+        click.echo(f"{applied.objects} object(s) removed from the DVC remote")
+        return
     result, branch, commit = gc.run(reg, dry_run=dry_run, no_branch=no_branch)
     if as_json:
         _print_json({"dry_run": dry_run, "branch": branch, "commit": commit, "kept": result.kept,
@@ -245,13 +259,14 @@ def gc_command(dry_run: bool, no_branch: bool, as_json: bool) -> None:
                          {"model": c.model, "version": c.version, "stage": c.stage, "created": c.created,
                           "bytes": c.size} for c in result.candidates]})
         return
-    verb = "would purge" if dry_run else "purged"
+    verb = "would purge" if dry_run else "marked"
     for c in result.candidates:
         echo(f"{verb} {c.model}@{c.version}  {c.stage}, created {c.created}  {_size(c.size)}")
     echo(f"{len(result.candidates)} version(s) {verb} ({_size(result.size)}); {result.kept} kept")
     if commit:
         where = f"on branch {branch}" if branch else "on the current branch"
-        echo(f"Purge marks committed {where} (commit {commit[:8]}); the weights are removed from the DVC remote")
+        echo(f"Purge marks committed {where} (commit {commit[:8]}); nothing is deleted yet. Open a pull "
+             "request; once it is merged, run `registry gc --apply` to delete the weights")
 
 
 @click.command(name="fetch")
@@ -356,7 +371,7 @@ def import_group() -> None:
 @click.option("--no-push", is_flag=True, help="Keep the import branches local (weights still go to DVC's remote).")
 @json_option
 def import_mlflow(tracking_uri: str, models: tuple[str, ...], no_push: bool, as_json: bool) -> None:
-    """Import MLflow registered models: versions → cards, aliases/stages → stages.yaml."""
+    """Import MLflow registered models as registrations; prints the promotions for their stages."""
     from registry.importers import mlflow as importer
 
     reg = _open()
@@ -573,10 +588,16 @@ def _print_import(model: Any) -> None:
         echo(f"  note: {note}")
     if model.status == "conflict":
         echo(f"error: {model.name}: {model.error}", err=True)
-    elif model.status == "imported" and not model.pushed:
+        return
+    if model.status == "imported" and not model.pushed:
         echo(f"  Next: git push -u origin {model.branch}, then open a pull request")
     elif model.status == "imported":
         echo(f"  Next: open a pull request for {model.branch}")
+    if model.promotions:
+        when = "Once it is merged, bring" if model.status == "imported" else "Bring"
+        echo(f"  {when} the stages over through the lifecycle, one reviewed promotion at a time:")
+        for command in model.promotions:
+            echo(f"    {command}")
 
 
 def _version_ref(ref: str) -> tuple[str, str]:

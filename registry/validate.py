@@ -8,19 +8,22 @@ Cross-file checks (card ↔ folder ↔ pointer ↔ stages) run every time on the
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import cards, config, git, schemas, stages, storage, yamlio
+from registry import cards, config, consistency, git, schemas, stages, storage, yamlio
 from registry.blobcache import BlobCache
+from registry.cards import Artifact
 from registry.errors import Problem, ValidationError
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODEL_FILE, MODELS_DIR, Registry
 
 CACHE_NAME = "validate-cache"
-VERSION_FILES = {cards.CARD_FILE, "signature.json", ".gitignore"}
 _CARD = re.compile(rf"{MODELS_DIR}/([^/]+)/([^/]+)/card\.yaml")
 
 
@@ -92,27 +95,41 @@ class _Cache:
         self.store.save()
 
 
-def _tracked(reg: Registry) -> tuple[dict[str, str], set[str]]:
-    """Blob ids of tracked files whose work-tree copy matches the index, and every file present."""
+@dataclass(frozen=True)
+class _Listing:
+    index: dict[str, str]  # blob ids of tracked files whose work-tree copy matches the index
+    present: set[str]  # every file present (tracked, or untracked and not ignored)
+    modes: dict[str, str]  # git mode of each present file (a work-tree symlink is 120000)
+    tracked: set[str]  # every file in the index
+
+
+def _tracked(reg: Registry) -> _Listing:
     index: dict[str, str] = {}
+    modes: dict[str, str] = {}
     for record in git.run(["ls-files", "-s", "-z"], reg.root).split("\0"):
         if record:
             meta, _, path = record.partition("\t")
-            index[path] = meta.split()[1]
+            mode, blob = meta.split()[:2]
+            index[path], modes[path] = blob, mode
 
     def listing(*args: str) -> set[str]:
         return {p for p in git.run(["ls-files", "-z", *args], reg.root).split("\0") if p}
 
+    tracked = set(index)
     deleted = listing("-d")
-    present = (set(index) - deleted) | listing("-o", "--exclude-standard", "--", MODELS_DIR, config.CONFIG_FILE)
+    present = (tracked - deleted) | listing("-o", "--exclude-standard", "--", MODELS_DIR, config.CONFIG_FILE)
     for path in listing("-m") | deleted:
         index.pop(path, None)  # changed in the work tree: read it from disk, not the cache
-    return index, present
+    for path in present:
+        if modes.get(path) != consistency.SUBMODULE:
+            modes[path] = consistency.SYMLINK if os.path.islink(reg.root / path) else modes.get(path, "100644")
+    return _Listing(index, present, {p: m for p, m in modes.items() if p in present}, tracked)
 
 
 def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
     """Every problem found, sorted by file and line; an empty list means valid."""
-    index, present = _tracked(reg)
+    listed = _tracked(reg)
+    index, present = listed.index, listed.present
     if paths:
         selected = set()
         for given in paths:
@@ -148,8 +165,8 @@ def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
                 found = check_file(kind, text, path)
                 cache.put(blob, kind, found)
         facts[path] = found
+    problems = _consistency(reg, listed, facts, cache)
     cache.save()
-    problems = _consistency(reg, present, facts, index)
     for fact in facts.values():
         problems.extend(fact.problems)
     if config.CONFIG_FILE not in present:
@@ -158,108 +175,89 @@ def validate(reg: Registry, paths: list[Path] | None = None) -> list[Problem]:
     return sorted(set(wanted), key=lambda p: (p.path, p.line or 0, p.message))
 
 
-def _consistency(reg: Registry, present: set[str], facts: dict[str, _Facts], index: dict[str, str]) -> list[Problem]:
-    problems: list[Problem] = []
-    version_files: dict[tuple[str, str], set[str]] = {}
+class _WorkTree:
+    """The work tree as the consistency rule reads it, from the facts parsed (and cached) above."""
+
+    require_bytes = False  # weights not pulled from DVC are not there to check, and that is fine
+
+    def __init__(self, reg: Registry, listed: _Listing, facts: dict[str, _Facts], cache: _Cache) -> None:
+        self.reg, self.listed, self.facts, self.cache = reg, listed, facts, cache
+        self._modes = {p: m for p, m in listed.modes.items() if p.startswith(f"{MODELS_DIR}/")}
+        self._cards: dict[str, consistency.CardFacts | None] = {}
+
+    def files(self) -> Mapping[str, str]:
+        return self._modes
+
+    def tracked(self, path: str) -> bool:
+        return path in self.listed.tracked
+
+    def read(self, path: str) -> bytes | None:
+        if self._modes.get(path) not in consistency.REGULAR:
+            return None
+        try:
+            return (self.reg.root / path).read_bytes()
+        except OSError:
+            return None
+
+    def card(self, path: str) -> consistency.CardFacts | None:
+        if path not in self._cards:
+            fact = self.facts.get(path)
+            self._cards[path] = None if fact is None or fact.problems or not fact.data else consistency.CardFacts(
+                fact.data["name"], fact.data["version"], tuple(Artifact(**a) for a in fact.data["artifacts"]))
+        return self._cards[path]
+
+    def pointer_size(self, path: str) -> tuple[bool, int | None]:
+        fact = self.facts.get(path)
+        if fact is None or fact.problems:
+            return False, None
+        return True, fact.data.get("size")
+
+    def assignments(self, model: str) -> list[tuple[str, str]] | None:
+        fact = self.facts.get(f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}")
+        if fact is None or fact.problems:
+            return None
+        return [(str(v), str(s)) for v, s in fact.data.get("assignments", [])]
+
+    def dvc_digest(self, model: str, version: str, artifact: Artifact) -> tuple[str, int] | None:
+        """The pulled weights' sha256, cached on (path, size, mtime, inode): weights are large."""
+        local = self.reg.root / MODELS_DIR / model / version / artifact.path
+        try:
+            info = local.lstat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        key = f"digest:{self.reg.rel(local)}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+        hit = self.cache.store.get(key)
+        if isinstance(hit, dict) and isinstance(hit.get("sha256"), str) and isinstance(hit.get("size"), int):
+            return hit["sha256"], hit["size"]
+        digest, size = storage.file_digest(local)
+        self.cache.store.put(key, {"sha256": digest, "size": size})
+        return digest, size
+
+
+def _consistency(reg: Registry, listed: _Listing, facts: dict[str, _Facts], cache: _Cache) -> list[Problem]:
+    """The one consistency rule (registry.consistency) over every file of the work tree."""
+    tree = _WorkTree(reg, listed, facts, cache)
+    files = tree.files()
+    folders = consistency.folders_of(files)
+    versions: set[tuple[str, str]] = set()
     models: set[str] = set()
-    for path in present:
+    elsewhere = []  # files outside a version folder; version_problems looks at the others
+    for path in files:
         parts = path.split("/")
-        if parts[0] != MODELS_DIR or len(parts) < 2:
-            continue
-        model = parts[1]
-        if len(parts) == 2:
-            problems.append(Problem(path, "stray file: models/ holds one folder per model"))
-            continue
-        if not MODEL_NAME_RE.fullmatch(model):
-            problems.append(Problem(path, f"{model!r} is not a valid model name (lowercase letters, digits, '-')"))
-            continue
-        models.add(model)
-        if len(parts) == 3:
-            if parts[2] not in (MODEL_FILE, stages.STAGES_FILE):
-                problems.append(Problem(path, "stray file: a model folder holds model.yaml, stages.yaml and version folders"))
-            continue
-        version = parts[2]
-        if not Version.is_valid(version):
-            problems.append(Problem(path, f"{version!r} is not a semantic version folder (e.g. 1.2.0)"))
-            continue
-        if len(parts) > 4:
-            problems.append(Problem(path, "version folders are flat: no sub-folders"))
-            continue
-        version_files.setdefault((model, version), set()).add(parts[3])
-
-    registered: dict[str, set[str]] = {}
-    for (model, version), files in sorted(version_files.items()):
-        folder = f"{MODELS_DIR}/{model}/{version}"
-        card_path = f"{folder}/{cards.CARD_FILE}"
-        if cards.CARD_FILE not in files:
-            untracked = all(f"{folder}/{f}" not in index for f in files)
-            hint = ("; its files are untracked: left over from a registration on another branch? "
-                    "(git keeps untracked files when you switch) Switch back, or delete the folder"
-                    if untracked else "")
-            problems.append(Problem(folder, "version folder has no card.yaml" + hint))
-            continue
-        registered.setdefault(model, set()).add(version)
-        card = facts[card_path]
-        if card.problems or not card.data:
-            continue
-        for field_name, expected in (("name", model), ("version", version)):
-            if card.data[field_name] != expected:
-                problems.append(Problem(
-                    card_path, f"is {card.data[field_name]!r} but the card sits in {folder}; "
-                    "a card describes the folder it is in", _line(reg, card_path, [field_name]), field_name))
-        listed = set()
-        for i, artifact in enumerate(card.data["artifacts"]):
-            name, size, storage_kind = artifact["path"], artifact["size"], artifact["storage"]
-            listed.add(name)
-            where = f"artifacts[{i}]"
-            if storage_kind == "dvc":
-                pointer_path = f"{folder}/{name}.dvc"
-                listed.add(name + ".dvc")
-                pointer = facts.get(pointer_path)
-                if pointer is None:
-                    problems.append(Problem(card_path, f"{name} is stored in DVC but {pointer_path} is missing; "
-                                            "register the version again", _line(reg, card_path, ["artifacts", i]), where))
-                elif not pointer.problems and pointer.data.get("size") not in (None, size):
-                    problems.append(Problem(pointer_path, f"size {pointer.data['size']} disagrees with the card's "
-                                            f"{size} for {name}", _line(reg, pointer_path, ["outs", 0, "size"]),
-                                            "outs[0].size"))
-                local = reg.root / folder / name
-                if local.is_file() and local.stat().st_size != size:
-                    problems.append(Problem(f"{folder}/{name}", f"is {local.stat().st_size} bytes; the card says {size}"))
-            else:
-                file_path = f"{folder}/{name}"
-                if name not in files:
-                    problems.append(Problem(card_path, f"{name} is stored in git but {file_path} is missing",
-                                            _line(reg, card_path, ["artifacts", i]), where))
-                    continue
-                digest, actual = storage.file_digest(reg.root / file_path)
-                if actual != size or digest != artifact["sha256"]:
-                    problems.append(Problem(card_path, f"{file_path} is {actual} bytes with sha256 {digest[:12]}…; "
-                                            f"the card says {size} bytes, {artifact['sha256'][:12]}…",
-                                            _line(reg, card_path, ["artifacts", i]), where))
-        for extra in sorted(files - listed - VERSION_FILES):
-            problems.append(Problem(f"{folder}/{extra}", "is not listed in card.yaml's artifacts"))
-
+        if len(parts) >= 3 and MODEL_NAME_RE.fullmatch(parts[1]):
+            models.add(parts[1])
+            if len(parts) >= 4 and Version.is_valid(parts[2]):
+                versions.add((parts[1], parts[2]))
+                continue
+        elsewhere.append(path)
+    problems = consistency.path_problems(tree, elsewhere, folders)
+    for model, version in sorted(versions):
+        problems += consistency.version_problems(tree, model, version, folders)
     for model in sorted(models):
-        folder = f"{MODELS_DIR}/{model}"
-        if f"{folder}/{MODEL_FILE}" not in present:
-            problems.append(Problem(folder, "model folder has no model.yaml"))
-        stages_path = f"{folder}/{stages.STAGES_FILE}"
-        held = facts.get(stages_path)
-        if held is None or held.problems:
-            continue
-        for version, stage in held.data.get("assignments", []):
-            if version not in registered.get(model, set()):
-                problems.append(Problem(stages_path, f"names {model}@{version}, which is not registered",
-                                        _line(reg, stages_path, [stage]), stage))
-    return problems
-
-
-def _line(reg: Registry, path: str, field_path: list[str | int]) -> int | None:
-    try:
-        return yamlio.line_of((reg.root / path).read_bytes(), field_path)
-    except OSError:
-        return None
+        problems += consistency.model_problems(tree, model) + consistency.stages_problems(tree, model)
+    return list(dict.fromkeys(problems))
 
 
 __all__ = ["validate"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import pickle
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -232,20 +234,40 @@ def test_import_brings_every_version_over_on_one_branch_per_model(
     assert {a["path"] for a in second["artifacts"]} == {
         "MLmodel", "conda.yaml", "data--weights.bin", "model.pkl", "requirements.txt"}
 
-    assert show(registry_dir, branch, "models/credit-approval/stages.yaml").splitlines()[1:] == [
-        "production: 2.0.0", "staging: [3.1.0]", f"deprecated: {{1.0.0: {{sunset: {SUNSET}}}}}"]
+    # An import is a registration: the branch sets no stage, so it passes the lifecycle honestly.
+    # MLflow's stages come over as promotions, each its own reviewed PR, once the branch is merged.
+    assert show(registry_dir, branch, "models/credit-approval/stages.yaml").splitlines()[1:] == ["{}"]
+    assert show(registry_dir, "import/mlflow/fraud-detector",
+                "models/fraud-detector/stages.yaml").splitlines()[1:] == ["{}"]
+    reason = "in MLflow model 'Credit Approval'\""
+    steps = [line.strip() for line in result.out.splitlines() if line.strip().startswith("registry promote")]
+    assert steps == [
+        f"registry promote credit-approval 3.1.0 --to staging --reason \"staging {reason}",
+        f"registry promote credit-approval 2.0.0 --to staging --reason \"production {reason}",
+        f"registry promote credit-approval 2.0.0 --to production --reason \"production {reason}",
+        "registry promote fraud-detector 1.0.0 --to archived --reason \"archived in MLflow model 'fraud_detector'\"",
+    ]
+    # Each is a command a shell runs as written: one word per reason.
+    assert all(shlex.split(step)[-2] == "--reason" for step in steps)
+    assert shlex.split(steps[0])[-1] == "staging in MLflow model 'Credit Approval'"
+    assert "Once it is merged, bring the stages over through the lifecycle" in result.out
     model = yaml.safe_load(show(registry_dir, branch, "models/credit-approval/model.yaml"))
     assert model["tags"] == {"mlflow.alias.challenger": "3.1.0"}  # aliases other than champion become tags
     assert model["description"] == "Approves or declines credit applications" and model["task"] == "classification"
-    assert show(registry_dir, "import/mlflow/fraud-detector",
-                "models/fraud-detector/stages.yaml").splitlines()[1:] == ["archived: [1.0.0]"]
-    log = git(registry_dir, "log", "--format=%s", f"main..{branch}").splitlines()
-    assert log == ["Set stages of credit-approval from MLflow model 'Credit Approval'",
-                   "Register credit-approval@3.1.0", "Register credit-approval@2.0.0", "Register credit-approval@1.0.0"]
+    log = git(registry_dir, "log", "--format=%B", f"main..{branch}")
+    assert "Imported-from" not in log
+    subjects = git(registry_dir, "log", "--format=%s", f"main..{branch}").splitlines()
+    assert subjects == ["Describe credit-approval from MLflow model 'Credit Approval'",
+                        "Register credit-approval@3.1.0", "Register credit-approval@2.0.0",
+                        "Register credit-approval@1.0.0"]
 
-    # The branch is a valid registry, and DVC's remote serves the weights byte for byte.
+    # The branch is a valid registry, its stage changes pass the lifecycle (it has none), and
+    # DVC's remote serves the weights byte for byte.
     git(registry_dir, "switch", "--quiet", branch)
     assert cli("validate", cwd=registry_dir).out.strip() == "valid"
+    lifecycle = cli("check", "--base", "main", "--gate", "lifecycle", "--json", "-", cwd=registry_dir)
+    assert lifecycle.code == 0, lifecycle.out
+    assert [g["status"] for g in json.loads(lifecycle.out)["gates"]] == ["skip"]
     from registry import storage
 
     storage.pull(registry_dir, ["models/credit-approval/2.0.0/data--weights.bin.dvc"])
@@ -262,8 +284,6 @@ def test_a_second_import_changes_nothing(registry_dir: Path, store: Store, cli: 
 
     assert again.code == 0, again.err
     assert refs(registry_dir) == before  # no commit, no branch, no push
-    import json
-
     report = json.loads(again.out)
     assert [m["status"] for m in report["models"]] == ["up-to-date", "up-to-date"]
     assert {v["status"] for m in report["models"] for v in m["versions"]} == {"skipped"}
@@ -284,12 +304,32 @@ def test_new_versions_and_moved_aliases_add_commits_to_the_branch(
     assert result.code == 0, result.err
     assert "1 registered, 3 already there" in result.out
     branch = "import/mlflow/credit-approval"
-    assert git(registry_dir, "rev-list", f"{tip}..{branch}").count("\n") == 2  # 4.0.0, then the stages
+    assert git(registry_dir, "rev-list", f"{tip}..{branch}").count("\n") == 1  # 4.0.0; stages are not set
     assert git(registry_dir, "merge-base", "--is-ancestor", tip, branch) == ""
-    assert show(registry_dir, branch, "models/credit-approval/stages.yaml").splitlines()[1:] == [
-        "production: 4.0.0", "staging: [3.1.0]",
-        f"deprecated: {{1.0.0: {{sunset: {SUNSET}}}, 2.0.0: {{sunset: {SUNSET}}}}}"]
+    assert show(registry_dir, branch, "models/credit-approval/stages.yaml").splitlines()[1:] == ["{}"]
+    assert "registry promote credit-approval 4.0.0 --to production" in result.out
+    assert "registry promote credit-approval 2.0.0 --to production" not in result.out
     assert card_at(registry_dir, branch, "credit-approval", "4.0.0")["metrics"] == {"accuracy": 0.95}
+
+
+def test_the_printed_promotions_pass_the_lifecycle_one_after_another(
+        registry_dir: Path, store: Store, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import merge
+
+    result = run_import(cli, registry_dir, store, "--no-push", "--model", CREDIT)
+    assert result.code == 0, result.err
+    steps = [line.strip() for line in result.out.splitlines() if line.strip().startswith("registry promote")]
+    merge(registry_dir, "import/mlflow/credit-approval", monkeypatch, pr=1)
+    for pr, step in enumerate(steps, start=2):
+        words = shlex.split(step)
+        made = cli(*words[1:], cwd=registry_dir)
+        assert made.code == 0, made.err
+        checked = cli("check", "--base", "main", "--gate", "lifecycle", "--json", "-", cwd=registry_dir)
+        assert checked.code == 0, checked.out  # each step is an allowed transition on its own
+        assert [g["status"] for g in json.loads(checked.out)["gates"]] == ["pass"]
+        merge(registry_dir, f"promote/credit-approval/{words[3]}-to-{words[5]}", monkeypatch, pr=pr)
+    held = yaml.safe_load(show(registry_dir, "main", "models/credit-approval/stages.yaml"))
+    assert held == {"production": "2.0.0", "staging": ["3.1.0"]}
 
 
 def test_a_changed_artifact_is_a_conflict_and_is_never_overwritten(

@@ -192,13 +192,18 @@ def test_gc_dry_run_then_purge(registry_dir: Path, inputs: Path, cli: Callable[.
 
     result = cli("gc", "--json", cwd=repo)
     assert result.code == 0, result.err
-    gone = {f"files/md5/{md5(v)[:2]}/{md5(v)[2:]}" for v in ("1.0.0", "1.1.0")}
-    assert objects() == all_objects - gone
+    assert objects() == all_objects  # proposed, not done: nothing is deleted before review
     assert "purged" in yaml.safe_load((repo / "models/credit-approval/1.0.0/card.yaml").read_text())
     assert cli("validate", cwd=repo).code == 0
     # The purge is a PR like any other; its check passes immutability (only the mark is added).
     assert cli("check", "--base", "main", "--gate", "immutability", "--gate", "schema", cwd=repo).code == 0
     merge(repo, json.loads(result.out)["branch"], monkeypatch, pr=30)
+    git(repo, "push", "--quiet", "origin", "main")
+    applied = cli("gc", "--apply", "--json", cwd=repo)
+    assert applied.code == 0, applied.err
+    assert json.loads(applied.out)["versions"] == [{"model": "credit-approval", "version": v} for v in ("1.0.0", "1.1.0")]
+    gone = {f"files/md5/{md5(v)[:2]}/{md5(v)[2:]}" for v in ("1.0.0", "1.1.0")}
+    assert objects() == all_objects - gone
     purged = json.loads(cli("log", "--action", "purged", "--json", cwd=repo).out)
     assert sorted(e["version"] for e in purged) == ["1.0.0", "1.1.0"]
     assert len(json.loads(cli("log", "--json", cwd=repo).out)) > len(purged)  # history intact

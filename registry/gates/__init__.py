@@ -1,4 +1,8 @@
-"""The pull-request gates: one module per gate, each with `run(ctx) -> list[GateResult]`."""
+"""The pull-request gates: one module per gate, each with `run(ctx) -> list[GateResult]`.
+
+A gate module may declare `REQUIRES`: the gates that `registry check` always runs before
+it, whatever `--gate` selects (see `registry.check.with_prerequisites`).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,34 @@ GateFn = Callable[["CheckContext"], list[GateResult]]
 def load(name: str) -> GateFn:
     module = importlib.import_module(f"registry.gates.{name}")
     return module.run  # type: ignore[no-any-return]
+
+
+def requires(name: str) -> tuple[str, ...]:
+    """The gates this one declares it needs run before it (its module's REQUIRES)."""
+    module = importlib.import_module(f"registry.gates.{name}")
+    return tuple(getattr(module, "REQUIRES", ()))
+
+
+# The gates that must have *passed* for a version before any gate runs its model.
+MODEL_RUN_PREREQUISITES = ("scan", "format")
+
+
+def cleared(ctx: CheckContext, gate: str, model: str, version: str) -> GateResult | None:
+    """None when the model may be run; else the result that stops `gate` from running it.
+
+    Only a recorded pass of every prerequisite clears a version: where one failed, this gate
+    skips (that failure already fails the check); where one skipped or left no result, this
+    gate fails, because an unscanned model is never run and a gate that did not pass has failed.
+    """
+    for earlier in MODEL_RUN_PREREQUISITES:
+        if ctx.passed(earlier, model, version):
+            continue
+        if ctx.failed(earlier, model, version):
+            return GateResult(gate, model, version, "skip", f"not run: the {earlier} gate failed for this version")
+        return GateResult(gate, model, version, "fail",
+                          f"not run: the {earlier} gate did not pass for this version; a model is run only "
+                          "after its scan and format gates passed")
+    return None
 
 
 def located(problem_path: str, line: int | None, message: str) -> str:

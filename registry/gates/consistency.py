@@ -1,100 +1,104 @@
-"""consistency gate: card ↔ folder ↔ DVC pointer ↔ bytes (size and sha256); stages name registered versions."""
+"""consistency gate: the one consistency rule (registry.consistency) on what the PR changes, at head.
+
+Every file the PR adds or changes under models/ must be a registry file or an artifact its
+version's card lists (git tree modes: no symlinks, no submodules); each new version's card,
+folder, DVC pointers and bytes (size and sha256) agree; a changed stages.yaml names only
+registered versions. `registry validate` applies the same rule to the work tree.
+"""
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from registry import cards, stages, storage
-from registry.errors import RegistryError, ValidationError
+from registry import cards, consistency, git, stages, storage
+from registry.cards import Artifact
+from registry.consistency import CardFacts
+from registry.errors import Problem, ValidationError
 from registry.gates import GateResult
 from registry.repo import MODELS_DIR
-from registry.validate import VERSION_FILES
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
 
+class HeadTree:
+    """The PR's head commit, as the consistency rule reads it (DVC bytes fetched as needed)."""
 
-def check_version(ctx: CheckContext, model: str, version: str) -> list[str]:
-    """Problems of one version folder at head, each naming the file."""
-    folder = f"{MODELS_DIR}/{model}/{version}"
-    card_path = f"{folder}/{cards.CARD_FILE}"
-    text = ctx.read(ctx.head, card_path)
-    if text is None:
-        return [f"{folder}: no card.yaml"]
-    try:
-        card = cards.parse(text, card_path)
-    except ValidationError:
-        return []  # the schema gate reports it, with lines
-    problems = [str(p) for p in cards.folder_problems(card, model, version, card_path, text)]
-    problems += [str(p) for p in cards.duplicate_artifact_problems(card, card_path, text)]
-    entries = {e.path.rsplit("/", 1)[1]: e for e in ctx.files_at(ctx.head, folder)}
-    listed = set(VERSION_FILES)
-    local = None
-    for artifact in card.artifacts:
-        listed.add(artifact.path)
-        file_path = f"{folder}/{artifact.path}"
-        if artifact.storage == "git":
-            entry = entries.get(artifact.path)
-            if entry is None:
-                problems.append(f"{file_path}: listed in the card as stored in git, but not in the commit")
-                continue
-            data = ctx.cat.read(entry.sha) or b""
-            digest = hashlib.sha256(data).hexdigest()
-            if len(data) != artifact.size or digest != artifact.sha256:
-                problems.append(f"{file_path}: is {len(data)} bytes with sha256 {digest}; "
-                                f"the card says {artifact.size} bytes, {artifact.sha256}")
-            continue
-        pointer_path = file_path + ".dvc"
-        listed.add(artifact.path + ".dvc")
-        pointer_text = ctx.read(ctx.head, pointer_path)
-        if pointer_text is None:
-            problems.append(f"{pointer_path}: missing; the card stores {artifact.path} in DVC")
-            continue
-        try:
-            pointer = storage.parse_pointer(pointer_text, pointer_path)
-        except ValidationError as exc:
-            problems += [str(p) for p in exc.problems]
-            continue
-        if pointer.size is not None and pointer.size != artifact.size:
-            problems.append(f"{pointer_path}: size {pointer.size} disagrees with the card's {artifact.size}")
-        if local is None:
+    require_bytes = True
+
+    def __init__(self, ctx: CheckContext, paths: list[str]) -> None:
+        self.ctx = ctx
+        entries = git.ls_tree(ctx.head, ctx.reg.root, paths) if paths else []
+        self._modes = {e.path: e.mode for e in entries}
+        self._shas = {e.path: e.sha for e in entries}
+        self._cards: dict[str, CardFacts | None] = {}
+
+    def files(self) -> Mapping[str, str]:
+        return self._modes
+
+    def tracked(self, path: str) -> bool:
+        return path in self._modes
+
+    def read(self, path: str) -> bytes | None:
+        if self._modes.get(path) not in consistency.REGULAR:
+            return None
+        return self.ctx.cat.read(self._shas[path])
+
+    def card(self, path: str) -> CardFacts | None:
+        if path not in self._cards:
+            text = self.read(path)
             try:
-                local = ctx.version_folder(model, version)
-            except RegistryError as exc:
-                problems.append(f"{file_path}: cannot fetch the bytes to verify them: {exc}")
-                continue
-        blob = local / artifact.path
-        if not blob.is_file():
-            problems.append(f"{file_path}: not available from DVC to verify")
-            continue
-        digest, size = storage.file_digest(blob)
-        if size != artifact.size or digest != artifact.sha256:
-            problems.append(f"{file_path}: is {size} bytes with sha256 {digest}; "
-                            f"the card says {artifact.size} bytes, {artifact.sha256}")
-    for extra in sorted(set(entries) - listed):
-        problems.append(f"{folder}/{extra}: not listed in the card's artifacts")
-    return problems
+                card = cards.parse(text, path) if text is not None else None
+            except ValidationError:
+                card = None
+            self._cards[path] = CardFacts(card.name, card.version, card.artifacts) if card else None
+        return self._cards[path]
+
+    def pointer_size(self, path: str) -> tuple[bool, int | None]:
+        text = self.read(path)
+        try:
+            return (True, storage.parse_pointer(text, path).size) if text is not None else (False, None)
+        except ValidationError:
+            return False, None
+
+    def assignments(self, model: str) -> list[tuple[str, str]] | None:
+        path = f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}"
+        text = self.read(path)
+        if text is None:
+            return None
+        try:
+            return stages.parse(text, path).assignments()
+        except ValidationError:
+            return None  # the schema gate reports it
+
+    def dvc_digest(self, model: str, version: str, artifact: Artifact) -> tuple[str, int] | None:
+        blob = self.ctx.version_folder(model, version) / artifact.path
+        return storage.file_digest(blob) if blob.is_file() and not blob.is_symlink() else None
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
-    results = []
+    changed = [c.path for c in ctx.changes if c.status != "D" and c.path.startswith(f"{MODELS_DIR}/")]
+    models = sorted({p.split("/")[1] for p in changed if p.count("/") >= 2})
+    tree = HeadTree(ctx, [f"{MODELS_DIR}/{m}/" for m in models] + [p for p in changed if p.count("/") == 1])
+    folders = consistency.folders_of(tree.files())
+    problems: list[Problem] = consistency.path_problems(tree, changed, folders)
     for model, version in ctx.new_versions:
-        problems = check_version(ctx, model, version)
-        if problems:
-            results += [GateResult("consistency", model, version, "fail", p, p.split(":", 1)[0]) for p in problems]
-        else:
+        problems += consistency.version_problems(tree, model, version, folders)
+    for model in sorted({m for m, _ in ctx.new_versions}):
+        problems += consistency.model_problems(tree, model)
+    for model in models:
+        if any(c.path == f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}" for c in ctx.changes):
+            problems += consistency.stages_problems(tree, model)
+    results = []
+    for problem in dict.fromkeys(problems):
+        model_name, version_name = consistency.version_of(problem.path)
+        results.append(GateResult("consistency", model_name, version_name, "fail", str(problem), problem.path,
+                                  problem.line))
+    failed = {(r.model, r.version) for r in results}
+    for model, version in ctx.new_versions:
+        if (model, version) not in failed:
             results.append(GateResult("consistency", model, version, "pass",
                                       "card, folder, pointers and bytes agree (size and sha256)"))
-    for model in ctx.models:
-        path = f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}"
-        if not any(c.path == path for c in ctx.changes):
-            continue
-        held = ctx.stages_at(ctx.head, model)
-        for version, stage in held.assignments():
-            if ctx.read(ctx.head, f"{MODELS_DIR}/{model}/{version}/{cards.CARD_FILE}") is None:
-                results.append(GateResult("consistency", model, version, "fail",
-                                          f"{path}: {stage} names {model}@{version}, which is not registered", path))
     if not results:
         results.append(GateResult("consistency", None, None, "skip", "no version folder or stages file changed"))
     return results

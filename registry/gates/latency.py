@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from registry import runner
 from registry.errors import RegistryError
-from registry.gates import GateResult
-from registry.gates.smoke import cleared
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
+
+REQUIRES = (*MODEL_RUN_PREREQUISITES, "smoke")
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
@@ -28,12 +29,13 @@ def run(ctx: CheckContext) -> list[GateResult]:
         if blocked:
             results.append(blocked)
             continue
-        if not ctx.passed("smoke", model, version):
-            results.append(GateResult("latency", model, version, "skip", "not run: the smoke gate failed"))
-            continue
         entrypoint = card.data.get("entrypoint")
         if not entrypoint:
             results.append(GateResult("latency", model, version, "skip", "the card names no entrypoint"))
+            continue
+        if not ctx.passed("smoke", model, version):
+            status = "skip" if ctx.failed("smoke", model, version) else "fail"
+            results.append(GateResult("latency", model, version, status, "not run: the smoke gate did not pass"))
             continue
         runs = int(policy.latency.get("runs", 50))
         try:

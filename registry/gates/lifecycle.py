@@ -1,4 +1,9 @@
-"""lifecycle gate: each stage change is an allowed transition; rollbacks go to earlier production versions."""
+"""lifecycle gate: each stage change is an allowed transition; rollbacks go to earlier production versions.
+
+The transitions come from the base branch's registry.yaml only. Nothing the pull request
+writes (its commit messages and trailers, its cards) relaxes them: an import is a
+registration like any other and is promoted stage by stage.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,15 @@ if TYPE_CHECKING:
 def _was_in_production(ctx: CheckContext, change: StageChange) -> bool:
     history = audit.log(ctx.reg, name=change.model, version=change.version, ref=ctx.base)
     return any(entry.to_stage == "production" for entry in history)
+
+
+SERVED = ("staging", "canary", "production")
+
+
+def _purged(ctx: CheckContext, change: StageChange) -> bool:
+    """Whether the version's card carries gc's purged: mark on base or at head."""
+    return any(card is not None and "purged" in card.data
+               for card in (ctx.card_at(rev, change.model, change.version) for rev in (ctx.base, ctx.head)))
 
 
 def _rebase_hint(ctx: CheckContext, change: StageChange) -> str:
@@ -56,18 +70,16 @@ def run(ctx: CheckContext) -> list[GateResult]:
     for change in ctx.stage_changes:
         path = f"{MODELS_DIR}/{change.model}/{stages.STAGES_FILE}"
         label = f"{change.source} → {change.target}"
-        imported = ctx.imported_from
-        if imported and change.source == "development" and (change.model, change.version) in ctx.new_versions:
-            results.append(GateResult(
-                "lifecycle", change.model, change.version, "pass",
-                f"{label}: the stage this version held in {imported}, carried over by `registry import`; "
-                "the approval gate requires an admin or the model's owner to review it", path))
-            continue
         if not ctx.config.allows(change.source, change.target):
             allowed = ", ".join(ctx.config.transitions.get(change.source, ())) or "nothing"
             results.append(GateResult(
                 "lifecycle", change.model, change.version, "fail",
                 f"{path}: {label} is not allowed (from {change.source}: {allowed})" + _rebase_hint(ctx, change), path))
+        elif change.target in SERVED and _purged(ctx, change):
+            results.append(GateResult(
+                "lifecycle", change.model, change.version, "fail",
+                f"{path}: {change.model}@{change.version} was purged by the retention policy and its weights are "
+                f"gone; it cannot go to {change.target}: register a new version", path))
         elif change.source == "deprecated" and change.target == "production" and not _was_in_production(ctx, change):
             results.append(GateResult(
                 "lifecycle", change.model, change.version, "fail",

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING
 
 from registry import config, storage
 from registry.errors import RegistryError
-from registry.gates import GateResult
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult
 from registry.repo import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
     from registry.cards import Card
     from registry.check import CheckContext
     from registry.config import EvalSet, Evaluation, StagePolicy
+
+# The recomputation runs the model: scan and format run first, whatever --gate selects.
+REQUIRES = MODEL_RUN_PREREQUISITES
 
 # Stages a version serves live traffic from: checked for regression against production.
 AGAINST_PRODUCTION = ("production", "canary")

@@ -1,7 +1,7 @@
 """smoke gate: the model loads and predicts on its input example, in a sandboxed subprocess.
 
-Runs only after the scan and format gates passed for the version: nothing that could
-run code on load is ever loaded.
+Runs only after the scan and format gates passed for the version (a recorded pass, not
+the absence of a failure): nothing that could run code on load is ever loaded.
 """
 
 from __future__ import annotations
@@ -10,20 +10,13 @@ from typing import TYPE_CHECKING
 
 from registry import runner
 from registry.errors import RegistryError
-from registry.gates import GateResult
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
 
+REQUIRES = MODEL_RUN_PREREQUISITES
 DEFAULT_TIMEOUT_S = 60.0
-
-
-def cleared(ctx: CheckContext, gate: str, model: str, version: str) -> GateResult | None:
-    """A skip result when an earlier gate stops this model from being run."""
-    for earlier in ("scan", "format"):
-        if not ctx.passed(earlier, model, version):
-            return GateResult(gate, model, version, "skip", f"not run: the {earlier} gate failed for this version")
-    return None
 
 
 def run(ctx: CheckContext) -> list[GateResult]:

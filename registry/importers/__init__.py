@@ -3,7 +3,12 @@
 An importer (``mlflow.py``) reads its source into a :class:`ModelPlan` per model: each
 version's card fields, its files (already downloaded, named as they will be in the
 version folder) and the stage it holds there. :func:`apply` turns a plan into commits on
-the model's own review branch. The commits are made in a temporary git worktree, so the
+the model's own review branch.
+
+An import is an ordinary registration: the branch registers versions (and model.yaml's
+importer-owned tags), never stages. The stages the source gives are returned as the
+`registry promote` commands that take each version there through the lifecycle, one
+reviewed promotion at a time, once the import branch is merged. The commits are made in a temporary git worktree, so the
 user's checkout, index and current branch are never touched, and an import that fails
 halfway leaves the branch as it was.
 
@@ -14,7 +19,6 @@ a conflict, and then nothing is committed for that model: an import never overwr
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -69,8 +73,6 @@ class ModelPlan:
     tag_prefix: str | None = None
     model_tags: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    reason: str = "imported"  # the Reason: trailer of the stages commit
-    source: str = "unknown"  # the Imported-from: trailer, e.g. "mlflow"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class ModelOutcome:
     pushed: bool = False
     notes: tuple[str, ...] = ()
     error: str | None = None
+    # `registry promote` commands, in order, that bring the source's stages over after the merge.
+    promotions: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -109,7 +113,7 @@ class ModelOutcome:
                           "artifacts": [a.as_dict() for a in v.artifacts], "message": v.message}
                          for v in self.versions],
             "stages": self.stages.as_dict() if self.stages is not None else None,
-            "notes": list(self.notes), "error": self.error,
+            "notes": list(self.notes), "error": self.error, "promotions": list(self.promotions),
         }
 
 
@@ -173,16 +177,20 @@ def apply(reg: Registry, plan: ModelPlan, *, push: bool, progress: ProgressFn | 
             notes.append(f"{plan.name}@{number} is registered on {_short(ref)}, not on {_short(base)}; "
                          "its stage is not set on this branch")
     new = [v for v in plan.versions if v.version not in outcomes]
-    if not new and not _model_changes(reg, plan, base, on_base):
+    current = _stages_at(reg, base, plan.name)
+    steps, unreachable = promotions(current, plan, on_base | {v.version for v in new}, reg.config.transitions)
+    notes += unreachable
+    if not new and not _model_changes(reg, plan, base):
         return ModelOutcome(plan.name, plan.label, "up-to-date", plan.branch if _branch_exists(reg, plan.branch) else None,
                             tuple(outcomes[v.version] for v in plan.versions),
-                            stages=_stages_at(reg, base, plan.name), notes=tuple(notes))
-    return _commit(reg, plan, base, outcomes, new, on_base, notes, push, progress)
+                            stages=current, notes=tuple(notes), promotions=steps)
+    outcome = _commit(reg, plan, base, outcomes, new, notes, push, progress)
+    return ModelOutcome(outcome.name, outcome.label, outcome.status, outcome.branch, outcome.versions,
+                        outcome.stages, outcome.commits, outcome.pushed, outcome.notes, outcome.error, steps)
 
 
 def _commit(reg: Registry, plan: ModelPlan, base: str, outcomes: dict[str, VersionOutcome],
-            new: list[VersionPlan], on_base: set[str], notes: list[str], push: bool,
-            progress: ProgressFn | None) -> ModelOutcome:
+            new: list[VersionPlan], notes: list[str], push: bool, progress: ProgressFn | None) -> ModelOutcome:
     from registry.register import register
 
     old_tip = git.rev_parse(f"refs/heads/{plan.branch}", reg.root)
@@ -198,10 +206,7 @@ def _commit(reg: Registry, plan: ModelPlan, base: str, outcomes: dict[str, Versi
                 commits.append(done.commit)
                 outcomes[version.version] = VersionOutcome(
                     version.version, version.label, version.source_version, "registered", version.stage, done.card.artifacts)
-            present = on_base | {v.version for v in new}
-            target = target_stages(work.stages(plan.name), plan, present, work.config.on_replace,
-                                   work.config.min_sunset_days)
-            commit = _commit_model_files(work, plan, target, created_model)
+            commit = _commit_model_file(work, plan, created_model)
             if commit:
                 commits.append(commit)
     except BaseException:
@@ -221,45 +226,66 @@ def _commit(reg: Registry, plan: ModelPlan, base: str, outcomes: dict[str, Versi
                         pushed=pushed, notes=tuple(notes))
 
 
-def target_stages(current: Stages, plan: ModelPlan, present: set[str], on_replace: str,
-                  min_sunset_days: int, today: dt.date | None = None) -> Stages:
-    """current with each imported version moved to the stage it holds in the source.
+def promotions(current: Stages, plan: ModelPlan, present: set[str],
+               transitions: Mapping[str, Sequence[str]]) -> tuple[tuple[str, ...], list[str]]:
+    """The `registry promote` commands, in order, that move each version to the stage it holds
+    in the source, along the shortest path the lifecycle allows; and notes for those it cannot.
 
-    Only versions on the branch are placed (stages may name registered versions only). A
-    production version that loses production, and that the source puts in no other stage,
-    goes where the lifecycle sends replaced versions (on_replace). A version in no stage at
-    the source leaves staging, but keeps a canary, deprecated or archived stage, which the
-    source cannot express: re-running an import changes nothing.
+    Each command is a promotion of its own, reviewed and gated like any other, to run once the
+    previous one is merged. A production version that the source replaces goes where the
+    lifecycle sends replaced versions when its successor is promoted; a version in no stage at
+    the source, or in a stage the source cannot express, is left where it is.
     """
+    commands: list[str] = []
+    notes: list[str] = []
     wanted = {v.version: v.stage for v in plan.versions if v.version in present}
-    sunset = ((today or dt.date.today()) + dt.timedelta(days=min_sunset_days)).isoformat()
-
-    def moved(held: Stages, version: str, stage: str) -> Stages:
-        return held.with_stage(version, stage, sunset=sunset if stage == "deprecated" else None)
-
-    new = current
-    winner = next((v for v, s in wanted.items() if s == "production"), None)
-    replaced = current.production
-    if winner and replaced and replaced != winner and wanted.get(replaced, "development") == "development":
-        new = moved(new, replaced, on_replace)
-    for version in sorted(wanted, key=version_sort_key):
-        stage, held = wanted[version], new.stage_of(version)
-        if stage == "development":
-            if held == "production":
-                stage = on_replace
-            elif held != "staging":
-                continue
-        if held != stage:
-            new = moved(new, version, stage)
-    return new
+    order = sorted(wanted, key=lambda v: (wanted[v] == "production", version_sort_key(v)))
+    for version in order:
+        stage, held = wanted[version], current.stage_of(version)
+        if stage not in ("staging", "canary", "production", "archived") or held == stage:
+            continue
+        path = _shortest_path(held, stage, transitions)
+        if path is None:
+            notes.append(f"{plan.name}@{version} is {stage} in {plan.label}, but the lifecycle allows no path "
+                         f"from {held} to {stage}; it stays {held}")
+            continue
+        reason = _shell_word(f"{stage} in {plan.label}")
+        commands += [f"registry promote {plan.name} {version} --to {step} --reason {reason}" for step in path]
+    return tuple(commands), notes
 
 
-def _model_changes(reg: Registry, plan: ModelPlan, base: str, on_base: set[str]) -> bool:
-    """Would the stages or model.yaml on base change? (Nothing new to register.)"""
-    config = reg.config
-    current = _stages_at(reg, base, plan.name)
-    if target_stages(current, plan, on_base, config.on_replace, config.min_sunset_days) != current:
-        return True
+def _shell_word(text: str) -> str:
+    """text as one shell word: in double quotes when that is safe, else quoted by shlex."""
+    import shlex
+
+    return f'"{text}"' if not any(c in text for c in '"$`\\!') else shlex.quote(text)
+
+
+def _shortest_path(source: str, target: str, transitions: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """The stages after source on the shortest allowed way to target (breadth first), or None."""
+    previous: dict[str, str] = {}
+    frontier = [source]
+    seen = {source}
+    while frontier:
+        following = []
+        for stage in frontier:
+            for nxt in transitions.get(stage, ()):
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                previous[nxt] = stage
+                if nxt == target:
+                    path = [nxt]
+                    while path[-1] in previous and previous[path[-1]] != source:
+                        path.append(previous[path[-1]])
+                    return path[::-1]
+                following.append(nxt)
+        frontier = following
+    return None
+
+
+def _model_changes(reg: Registry, plan: ModelPlan, base: str) -> bool:
+    """Would model.yaml on base change? (Nothing new to register.)"""
     text = _read_at(reg, base, f"{MODELS_DIR}/{plan.name}/{MODEL_FILE}")
     if text is None:
         return False
@@ -278,13 +304,9 @@ def _with_tags(data: Mapping[str, Any], plan: ModelPlan) -> dict[str, Any]:
     return updated
 
 
-def _commit_model_files(work: Registry, plan: ModelPlan, target: Stages, created_model: bool) -> str | None:
-    """stages.yaml (and model.yaml's importer-owned tags) in one commit; None when unchanged."""
-    paths = []
-    stages_path = work.model_dir(plan.name) / stages.STAGES_FILE
-    if work.stages(plan.name) != target:
-        yamlio.atomic_write(stages_path, target.to_text())
-        paths.append(work.rel(stages_path))
+def _commit_model_file(work: Registry, plan: ModelPlan, created_model: bool) -> str | None:
+    """model.yaml's importer-owned tags (and, for a new model, its description and task) in one
+    commit; None when unchanged. Stages are never set by an import: see :func:`promotions`."""
     model_path = work.model_dir(plan.name) / MODEL_FILE
     data = yamlio.load_file(model_path, work.rel(model_path)) or {}
     updated = _with_tags(data, plan)
@@ -293,18 +315,12 @@ def _commit_model_files(work: Registry, plan: ModelPlan, target: Stages, created
             updated["description"] = plan.description.strip().splitlines()[0]
         if plan.task:
             updated["task"] = plan.task
-    if updated != data:
-        header = yamlio.schema_header(f"../../{schemas.REPO_SCHEMA_DIR}/model.schema.json")
-        yamlio.atomic_write(model_path, header + yamlio.dumps(updated))
-        paths.append(work.rel(model_path))
-    if not paths:
+    if updated == data:
         return None
-    git.run(["add", "--", *paths], work.root)
-    held = ", ".join(f"{v} {s}" for v, s in target.assignments()) or "none"
-    # The trailer lets tools (e.g. the lifecycle gate) tell an import from a promotion.
-    message = (f"Set stages of {plan.name} from {plan.label}\n\nStages: {held}\n\n"
-               f"Reason: {plan.reason}\nImported-from: {plan.source}\n")
-    git.run(["commit", "--quiet", "-m", message], work.root)
+    header = yamlio.schema_header(f"../../{schemas.REPO_SCHEMA_DIR}/model.schema.json")
+    yamlio.atomic_write(model_path, header + yamlio.dumps(updated))
+    git.run(["add", "--", work.rel(model_path)], work.root)
+    git.run(["commit", "--quiet", "-m", f"Describe {plan.name} from {plan.label}\n\nReason: imported\n"], work.root)
     return git.run(["rev-parse", "HEAD"], work.root).strip()
 
 

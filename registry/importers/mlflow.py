@@ -15,7 +15,9 @@ What becomes what (docs/mlflow.md has the walkthrough):
   ``mlflow.flattened``); a name that would be ambiguous or is not allowed is refused;
 - alias ``champion`` and legacy stage ``Production`` → production (the alias wins when
   they name different versions), ``Staging`` → staging, ``Archived`` → archived; other
-  aliases become model.yaml tags ``mlflow.alias.<alias>: <version>``.
+  aliases become model.yaml tags ``mlflow.alias.<alias>: <version>``. The import branch
+  sets no stage: these are the `registry promote` commands the import prints, run through
+  the lifecycle after the branch is merged.
 """
 
 from __future__ import annotations
@@ -319,13 +321,11 @@ def _plan(reg: Registry, client: Any, uri: str, rm: Any, name: str, tmp: Path) -
     if not versions:
         notes.append(f"{label}: no version to import")
     model_task = (getattr(rm, "tags", None) or {}).get(TASK_TAG)
-    held = ", ".join(f"{v.version} {v.stage}" for v in versions if v.stage != "development") or "none"
     return ModelPlan(
         name=name, label=label, branch=BRANCH_PREFIX + name, versions=tuple(versions),
         description=(rm.description or "").strip() or None,
         task=model_task or next((str(v.card["task"]) for v in versions if v.card["task"] != "unknown"), None),
         tag_prefix=ALIAS_TAG_PREFIX, model_tags=alias_tags, notes=tuple(notes),
-        reason=f"imported from {label}: {held}", source="mlflow",
     )
 
 
