@@ -172,6 +172,9 @@ def test_an_honest_card_passes_the_evaluation_policy(gated: Path, tmp_path: Path
     assert failures(report) == {}
     assert [g["message"] for g in gate(report, "metrics")] == [
         f"accuracy=0.5 meet the policy; recomputed on {HOLDOUT}: accuracy=0.5000"]
+    # The PR summary says the number was measured, not taken from the card.
+    [change] = report["changes"]  # type: ignore[index]
+    assert [(m["name"], m["source"]) for m in change["metrics"]] == [("accuracy", "recomputed")]
 
 
 @pytest.mark.parametrize("card_extra", [

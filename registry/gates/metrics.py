@@ -143,6 +143,8 @@ def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set
                                  timeout_s=max(timeout, 60))
     if result.status != "pass":
         return [*problems, f"recomputing metrics on {path} ({eval_set.declared_in}) failed: {result.message}"], ""
+    # The PR summary marks these as measured, not self-reported.
+    ctx.recomputed[(model, version)] = ctx.recomputed.get((model, version), frozenset()) | frozenset(result.metrics)
     for name, value in result.metrics.items():
         claimed = card.metrics.get(name)
         if claimed is None or not _finite(claimed):
