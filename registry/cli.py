@@ -78,6 +78,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("registry.cli_read", "validate"),
     "verify": ("registry.cli_commands", "verify_command"),
     "verify-history": ("registry.cli_audit", "verify_history"),
+    "workflow": ("registry.cli_commands", "workflow_command"),
 }
 
 

@@ -165,6 +165,24 @@ def codeowners() -> None:
     echo(f"{module.CODEOWNERS_FILE} {'updated; commit it' if changed else 'is up to date'}")
 
 
+@click.command(name="workflow")
+def workflow_command() -> None:
+    """Rewrite .github/workflows/registry.yml for this version and registry.yaml (the DVC
+    remote's extra; the approvals job only with audit: {record_approvals: true})."""
+    from registry import storage, templates, yamlio
+
+    reg = _open()
+    path = reg.root / templates.WORKFLOW_FILE
+    remote = storage.remote_url((reg.root / storage.DVC_CONFIG).read_bytes()
+                                if (reg.root / storage.DVC_CONFIG).is_file() else None) or ""
+    text = templates.workflow(remote, record_approvals=reg.config.record_approvals)
+    changed = not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yamlio.atomic_write(path, text)
+    echo(f"{templates.WORKFLOW_FILE} {'updated; commit it in a pull request' if changed else 'is up to date'}")
+
+
 @click.command()
 @click.argument("name")
 @click.option("--reason", required=True, help="Why: recorded in the commit and the audit log.")

@@ -176,6 +176,40 @@ jobs:
           if-no-files-found: error
 """
 
+# Rendered only for a registry that opts in (registry.yaml `audit: {record_approvals: true}`):
+# the one job with `contents: write`. It runs on pushes to the default branch (main's code,
+# never a pull request's) and pushes refs/notes/registry/approvals; the token reaches git
+# through that one step's environment (GIT_CONFIG_*), never .git/config.
+_APPROVALS_JOB = """\
+  approvals:
+    if: github.event_name == 'push' && github.ref == format('refs/heads/{0}', github.event.repository.default_branch)
+    runs-on: ubuntu-latest
+    timeout-minutes: 10
+    permissions:
+      contents: write  # push refs/notes/registry/approvals
+      pull-requests: read  # read each merged PR's reviews
+    # One run at a time, never cancelled: every push's pull requests get their notes.
+    concurrency:
+      group: registry-approvals-${{ github.repository }}
+      cancel-in-progress: false
+    env:
+      REGISTRY_PACKAGE: @PACKAGE@
+    steps:
+@SETUP@      - name: Record the merged pull requests' approvals as git notes
+        env:
+          GITHUB_TOKEN: ${{ github.token }}
+          BEFORE: ${{ github.event.before }}
+          AFTER: ${{ github.sha }}
+        run: |
+          basic=$(printf 'x-access-token:%s' "$GITHUB_TOKEN" | base64 -w0)
+          echo "::add-mask::$basic"
+          export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="http.${GITHUB_SERVER_URL}/.extraheader"
+          export GIT_CONFIG_VALUE_0="AUTHORIZATION: basic $basic"
+          # A new branch's first push has no "before": record the last commit only.
+          if [ "$BEFORE" = "0000000000000000000000000000000000000000" ]; then BEFORE="$AFTER~1"; fi
+          "$REGISTRY_PYTHON" -I -m registry record-approvals --range "$BEFORE..$AFTER" --push
+"""
+
 _INIT_HEAD = """\
 # Gate checks for a model registry, written by `registry init` (@VERSION@).
 # On a pull request: job `fetch` pulls the checked versions' artifacts from DVC (the only
@@ -255,13 +289,14 @@ def _render(text: str, values: dict[str, str]) -> str:
 _FILES = {"REPORT": CHECK_REPORT, "MANIFEST": MANIFEST_FILE}
 
 
-def workflow(remote_url: str = "") -> str:
-    """The workflow `registry init` writes: self-contained, pinned to this version, with the
-    extra that the registry's DVC remote needs."""
+def workflow(remote_url: str = "", record_approvals: bool = False) -> str:
+    """The workflow `registry init` (and `registry workflow`) writes: self-contained, pinned to
+    this version, with the extra that the registry's DVC remote needs, and the approvals job
+    only where registry.yaml opts in."""
     values = {"VERSION": __version__, "PACKAGE": f'"{package_spec(remote_url)}"', "PYTHON": '"3.11"',
               "BASE_REF": "${{ github.base_ref }}", "STAGE": "production",
               "ARTIFACT": "production-manifest", **_FILES}
-    return _render(_INIT_HEAD + _JOBS, values)
+    return _render(_INIT_HEAD + _JOBS + (_APPROVALS_JOB if record_approvals else ""), values)
 
 
 def reusable_workflow() -> str:
