@@ -9,6 +9,7 @@ from registry import branches, git, stages, yamlio
 from registry.errors import UsageError
 from registry.names import ALL_STAGES, check_model_name, check_version
 from registry.repo import Registry
+from registry.safetext import first_control, printable
 from registry.stages import Deprecation, Stages
 
 VERBS = {"production": "Promote", "canary": "Promote", "staging": "Promote",
@@ -117,6 +118,10 @@ def promote(
     reason = " ".join(reason.split())
     if not reason:
         raise UsageError("--reason is required: say why, for the audit log")
+    control = first_control(reason)
+    if control is not None:  # it goes into a commit message that terminals and reviewers will show
+        raise UsageError(f"--reason: character {printable(reason[control])} at position {control + 1} is a control "
+                         "or bidirectional-override character; write the reason as plain text")
     _old, new, source, replaced = plan(reg, name, version, to, traffic=traffic, sunset=sunset, reason=reason)
     dirty = git.dirty_paths(reg.root)
     if dirty:

@@ -248,3 +248,16 @@ def test_watch_start_event_names_the_registry_it_pulls_from(registry_dir: Path, 
            stop=stopped).watch(1)
     assert events[0]["event"] == "watching"
     assert events[0]["source"] == origin
+
+
+@pytest.mark.parametrize("reason", ["ok \x1b[2J", "ok \u202eevil", "ok \x07"])
+def test_a_reason_with_control_characters_is_refused_whoever_proposes_it(
+    registered: Path, cli: Callable[..., Result], reason: str
+) -> None:
+    from tests.conftest import snapshot
+
+    before = snapshot(registered)
+    result = cli("promote", NAME, "1.0.0", "--to", "staging", "--reason", reason, cwd=registered)
+    assert result.code == 2
+    assert "is a control or bidirectional-override character" in result.err and "\x1b" not in result.err
+    assert snapshot(registered) == before
