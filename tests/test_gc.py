@@ -31,6 +31,22 @@ def check_fails(cli: Callable[..., Result], repo: Path, tmp_path: Path) -> list[
     return [g["message"] for g in json.loads(report_file.read_text())["gates"] if g["status"] == "fail"]
 
 
+def two_old_versions_keep_one(repo: Path, inputs: Path, cli: Callable[..., Result],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention keeps one version; 1.0.0 and 1.1.0, made long ago, are registered and merged."""
+    config = yaml.safe_load((repo / "registry.yaml").read_text()) or {}
+    config["retention"] = {"keep_latest": 1, "purge_unstaged_after_days": 7}
+    (repo / "registry.yaml").write_text(yaml.safe_dump(config))
+    git(repo, "commit", "--quiet", "-am", "Keep one")
+    card = inputs / "card.yaml"
+    card.write_text(card.read_text() + "created: 2020-01-05\n")
+    for pr, version in enumerate(("1.0.0", "1.1.0"), start=1):
+        new_weights(inputs, seed=pr)
+        assert cli("register", "credit-approval", version, "--card", str(card), "--artifact",
+                   str(inputs / "model.safetensors"), cwd=repo).code == 0
+        merge(repo, f"register/credit-approval/{version}", monkeypatch, pr=pr)
+
+
 def test_a_purge_mark_on_the_production_card_fails(registered: Path, cli: Callable[..., Result],
                                                     tmp_path: Path) -> None:
     for stage in ("staging", "production"):
@@ -58,17 +74,7 @@ def test_a_purge_mark_the_policy_does_not_allow_fails(registered: Path, cli: Cal
 def test_gc_deletes_nothing_until_its_purge_is_merged(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     repo, remote = registry_dir, tmp_path / "dvc-remote"
-    config = yaml.safe_load((repo / "registry.yaml").read_text()) or {}
-    config["retention"] = {"keep_latest": 1, "purge_unstaged_after_days": 7}
-    (repo / "registry.yaml").write_text(yaml.safe_dump(config))
-    git(repo, "commit", "--quiet", "-am", "Keep one")
-    card = inputs / "card.yaml"
-    card.write_text(card.read_text() + "created: 2020-01-05\n")
-    for pr, version in enumerate(("1.0.0", "1.1.0"), start=1):
-        new_weights(inputs, seed=pr)
-        assert cli("register", "credit-approval", version, "--card", str(card), "--artifact",
-                   str(inputs / "model.safetensors"), cwd=repo).code == 0
-        merge(repo, f"register/credit-approval/{version}", monkeypatch, pr=pr)
+    two_old_versions_keep_one(repo, inputs, cli, monkeypatch)
     git(repo, "push", "--quiet", "origin", "main")
     weights = repo / "models/credit-approval/1.0.0/model.safetensors"
     assert weights.is_file()
@@ -113,17 +119,7 @@ def test_a_new_version_cannot_arrive_purged(registered: Path, cli: Callable[...,
 def test_a_purged_version_cannot_be_served_again(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
                                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     repo = registry_dir
-    config = yaml.safe_load((repo / "registry.yaml").read_text()) or {}
-    config["retention"] = {"keep_latest": 1, "purge_unstaged_after_days": 7}
-    (repo / "registry.yaml").write_text(yaml.safe_dump(config))
-    git(repo, "commit", "--quiet", "-am", "Keep one")
-    card = inputs / "card.yaml"
-    card.write_text(card.read_text() + "created: 2020-01-05\n")
-    for pr, version in enumerate(("1.0.0", "1.1.0"), start=1):
-        new_weights(inputs, seed=pr)
-        assert cli("register", "credit-approval", version, "--card", str(card), "--artifact",
-                   str(inputs / "model.safetensors"), cwd=repo).code == 0
-        merge(repo, f"register/credit-approval/{version}", monkeypatch, pr=pr)
+    two_old_versions_keep_one(repo, inputs, cli, monkeypatch)
     assert cli("gc", "--no-branch", cwd=repo).code == 0  # 1.0.0 marked purged, on main
     # By hand, since `registry promote` refuses: the lifecycle gate must refuse it too.
     git(repo, "switch", "--quiet", "-c", "revive")
