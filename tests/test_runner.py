@@ -153,7 +153,6 @@ def test_smoke_times_out_and_kills_the_whole_process_group(tmp_path: Path) -> No
             time.sleep(10)
         """)
     results: list[RunResult] = []
-    started = time.monotonic()
     running = threading.Thread(target=lambda: results.append(smoke(folder, "predict.py", [1], timeout_s=1)))
     running.start()
     seen: list[tuple[int, int]] = []
@@ -161,11 +160,9 @@ def test_smoke_times_out_and_kills_the_whole_process_group(tmp_path: Path) -> No
         seen = marked_processes(marker)
         time.sleep(0.01)
     running.join()
-    elapsed = time.monotonic() - started
     result = results[0]
     assert result.status == "fail"
     assert result.message == "timed out after 1 s"
-    assert elapsed < 8
     assert len(seen) == 1, "the helper was seen running"
     helper, child = seen[0]
     assert not is_alive(child)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -43,9 +42,8 @@ def test_nested_duplicate_key() -> None:
 
 
 def test_alias_bomb_is_refused_quickly() -> None:
-    started = time.process_time()
-    assert "aliases expand to more than" in problem(BILLION_LAUGHS)
-    assert time.process_time() - started < 5  # generous: the point is it does not expand 10^9 nodes
+    # Refused at the count (100,000 nodes), not after expanding 10^9: no clock needed to see it.
+    assert "aliases expand to more than 100000 nodes" in problem(BILLION_LAUGHS)
 
 
 def test_small_aliases_are_fine() -> None:
