@@ -154,23 +154,25 @@ def test_rmse_regression_against_production_is_measured_downwards(
     assert checked(cli, regression, tmp_path) == {}
 
 
-def test_the_default_policy_still_requires_accuracy_for_classification(
+def test_the_default_policy_still_requires_accuracy_for_classification_whatever_a_card_claims(
         registry_dir: Path, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
     # The default stage metrics (accuracy), a looser latency for a shared CI machine, a regression override.
     (registry_dir / "registry.yaml").write_text(
         "policy:\n  staging:\n    latency: {p50_ms: 500, p99_ms: 1000, runs: 5}\n" + TASKS)
     git(registry_dir, "add", "-A")
     git(registry_dir, "commit", "--quiet", "-m", "Policy")
-    for version, task in (("1.0.0", "classification"), ("2.0.0", "ranking")):
+    # m's model.yaml (written by its first registration) says classification: a later card that
+    # says regression does not pick the regression thresholds for itself.
+    for version, task in (("1.0.0", "classification"), ("2.0.0", "regression")):
         register(cli, registry_dir, tmp_path, version, sign=False,
                  card=REGRESSION_CARD.replace("task: regression", f"task: {task}"))
         merge(registry_dir, f"register/m/{version}", monkeypatch)
-    for version, task in (("1.0.0", "classification"), ("2.0.0", "ranking")):
+    for version in ("1.0.0", "2.0.0"):
         promote(cli, registry_dir, version, "staging")
         assert checked(cli, registry_dir, tmp_path) == {"metrics": [
             f"models/m/{version}/card.yaml: accuracy is required by the staging policy but missing from the card "
-            f"(registry.yaml on the base branch can set other thresholds for a task: "
-            f"policy.tasks.{task}.staging.metrics)"]}
+            "(registry.yaml on the base branch can set other thresholds for a task: "
+            "policy.tasks.classification.staging.metrics)"]}
 
 
 # --- per model: model.yaml on the base branch, stricter only ----------------------------------------------

@@ -84,17 +84,30 @@ def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str
     base that does not validate raises a ValidationError: the caller fails the gate.
     """
     from registry import config
-    from registry.layout import MODEL_FILE, MODELS_DIR
 
     if not target:
         return None
+    own = base_model_data(ctx, model)
+    return config.effective_policy(ctx.config, policy_task(ctx, model, version), target, own.get("policy"))
+
+
+def base_model_data(ctx: CheckContext, model: str) -> dict[str, Any]:
+    """The model's model.yaml on the base branch ({} for a new model); a ValidationError if invalid."""
+    from registry import config
+    from registry.layout import MODEL_FILE, MODELS_DIR
+
     model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
-    own = config.model_data(ctx.read(ctx.base, model_file), model_file)
-    task = own.get("task")
+    return config.model_data(ctx.read(ctx.base, model_file), model_file)
+
+
+def policy_task(ctx: CheckContext, model: str, version: str | None) -> str | None:
+    """The task whose policy applies: base's model.yaml `task` when it names one (a card in the PR
+    cannot pick another task's thresholds), else the card's."""
+    task = base_model_data(ctx, model).get("task")
     if not task and version is not None:
         card = ctx.card_at(ctx.head, model, version)
         task = card.data.get("task") if card is not None else None
-    return config.effective_policy(ctx.config, str(task) if task else None, target, own.get("policy"))
+    return str(task) if task else None
 
 
 def located(problem_path: str, line: int | None, message: str) -> str:
