@@ -295,3 +295,13 @@ def test_the_schema_refuses_unknown_keys_and_non_finite_values_in_task_and_model
     assert result.code == 1 and "Traceback" not in result.err
     assert expected in result.err, result.err
     assert snapshot(regression) == before
+
+
+def test_the_audit_log_describes_a_task_policy_change_and_nothing_else() -> None:
+    """`registry log --action policy` words: a new task override, not every default stage "removed"."""
+    from registry import audit
+
+    tasks = b"policy:\n  tasks:\n    regression:\n      production:\n        metrics: {rmse: {max: 0.3}}\n"
+    assert audit.describe_policy_change(b"{}", tasks) == ["tasks regression production metrics rmse max set to 0.3"]
+    production = b"policy:\n  production:\n    metrics: {accuracy: {min: 0.92}}\n"
+    assert audit.describe_policy_change(b"{}", production) == ["production accuracy min 0.9 → 0.92"]
