@@ -311,10 +311,15 @@ def _effective(raw: bytes | None) -> dict[str, Any] | None:
         merged.setdefault(key, value)
     policy = merged.get("policy")
     if isinstance(policy, dict):
+        # As config.stage_policies reads it: each stage's keys over that stage's defaults.
+        stages = dict.fromkeys([*config.DEFAULT_POLICY, *(k for k in policy if k != "tasks")])
         merged["policy"] = {
-            stage: ({"approvals": config.default_approvals(stage), **p} if isinstance(p, dict) else p)
-            for stage, p in policy.items()
+            stage: ({"approvals": config.default_approvals(stage), **config.DEFAULT_POLICY.get(stage, {}), **p}
+                    if isinstance(p := policy.get(stage, {}), dict) else p)
+            for stage in stages
         }
+        if policy.get("tasks"):
+            merged["policy"]["tasks"] = policy["tasks"]
     return merged
 
 

@@ -53,7 +53,7 @@ DEFAULT_APPROVALS: dict[str, dict[str, Any]] = {"production": {"min": 1, "no_sel
 # The file `registry init` writes: every key with its default, so admins see what to tune.
 DEFAULT_CONFIG: dict[str, Any] = {
     "lifecycle": {"transitions": DEFAULT_TRANSITIONS, "on_replace": "deprecated"},
-    "policy": DEFAULT_POLICY,
+    "policy": {**DEFAULT_POLICY, "tasks": {}},
     "evaluation": DEFAULT_EVALUATION,
     "deprecation": {"min_sunset_days": 90},
     "retention": {"keep_latest": 3, "purge_unstaged_after_days": 7},
@@ -94,9 +94,73 @@ def stage_policies(data: dict[str, Any] | None) -> dict[str, StagePolicy]:
     sets only production's thresholds keeps production's signature rule and canary's gates.
     Turning a default off is explicit (`require_signature: false`, `max_regression: {}`).
     """
-    given = data or {}
+    given = {k: v for k, v in (data or {}).items() if k != "tasks"}
     return {stage: StagePolicy(**{**DEFAULT_POLICY.get(stage, {}), **given.get(stage, {})})
             for stage in dict.fromkeys([*DEFAULT_POLICY, *given])}
+
+
+def _lower(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _stricter_bounds(base: dict[str, float], own: dict[str, float]) -> dict[str, float]:
+    """One metric's bounds, both at once: the higher min, the lower max."""
+    merged = dict(base)
+    for bound, limit in own.items():
+        if bound not in merged:
+            merged[bound] = limit
+        else:
+            merged[bound] = max(merged[bound], limit) if bound == "min" else min(merged[bound], limit)
+    return merged
+
+
+def stricter(policy: StagePolicy, own: dict[str, Any]) -> StagePolicy:
+    """A model.yaml's stage rules applied to the registry's stage policy: they only tighten it.
+
+    A min only goes up, a max, a latency limit, smoke_timeout_s and max_traffic only down,
+    require_signature only to true; metrics, regression checks and latency limits the registry
+    does not set are added; a regression tolerance only shrinks (given both an absolute and a
+    relative one, the gate allows the smaller of the two). Nothing here can loosen a rule.
+    """
+    metrics = {k: dict(v) for k, v in policy.metrics.items()}
+    for metric, bounds in (own.get("metrics") or {}).items():
+        metrics[metric] = _stricter_bounds(metrics.get(metric, {}), bounds)
+    regression = {k: dict(v) for k, v in policy.max_regression.items()}
+    for metric, tolerance in (own.get("max_regression") or {}).items():
+        merged = regression.setdefault(metric, {})
+        for kind, value in tolerance.items():
+            merged[kind] = min(merged[kind], value) if kind in merged else value
+    latency = dict(policy.latency)
+    for key, value in (own.get("latency") or {}).items():
+        if key == "runs":
+            latency[key] = max(int(latency.get(key, value)), value)
+        else:
+            latency[key] = min(latency.get(key, value), value)
+    timeout = own.get("smoke_timeout_s")
+    return replace(
+        policy, metrics=metrics, max_regression=regression, latency=latency,
+        smoke_timeout_s=policy.smoke_timeout_s if timeout is None else min(policy.smoke_timeout_s, timeout),
+        require_signature=policy.require_signature or bool(own.get("require_signature", False)),
+        max_traffic=_lower(policy.max_traffic, own.get("max_traffic")))
+
+
+def effective_policy(config: RegistryConfig, task: str | None, stage: str,
+                     model_policy: dict[str, Any] | None) -> StagePolicy | None:
+    """The policy a version of `task` is checked against for `stage`; every gate asks here.
+
+    registry.yaml's policy.<stage>; then the keys of policy.tasks.<task>.<stage> replace that
+    stage's keys (a regression task replaces `metrics` and `max_regression` that name
+    accuracy); then the model's own rules (model.yaml's policy.<stage>, from the base
+    branch) tighten the result (`stricter`). None: nothing applies to that stage.
+    """
+    policy = config.policy.get(stage)
+    override = config.task_policy.get(task or "", {}).get(stage)
+    if override is not None:
+        policy = replace(policy or StagePolicy(**DEFAULT_POLICY.get(stage, {})), **override)
+    own = (model_policy or {}).get(stage)
+    if own is not None:
+        policy = stricter(policy or StagePolicy(), own)
+    return policy
 
 
 @dataclass(frozen=True)
@@ -178,6 +242,8 @@ class RegistryConfig:
     trusted_keys: tuple[str, ...]
     roles: dict[str, tuple[str, ...]]
     record_approvals: bool = False
+    # policy.tasks: task -> stage -> the stage keys it replaces (see effective_policy)
+    task_policy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
@@ -197,6 +263,7 @@ class RegistryConfig:
             trusted_keys=tuple(data.get("trusted_keys", [])),
             roles={k: tuple(v) for k, v in data.get("roles", DEFAULT_CONFIG["roles"]).items()},
             record_approvals=bool((data.get("audit") or {}).get("record_approvals", False)),
+            task_policy=dict((data.get("policy") or {}).get("tasks") or {}),
         )
 
     def allows(self, source: str, target: str) -> bool:
@@ -233,14 +300,21 @@ def default_text() -> str:
     return header + intro + yamlio.dumps(copy.deepcopy(DEFAULT_CONFIG))
 
 
-def model_evaluation(text: str | bytes | None, path: str, registry: Evaluation) -> Evaluation:
-    """The evaluation policy for one model: registry.yaml's, tightened by its model.yaml's."""
+def model_data(text: str | bytes | None, path: str) -> dict[str, Any]:
+    """A model.yaml, validated ({} when there is none); a ValidationError when it does not validate."""
     if text is None:
-        return registry
+        return {}
     from registry import schemas
 
     data = yamlio.loads(text, path)
     problems = schemas.validate("model", data, path, text)
     if problems:
         raise ValidationError(problems)
-    return Evaluation.from_data((data or {}).get("evaluation"), path, within=registry)
+    return dict(data or {})
+
+
+def model_evaluation(text: str | bytes | None, path: str, registry: Evaluation) -> Evaluation:
+    """The evaluation policy for one model: registry.yaml's, tightened by its model.yaml's."""
+    if text is None:
+        return registry
+    return Evaluation.from_data(model_data(text, path).get("evaluation"), path, within=registry)

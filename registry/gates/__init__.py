@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from registry.cards import Card
     from registry.check import CheckContext
+    from registry.config import StagePolicy
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,41 @@ def cleared(ctx: CheckContext, gate: str, model: str, version: str) -> GateResul
                           f"not run: the {earlier} gate did not pass for this version; a model is run only "
                           "after its scan and format gates passed")
     return None
+
+
+def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str | None) -> StagePolicy | None:
+    """The policy a version is checked against for its target stage (None: no target, or no policy).
+
+    All of it from the base branch (`config.effective_policy`): registry.yaml's stage policy,
+    its policy.tasks override for the model's task, tightened by base's model.yaml `policy`.
+    The task is base's model.yaml `task` when it names one, else the card's. A model.yaml on
+    base that does not validate raises a ValidationError: the caller fails the gate.
+    """
+    from registry import config
+
+    if not target:
+        return None
+    own = base_model_data(ctx, model)
+    return config.effective_policy(ctx.config, policy_task(ctx, model, version), target, own.get("policy"))
+
+
+def base_model_data(ctx: CheckContext, model: str) -> dict[str, Any]:
+    """The model's model.yaml on the base branch ({} for a new model); a ValidationError if invalid."""
+    from registry import config
+    from registry.layout import MODEL_FILE, MODELS_DIR
+
+    model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
+    return config.model_data(ctx.read(ctx.base, model_file), model_file)
+
+
+def policy_task(ctx: CheckContext, model: str, version: str | None) -> str | None:
+    """The task whose policy applies: base's model.yaml `task` when it names one (a card in the PR
+    cannot pick another task's thresholds), else the card's."""
+    task = base_model_data(ctx, model).get("task")
+    if not task and version is not None:
+        card = ctx.card_at(ctx.head, model, version)
+        task = card.data.get("task") if card is not None else None
+    return str(task) if task else None
 
 
 def located(problem_path: str, line: int | None, message: str) -> str:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from registry import runner
 from registry.errors import RegistryError
-from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared, stage_policy
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
@@ -17,7 +17,11 @@ REQUIRES = (*MODEL_RUN_PREREQUISITES, "smoke")
 def run(ctx: CheckContext) -> list[GateResult]:
     results = []
     for model, version, target in ctx.checked_versions():
-        policy = ctx.config.policy.get(target) if target else None
+        try:
+            policy = stage_policy(ctx, model, version, target)
+        except RegistryError as exc:  # base's model.yaml does not validate: fail closed
+            results.append(GateResult("latency", model, version, "fail", f"cannot read the policy: {exc}"))
+            continue
         if policy is None or not policy.latency:
             why = f"the {target} policy sets no latency limit" if target else "no target stage"
             results.append(GateResult("latency", model, version, "skip", why))

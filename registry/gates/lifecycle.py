@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry import audit, stages, yamlio
-from registry.gates import GateResult
+from registry.errors import RegistryError
+from registry.gates import GateResult, stage_policy
 from registry.repo import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -43,15 +44,22 @@ def _rebase_hint(ctx: CheckContext, change: StageChange) -> str:
 
 
 def _canary_traffic(ctx: CheckContext) -> list[GateResult]:
-    """A canary this PR sets (or re-weights) takes at most the canary policy's max_traffic."""
-    policy = ctx.config.policy.get("canary")
-    limit = policy.max_traffic if policy is not None else None
+    """A canary this PR sets (or re-weights) takes at most the canary policy's max_traffic
+    (the effective one for that version: its task's and its model.yaml's, from base)."""
     results = []
     for model in ctx.models:
         canary = ctx.stages_at(ctx.head, model).canary
-        if limit is None or canary is None or canary == ctx.stages_at(ctx.base, model).canary:
+        if canary is None or canary == ctx.stages_at(ctx.base, model).canary:
             continue
         path = f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}"
+        try:
+            policy = stage_policy(ctx, model, canary.version, "canary")
+        except RegistryError as exc:  # base's model.yaml does not validate: fail closed
+            results.append(GateResult("lifecycle", model, canary.version, "fail", f"cannot read the policy: {exc}"))
+            continue
+        limit = policy.max_traffic if policy is not None else None
+        if limit is None:
+            continue
         text = ctx.read(ctx.head, path)
         line = yamlio.line_of(text, ["canary", "traffic"]) if text is not None else None
         if canary.traffic > limit:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from registry import config, storage
 from registry.errors import RegistryError
-from registry.gates import MODEL_RUN_PREREQUISITES, GateResult
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, policy_task, stage_policy
 from registry.repo import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
@@ -48,12 +48,14 @@ def _not_finite(card: Card) -> list[str]:
             if not _finite(value)]
 
 
-def _thresholds(card: Card, policy: StagePolicy, target: str) -> list[str]:
+def _thresholds(card: Card, policy: StagePolicy, target: str, task: str | None = None) -> list[str]:
     problems = []
     for metric, bounds in policy.metrics.items():
         value = card.metrics.get(metric)
         if value is None:
-            problems.append(f"{metric} is required by the {target} policy but missing from the card")
+            problems.append(f"{metric} is required by the {target} policy but missing from the card "
+                            "(registry.yaml on the base branch can set other thresholds for a task: "
+                            f"policy.tasks.{task or 'TASK'}.{target}.metrics)")
             continue
         if not _finite(value):
             continue  # reported once, by _not_finite
@@ -83,7 +85,9 @@ def _regressions(card: Card, current: Card, policy: StagePolicy) -> list[str]:
             continue
         lower_is_better = "max" in policy.metrics.get(metric, {})
         worse_by = (new - old) if lower_is_better else (old - new)
-        allowed = tolerance.get("absolute", abs(old) * tolerance.get("relative", 0.0))
+        # Both kinds given (a model.yaml tightening the registry's): the smaller allowance.
+        allowed = min((value if kind == "absolute" else abs(old) * value for kind, value in tolerance.items()),
+                      default=0.0)
         if not _finite(allowed):
             problems.append(f"{metric}: the allowed regression {allowed!r} is not a finite number")
         elif worse_by > allowed + 1e-12:
@@ -174,10 +178,16 @@ def _check_version(ctx: CheckContext, model: str, version: str, target: str | No
                 problems += recomputed
                 if note:
                     notes.append(note)
-    policy = ctx.config.policy.get(target) if target else None
+    try:
+        policy = stage_policy(ctx, model, version, target)
+    except RegistryError as exc:  # base's model.yaml does not validate: fail closed
+        return [*problems, f"cannot read the policy: {exc}"], notes, None
     if policy is None:
         return problems, notes, None
-    problems += _thresholds(card, policy, target or "")
+    task = policy_task(ctx, model, version)
+    problems += _thresholds(card, policy, target or "", task)
+    if task and card.data.get("task") != task:
+        notes.append(f"the {task} policy applies: the task models/{model}/model.yaml names on the base branch")
     current_version = ctx.stages_at(ctx.base, model).production if target in AGAINST_PRODUCTION else None
     rollback = any(c.model == model and c.version == version and c.source == "deprecated"
                    and c.target == "production" for c in ctx.stage_changes)

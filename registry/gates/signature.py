@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from registry import signing
 from registry.errors import RegistryError
-from registry.gates import GateResult
+from registry.gates import GateResult, stage_policy
 from registry.repo import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -25,7 +25,11 @@ def run(ctx: CheckContext) -> list[GateResult]:
     results = []
     keys, key_problems = trusted_keys(ctx) if ctx.checked_versions() else ([], [])
     for model, version, target in ctx.checked_versions():
-        policy = ctx.config.policy.get(target) if target else None
+        try:
+            policy = stage_policy(ctx, model, version, target)
+        except RegistryError as exc:  # base's model.yaml does not validate: fail closed
+            results.append(GateResult("signature", model, version, "fail", f"cannot read the policy: {exc}"))
+            continue
         required = bool(policy and policy.require_signature)
         why = f"the {target} policy requires a signature" if required else "no signature is required"
         path = f"{MODELS_DIR}/{model}/{version}/{signing.SIGNATURE_FILE}"

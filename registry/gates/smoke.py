@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from registry import runner
 from registry.errors import RegistryError
-from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared
+from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared, stage_policy
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
@@ -29,7 +29,11 @@ def run(ctx: CheckContext) -> list[GateResult]:
         if blocked:
             results.append(blocked)
             continue
-        policy = ctx.config.policy.get(target) if target else None
+        try:
+            policy = stage_policy(ctx, model, version, target)
+        except RegistryError as exc:  # base's model.yaml does not validate: fail closed
+            results.append(GateResult("smoke", model, version, "fail", f"cannot read the policy: {exc}"))
+            continue
         timeout = float(policy.smoke_timeout_s) if policy else DEFAULT_TIMEOUT_S
         try:
             folder = ctx.version_folder(model, version)
