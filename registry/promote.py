@@ -155,12 +155,18 @@ def promote(
 def unsigned_warning(reg: Registry, name: str, version: str, to: str) -> tuple[str, ...]:
     """Warn when the target stage requires a signature the version does not have yet: the
     signature gate would fail the pull request, and signing in the same PR fixes it."""
-    policy = reg.config.policy.get(to)
-    if policy is None or not policy.require_signature:
-        return ()
+    from registry import config
+    from registry.layout import MODEL_FILE
+
     if (reg.version_dir(name, version) / "signature.json").exists():
         return ()
-    return (f"{to} requires a signature (registry.yaml policy.{to}.require_signature) and "
+    model_file = reg.model_dir(name) / MODEL_FILE
+    own = config.model_data(model_file.read_bytes() if model_file.is_file() else None, reg.rel(model_file))
+    task = own.get("task") or reg.card(name, version).data.get("task")
+    policy = config.effective_policy(reg.config, str(task) if task else None, to, own.get("policy"))
+    if policy is None or not policy.require_signature:
+        return ()
+    return (f"{to} requires a signature (the effective {to} policy: registry.yaml, its task and model.yaml) and "
             f"{name}@{version} is unsigned, so the signature gate will fail this pull request; "
             f"sign it in the same PR: registry sign {name}@{version} --key KEY --no-branch [--push]",)
 

@@ -261,3 +261,12 @@ def test_a_reason_with_control_characters_is_refused_whoever_proposes_it(
     assert result.code == 2
     assert "is a control or bidirectional-override character" in result.err and "\x1b" not in result.err
     assert snapshot(registered) == before
+
+
+def test_the_unsigned_warning_follows_the_models_own_policy(registered: Path, cli: Callable[..., Result]) -> None:
+    model_yaml = registered / "models" / NAME / "model.yaml"
+    model_yaml.write_text(model_yaml.read_text() + "policy: {staging: {require_signature: true}}\n")
+    git(registered, "commit", "--quiet", "-am", "staging needs a signature for this model")
+    result = cli("promote", NAME, "1.1.0", "--to", "staging", "--reason", "r", cwd=registered)
+    assert result.code == 0, result.err
+    assert f"registry sign {NAME}@1.1.0 --key KEY --no-branch" in result.err
