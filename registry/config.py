@@ -58,7 +58,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "deprecation": {"min_sunset_days": 90},
     "retention": {"keep_latest": 3, "purge_unstaged_after_days": 7},
     "storage": {"git_max_bytes": 1048576},
-    "scan": {"allow_globals": []},
+    "scan": {"allow_globals": [], "profiles": []},
     "trusted_keys": [],
     "roles": {"admin": [], "data-scientist": [], "developer": [], "viewer": []},
     # record_approvals: the main-branch workflow stores each merged PR's reviews as git notes.
@@ -178,6 +178,7 @@ class RegistryConfig:
     trusted_keys: tuple[str, ...]
     roles: dict[str, tuple[str, ...]]
     record_approvals: bool = False
+    scan_profiles: tuple[str, ...] = ()  # scan.profiles: opt-in allow-lists (registry.scan)
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
@@ -197,6 +198,7 @@ class RegistryConfig:
             trusted_keys=tuple(data.get("trusted_keys", [])),
             roles={k: tuple(v) for k, v in data.get("roles", DEFAULT_CONFIG["roles"]).items()},
             record_approvals=bool((data.get("audit") or {}).get("record_approvals", False)),
+            scan_profiles=tuple(data.get("scan", {}).get("profiles", [])),
         )
 
     def allows(self, source: str, target: str) -> bool:
