@@ -50,6 +50,7 @@ import ast
 import bz2
 import codecs
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -278,6 +279,11 @@ def profile_entries(name: str, *, source: str = "registry.yaml") -> tuple[str, .
         raise ValidationError.one(
             source, f"{name!r}: unknown scan profile (known: {known})", field="scan.profiles"
         )
+    return _read_profile(name)
+
+
+@functools.cache
+def _read_profile(name: str) -> tuple[str, ...]:
     text = (_PROFILE_DIR / f"{name}.txt").read_text(encoding="utf-8")
     lines = (line.strip() for line in text.splitlines())
     return tuple(line for line in lines if line and not line.startswith("#"))
@@ -1556,6 +1562,8 @@ class _Scan:
             raw, unpickled = self.pt2_payloads(view, archive, infos, member, pt2_root)
         elif layout == "skops" and kind == "zip":
             kind = "skops"
+        # skops.io.load reads a top-level schema.json from any zip, whatever else it is.
+        skops_schema = sniff.SKOPS_SCHEMA in names
         storages = [
             info
             for info in infos
@@ -1597,7 +1605,7 @@ class _Scan:
                 self.pickle_file(data, child, 0)  # read by an unpickler, whatever it holds
             else:
                 self.content(data, child, depth + 1)
-        if kind == "skops":
+        if skops_schema:
             self.skops_types(view, member)
         return kind
 
@@ -1617,6 +1625,7 @@ class _Scan:
         raw: set[str] = set()
         loaded: set[str] = set()
         unpickled: set[str] = set()
+        refused: set[str] = set()  # flagged here: not read again
         for info in infos:
             rel = info.filename[len(root) + 1 :]
             child = _join(member, info.filename)
@@ -1627,8 +1636,7 @@ class _Scan:
                     "pt2 archive: AOTInductor compiled code (torch loads and runs it as a "
                     "shared library); not supported",
                 )
-                loaded.add(info.filename)
-                raw.add(info.filename)  # not read again: already refused
+                refused.add(info.filename)
             elif rel.startswith("data/constants/custom_obj_"):
                 self.flag(
                     child,
@@ -1636,7 +1644,7 @@ class _Scan:
                     "pt2 archive: TorchBind object (loaded by TorchScript's unpickler, which "
                     "runs registered C++ classes); not supported",
                 )
-                raw.add(info.filename)
+                refused.add(info.filename)
             elif rel.startswith("data/constants/opaque_obj_"):
                 unpickled.add(info.filename)
             found = _PT2_CONFIG.fullmatch(rel)
@@ -1663,7 +1671,7 @@ class _Scan:
                     raw.add(name)
                 else:
                     loaded.add(name)  # torch.load reads it: scanned as content
-        return raw - loaded, unpickled
+        return (raw - loaded) | refused, unpickled - refused
 
     def skops_types(self, view: memoryview, member: str | None) -> None:
         """A skops file: every type its schema declares must be trusted without being

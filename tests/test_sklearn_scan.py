@@ -256,3 +256,29 @@ def test_scan_and_format_gates_with_the_profile(
     assert "models/m/1.1.0/pipeline.joblib: joblib, nothing executable" in messages
     assert "models/m/1.1.0/logistic.skops: skops, nothing executable" in messages
     assert any(m.startswith("models/m/1.1.0/logistic.skops: skops;") for m in messages)
+
+
+def test_a_skops_schema_is_checked_inside_any_zip_skops_would_load(
+    saved: dict[str, Path], tmp_path: Path
+) -> None:
+    """skops.io.load reads a top-level schema.json from any zip: one beside a .pt2
+    archive's members is checked too."""
+
+    def patch(schema: dict[str, object]) -> None:
+        schema["__module__"], schema["__class__"] = "os", "system"
+        schema["__loader__"] = "FunctionNode"
+        schema.pop("content", None)
+
+    skops_zip = _skops_with(patch, saved["logistic.skops"])
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("model/archive_format", b"pt2")
+        archive.writestr("model/models/model.json", b"{}")
+        with zipfile.ZipFile(io.BytesIO(skops_zip)) as source:
+            for info in source.infolist():
+                archive.writestr(info.filename, source.read(info))
+    path = tmp_path / "model.pt2"
+    path.write_bytes(out.getvalue())
+    report = scan.scan_file(path, profiles=PROFILE)
+    assert report.kind == "pt2"
+    assert "os.system" in {f.global_name for f in report.findings}, _messages(report)
