@@ -282,3 +282,17 @@ def test_a_skops_schema_is_checked_inside_any_zip_skops_would_load(
     report = scan.scan_file(path, profiles=PROFILE)
     assert report.kind == "pt2"
     assert "os.system" in {f.global_name for f in report.findings}, _messages(report)
+
+
+def test_joblib_structured_arrays_of_plain_numbers_are_stepped_over(tmp_path: Path) -> None:
+    """A tree's nodes are a structured array joblib writes raw (refused as "structured"
+    before, so no forest could pass); one with an object field is still refused."""
+    plain = np.zeros(3, dtype=[("left", "<i8"), ("threshold", "<f8"), ("flag", "u1")])
+    path = tmp_path / "nodes.joblib"
+    joblib.dump({"nodes": plain}, path)
+    report = scan.scan_file(path)
+    assert report.safe, _messages(report)
+    assert report.kind == "joblib"
+    with_object = np.array([(1, "x")], dtype=[("a", "<i8"), ("b", "O")])
+    joblib.dump({"nodes": with_object}, path)
+    assert not scan.scan_file(path).safe
