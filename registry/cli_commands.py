@@ -134,11 +134,14 @@ def scan_command(paths: tuple[Path, ...], allow: tuple[str, ...], as_json: bool)
     from registry import scan
 
     extra = list(allow)
+    profiles: list[str] = []
     # Outside a registry: the built-in allow-list and --allow-global only.
     with contextlib.suppress(RegistryError):
-        extra += list(_open().config.allow_globals)
+        config = _open().config
+        extra += list(config.allow_globals)
+        profiles += list(config.scan_profiles)
     scan.allow_list(extra, source="--allow-global")
-    reports = scan.scan_paths(paths, extra)
+    reports = scan.scan_paths(paths, extra, profiles=profiles)
     if as_json:
         _print_json([{"path": r.path, "kind": r.kind, "safe": r.safe, "findings": [
             {"member": f.member, "offset": f.offset, "global": f.global_name, "message": f.message}

@@ -58,7 +58,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "deprecation": {"min_sunset_days": 90},
     "retention": {"keep_latest": 3, "purge_unstaged_after_days": 7},
     "storage": {"git_max_bytes": 1048576},
-    "scan": {"allow_globals": []},
+    "scan": {"allow_globals": [], "profiles": []},
     "trusted_keys": [],
     "roles": {"admin": [], "data-scientist": [], "developer": [], "viewer": []},
     # record_approvals: the main-branch workflow stores each merged PR's reviews as git notes.
@@ -244,6 +244,7 @@ class RegistryConfig:
     record_approvals: bool = False
     # policy.tasks: task -> stage -> the stage keys it replaces (see effective_policy)
     task_policy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    scan_profiles: tuple[str, ...] = ()  # scan.profiles: opt-in allow-lists (registry.scan)
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
@@ -264,6 +265,7 @@ class RegistryConfig:
             roles={k: tuple(v) for k, v in data.get("roles", DEFAULT_CONFIG["roles"]).items()},
             record_approvals=bool((data.get("audit") or {}).get("record_approvals", False)),
             task_policy=dict((data.get("policy") or {}).get("tasks") or {}),
+            scan_profiles=tuple(data.get("scan", {}).get("profiles", [])),
         )
 
     def allows(self, source: str, target: str) -> bool:

@@ -136,18 +136,22 @@ class Conversion:
 class UnsafeInputError(ValidationError):
     """The security scan refused the input; ``findings`` says why."""
 
-    def __init__(self, path: str, findings: tuple[scan.Finding, ...]) -> None:
+    def __init__(self, path: str, findings: tuple[scan.Finding, ...], kind: str = "") -> None:
         self.findings = findings
-        super().__init__(
-            [
-                Problem(
-                    path,
-                    "refused: the security scan found content that could run code when "
-                    "unpickled, so it is not read; nothing was written",
-                ),
-                *(Problem(_where(f), _what(f)) for f in findings),
-            ]
-        )
+        if kind in ("unknown", "text", "gguf", "protobuf", "npy", "empty"):
+            # Raw tensor bytes (a .pt2 archive's weights, say) hold no code: the scan
+            # could not tell what they are, and convert reads only checkpoints.
+            why = (
+                f"refused: the security scan could not show this file safe to read "
+                f"({kind} content, not a PyTorch checkpoint or pickle convert reads), so "
+                "it is not read; nothing was written"
+            )
+        else:
+            why = (
+                "refused: the security scan could not show that unpickling this file runs "
+                "no code (findings below), so it is not read; nothing was written"
+            )
+        super().__init__([Problem(path, why), *(Problem(_where(f), _what(f)) for f in findings)])
 
 
 def _where(finding: scan.Finding) -> str:
@@ -1102,7 +1106,7 @@ def convert(
 
     report = scan.scan_file(source)
     if not report.safe:
-        raise UnsafeInputError(name, report.findings)
+        raise UnsafeInputError(name, report.findings, report.kind)
 
     with _read(source, report.kind) as loaded:
         tensors, metadata = _flatten(loaded.root, name)

@@ -5,7 +5,10 @@ bytes the way the loaders do: numpy.load and torch.load take a zip by its first
 four bytes, torch.load takes a tar when `tarfile` accepts its first header,
 joblib.load takes a compressed stream by the prefixes it registers (zlib ``x``,
 gzip, bz2, xz, lzma ``]\\x00``, and ``ZF`` for its old zlib format), numpy.load
-takes ``\\x93NUMPY``. Where a loader is looser than the format (joblib's one-byte
+takes ``\\x93NUMPY``. Inside a zip, `zip_layout` names the loaders that read it by its
+members: torch.export.load takes a ``.pt2`` archive by its ``archive_format`` member
+(``pt2``) in the folder of the first member, skops.io.load takes any zip by its
+top-level ``schema.json``. Where a loader is looser than the format (joblib's one-byte
 zlib prefix), the sniffer is too, and the scan refuses what does not decode.
 
 Whether content is a pickle is decided by `registry.scan`, which walks it as the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import codecs
 import re
 import tarfile
+from collections.abc import Callable
 from typing import Final
 
 __all__ = [
@@ -30,7 +34,9 @@ __all__ = [
     "is_text",
     "joblib_zfile_start",
     "looks_like_safetensors",
+    "pt2_root",
     "weak_compressed_kind",
+    "zip_layout",
 ]
 
 # The safetensors crate's own limit (MAX_HEADER_SIZE in tensor.rs).
@@ -52,6 +58,32 @@ def container_kind(head: bytes) -> str | None:
         return "hdf5"
     if is_tar(head):
         return "tar"
+    return None
+
+
+SKOPS_SCHEMA: Final = "schema.json"
+PT2_FORMAT_MEMBER: Final = "archive_format"
+
+
+def pt2_root(names: list[str], read_small: Callable[[str], bytes | None]) -> str | None:
+    """The archive folder of a torch.export ``.pt2`` archive, as
+    ``torch.export.pt2_archive.is_pt2_package`` finds it: the folder of the first
+    member holds ``archive_format`` reading ``pt2``."""
+    if not names:
+        return None
+    root = names[0].split("/", 1)[0]
+    marker = f"{root}/{PT2_FORMAT_MEMBER}"
+    return root if marker in names and read_small(marker) == b"pt2" else None
+
+
+def zip_layout(names: list[str], read_small: Callable[[str], bytes | None]) -> str | None:
+    """What loads this zip by its members: ``pt2`` (torch.export.load), ``skops``
+    (skops.io.load reads ``schema.json``, whatever else is there), or None.
+    ``read_small`` gives a member's bytes when it is a few bytes long."""
+    if pt2_root(names, read_small) is not None:
+        return "pt2"
+    if SKOPS_SCHEMA in names:
+        return "skops"
     return None
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from registry.check import CheckContext
 
 NOT_CHECKED_HERE = {
-    "pickle", "zip", "gzip", "bz2", "xz", "zlib", "lzma", "joblib-zfile", "npy", "tar", "hdf5"
+    "pickle", "zip", "pt2", "skops", "gzip", "bz2", "xz", "zlib", "lzma", "joblib-zfile", "npy", "tar", "hdf5"
 }
 
 

@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 def run(ctx: CheckContext) -> list[GateResult]:
     results: list[GateResult] = []
     try:
-        scan.allow_list(ctx.config.allow_globals)
+        scan.allow_list(ctx.config.allow_globals, profiles=ctx.config.scan_profiles)
     except ValidationError as exc:
         return [GateResult("scan", None, None, "fail", str(exc), "registry.yaml")]
     for checked in checked_folders(ctx, "scan", results):
         model, version, folder = checked.model, checked.version, checked.folder
         for artifact in checked.card.artifacts:
             rel = f"models/{model}/{version}/{artifact.path}"
-            report = scan.scan_file(folder / artifact.path, ctx.config.allow_globals)
+            report = scan.scan_file(
+                folder / artifact.path, ctx.config.allow_globals, profiles=ctx.config.scan_profiles
+            )
             if report.safe:
                 results.append(GateResult("scan", model, version, "pass", f"{rel}: {report.kind}, nothing executable", rel))
                 continue
