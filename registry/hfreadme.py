@@ -33,15 +33,20 @@ _FENCE = re.compile(r"^---[ \t]*\r?$")
 
 def front_matter(path: Path, shown: str) -> tuple[dict[str, Any], int]:
     """The README's front matter and the line it starts on; ({}, 0) when it has none."""
-    text = yamlio.read_bytes(path, shown).decode("utf-8", errors="replace")
-    lines = text.split("\n")
+    try:
+        with path.open("rb") as handle:  # the front matter is at the top; the body may be long
+            head = handle.read(yamlio.MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ValidationError.one(shown, f"cannot read: {exc.strerror}") from None
+    lines = head.decode("utf-8", errors="replace").split("\n")
     if not lines or not _FENCE.match(lines[0]):
         return {}, 0
     for end in range(1, len(lines)):
         if _FENCE.match(lines[end]):
             break
     else:
-        raise ValidationError.one(shown, "front matter opened with '---' is never closed with a '---' line", 1)
+        raise ValidationError.one(shown, "front matter opened with '---' is never closed with a '---' line "
+                                  f"(within its first {yamlio.MAX_YAML_BYTES} bytes)", 1)
     data = yamlio.loads("\n".join(lines[1:end]) + "\n", shown)
     if data is None:
         return {}, 2

@@ -148,6 +148,15 @@ def test_a_hf_folder_registers_gates_signs_verifies_and_pulls_with_nested_paths(
     checked = " ".join(g["message"] for g in gates)
     assert "onnx/model.onnx" in checked and "1_Pooling/config.json" in checked
 
+    # `registry fetch` (what CI runs before check) pulls the nested DVC files back in place.
+    for rel in IN_DVC:
+        (version / rel).unlink()
+    result = cli("fetch", "--base", "main", "--json", cwd=registry_dir)
+    assert result.code == 0, result.err
+    assert f"{prefix}onnx/model.onnx.dvc" in json.loads(result.out)["targets"]
+    for rel in IN_DVC:
+        assert (version / rel).read_bytes() == (folder / rel).read_bytes()
+
     # The signature covers every nested file; verify agrees.
     result = cli("verify", f"{NAME}@1.0.0", "--trusted-keys", str(pub), cwd=registry_dir)
     assert result.code == 0, result.err
@@ -343,3 +352,13 @@ def test_card_from_readme_needs_a_readme(
     assert result.code == 2
     assert re.search(r"--card-from-readme: no README\.md among the artifacts", result.err)
     assert not (registry_dir / "models").exists()
+
+
+def test_a_long_readme_body_does_not_stop_its_front_matter(
+        registry_dir: Path, tmp_path: Path, card: Path, cli: Callable[..., Result]) -> None:
+    folder = hf_folder(tmp_path)
+    (folder / "README.md").write_text(README + "A long model card.\n" * 120_000)  # over 2 MB
+    result = register(cli, registry_dir, folder, card, "--card-from-readme")
+    assert result.code == 0, result.err
+    written = yaml.safe_load((registry_dir / f"models/{NAME}/1.0.0/card.yaml").read_text())
+    assert written["tags"]["license"] == "apache-2.0"
