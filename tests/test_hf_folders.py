@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -362,3 +363,30 @@ def test_a_long_readme_body_does_not_stop_its_front_matter(
     assert result.code == 0, result.err
     written = yaml.safe_load((registry_dir / f"models/{NAME}/1.0.0/card.yaml").read_text())
     assert written["tags"]["license"] == "apache-2.0"
+
+
+def test_the_gates_never_read_an_artifact_through_a_committed_folder_symlink(
+        registry_dir: Path, tmp_path: Path, card: Path, cli: Callable[..., Result]) -> None:
+    folder = hf_folder(tmp_path)
+    assert register(cli, registry_dir, folder, card).code == 0
+    version = registry_dir / f"models/{NAME}/1.0.0"
+    size = (version / "onnx/model.onnx").stat().st_size
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.onnx").write_bytes(b"SECRET" + b"\0" * (size - 6))  # the card's size: a host file
+    git(registry_dir, "rm", "-r", "--quiet", f"models/{NAME}/1.0.0/onnx")
+    shutil.rmtree(version / "onnx")  # the DVC-tracked file git does not know
+    (version / "onnx").symlink_to(outside)
+    git(registry_dir, "add", "-A")
+    git(registry_dir, "commit", "--quiet", "-m", "onnx/ is a symlink now")
+    out = tmp_path / "report.json"
+    result = cli("check", "--base", "main", "--gate", "consistency", "--gate", "scan", "--gate", "format",
+                 "--json", str(out), cwd=registry_dir)
+    assert result.code == 1
+    gates = json.loads(out.read_text())["gates"]
+    assert any(g["gate"] == "consistency" and g["status"] == "fail" and "symbolic link" in g["message"]
+               for g in gates), gates
+    about_onnx = [g for g in gates if g["gate"] in ("scan", "format") and "onnx/model.onnx" in g["message"]]
+    assert all(g["status"] == "fail" for g in about_onnx), about_onnx
+    shown = json.dumps(gates)
+    assert "unrecognised" not in shown and "SECRET" not in shown, about_onnx
