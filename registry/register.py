@@ -284,6 +284,13 @@ def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:
                                  f"folder ({seen[rel]} and {path}); register one of them")
             seen[rel] = path
             sources.append(_Source(path, rel, path.stat().st_size))
+    for rel, path in seen.items():
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            clash = seen.get("/".join(parts[:depth]))
+            if clash is not None:
+                raise UsageError(f"--artifact {clash}: is a file named {'/'.join(parts[:depth])!r} in the version "
+                                 f"folder, where {path} needs a folder of that name; register one of them")
     return sources
 
 

@@ -245,6 +245,17 @@ def test_two_artifacts_for_one_path_are_refused(
     assert not (registry_dir / "models").exists()
 
 
+def test_a_file_where_a_folder_of_the_same_name_goes_is_refused(
+        registry_dir: Path, tmp_path: Path, card: Path, cli: Callable[..., Result]) -> None:
+    folder = hf_folder(tmp_path)
+    (tmp_path / "onnx").write_bytes(b"\0not a folder")
+    result = register(cli, registry_dir, folder, card, "--artifact", str(tmp_path / "onnx"))
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"--artifact {tmp_path}/onnx: is a file named 'onnx' in the version folder, where " \
+           f"{folder}/onnx/model.onnx needs a folder of that name" in result.err
+    assert not (registry_dir / "models").exists()
+
+
 @pytest.mark.parametrize("path", ["../escape.bin", "onnx/../../x.bin", "/etc/passwd", "onnx//m.onnx",
                                   "sub/card.yaml", "onnx/x.dvc", "a.dvc/b", ".gitignore", "sub/.gitignore"])
 def test_the_card_schema_and_the_register_rule_refuse_the_same_paths(path: str) -> None:
