@@ -21,6 +21,37 @@ KEY_ORDER = (
 )
 
 
+# An artifact's path in the version folder: relative, maybe nested (`onnx/model.onnx`), each part
+# of ASCII letters, digits and _.+-, none a dot-file (so no `.`, `..`, `.gitignore`) or a DVC
+# pointer name, and never one of the version folder's own files at any depth. The card schema's
+# `artifacts[].path` pattern says the same; tests/test_hf_folders.py holds them together.
+ARTIFACT_PART_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.+-")
+RESERVED_NAMES = frozenset({CARD_FILE, "signature.json"})
+MAX_PART, MAX_PATH = 255, 1024
+
+
+def artifact_path_problem(path: str) -> str | None:
+    """Why path cannot name an artifact in a version folder (a sentence to follow the path that
+    is shown); None when it can."""
+    if not path or len(path) > MAX_PATH:
+        return f"artifact paths are 1 to {MAX_PATH} characters long"
+    if path.startswith("/"):
+        return f"{path!r} is absolute; artifact paths are relative to the version folder"
+    for part in path.split("/"):
+        where = f" (in {path!r})" if part != path else ""
+        if part == "..":
+            return f"{path!r} climbs out of the version folder with '..'; artifact paths stay inside it"
+        if not part:
+            return f"{path!r} has an empty part ('//' or a trailing '/')"
+        if part.startswith(".") or part.endswith(".dvc") or part in RESERVED_NAMES:
+            return (f"the name {part!r}{where} is reserved: card.yaml, signature.json, *.dvc and "
+                    "dot-files are the registry's, git's and DVC's own; rename the file")
+        if not all(c in ARTIFACT_PART_CHARS for c in part) or len(part) > MAX_PART:
+            return (f"file names may use ASCII letters, digits and _.+- only (at most {MAX_PART} "
+                    f"characters){where}; rename {part!r}")
+    return None
+
+
 @dataclass(frozen=True)
 class Artifact:
     path: str

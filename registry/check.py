@@ -189,6 +189,8 @@ class CheckContext:
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="registry-check-"))
         target = self._tmp / model / version
+        if target.exists():  # an earlier gate's attempt that failed (a fetch): start again
+            shutil.rmtree(target)
         target.mkdir(parents=True)
         for entry in entries:
             if entry.mode not in consistency.REGULAR:
@@ -206,7 +208,9 @@ class CheckContext:
                 if artifact.storage == "dvc" and not (target / artifact.path).exists():
                     (target / artifact.path).parent.mkdir(parents=True, exist_ok=True)
                     local = work / artifact.path
-                    if local.is_file() and local.stat().st_size == artifact.size:
+                    # Never through a symlink (a committed `onnx -> /etc` folder, now that paths nest).
+                    if local.is_file() and local.resolve() == work.resolve() / artifact.path and \
+                            local.stat().st_size == artifact.size:
                         shutil.copyfile(local, target / artifact.path)
                     else:
                         storage.fetch_at(self.reg.root, f"{rel}/{artifact.path}", self.head, target / artifact.path)

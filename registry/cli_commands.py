@@ -41,14 +41,18 @@ def init(path: Path, dvc_remote: str | None) -> None:
 @click.argument("version", required=False)
 @click.option("--card", "card", required=True, type=click.Path(path_type=Path), help="The model card (YAML).")
 @click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
-              help="A file of the version (repeat for each).")
+              help="A file of the version, or a folder whose contents go to the version folder "
+                   "with their relative paths (repeatable).")
+@click.option("--card-from-readme", is_flag=True,
+              help="Fill the card's license, tags, datasets, base_model and metrics from the "
+                   "registered README.md's Hugging Face front matter, where the card says nothing.")
 @click.option("--bump", type=click.Choice(["major", "minor", "patch"]), help="Next version after the latest.")
 @click.option("--sign-key", type=click.Path(path_type=Path), help="Sign the version with this private key.")
 @click.option("--no-branch", is_flag=True, help="Commit on the current branch.")
 @click.option("--push", is_flag=True, help="Push the branch to origin.")
 @json_option
-def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, ...], bump: str | None,
-             sign_key: Path | None, no_branch: bool, push: bool, as_json: bool) -> None:
+def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, ...], card_from_readme: bool,
+             bump: str | None, sign_key: Path | None, no_branch: bool, push: bool, as_json: bool) -> None:
     """Register a version: copy artifacts in, track weights with DVC, commit on a branch."""
     from registry import keys
 
@@ -56,7 +60,8 @@ def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, 
     with _progress() as progress:
         done = reg.register(name, version, card, list(artifacts), bump=bump, no_branch=no_branch,
                             push=push, progress=progress, sign_key=sign_key,
-                            passphrase=keys.passphrase(None) if sign_key is not None else None)
+                            passphrase=keys.passphrase(None) if sign_key is not None else None,
+                            card_from_readme=card_from_readme)
     if as_json:
         _print_json({"name": done.name, "version": done.version, "branch": done.branch,
                      "commit": done.commit, "artifacts": [a.as_dict() for a in done.card.artifacts],

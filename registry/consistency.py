@@ -6,7 +6,8 @@ through a :class:`Tree`.
 
 Every file under ``models/`` is one of
 - ``models/<model>/model.yaml`` or ``models/<model>/stages.yaml``;
-- ``models/<model>/<version>/`` ``card.yaml``, ``signature.json`` or ``.gitignore`` (DVC's);
+- ``models/<model>/<version>/`` ``card.yaml``, ``signature.json`` or ``.gitignore`` (DVC's; also
+  in a subfolder holding an artifact the card stores in DVC);
 - an artifact the version's card lists, by its full path in the version folder
   (``onnx/model.onnx`` when the card lists ``onnx/model.onnx``), or the ``.dvc`` pointer of
   one the card stores in DVC;
@@ -146,6 +147,9 @@ def path_problems(tree: Tree, paths: Iterable[str], folders: Folders | None = No
             continue
         if rel in pointed:
             continue
+        if rel.endswith("/.gitignore") and any(a.path.startswith(rel[: -len(".gitignore")])
+                                               for a in card.artifacts if a.storage == "dvc"):
+            continue  # DVC's, next to a nested artifact it tracks (onnx/.gitignore for onnx/model.onnx)
         problems.append(Problem(path, "is not listed in card.yaml's artifacts; list it there by its path in "
                                 "the version folder, or remove it"))
     return problems

@@ -111,9 +111,11 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
                 entry["url"] = None
                 if artifact["storage"] == "dvc":
                     pointer_path = f"{folder}/{artifact['path']}.dvc"
-                    pointer_entry = vtree.get(artifact["path"] + ".dvc")
+                    pointer_entry = _entry_at(cat, vtree, artifact["path"] + ".dvc")
                     if pointer_entry is None:
                         raise ValidationError.one(pointer_path, "DVC pointer is missing for an artifact the card lists")
+                    if pointer_entry[1] not in fresh and cache.get(pointer_entry[1]) is None:
+                        fresh[pointer_entry[1]] = cat.read(pointer_entry[1])  # a nested one: read now
                     pointer = _cached(cache, pointer_entry[1], fresh, partial(_pointer_md5, path=pointer_path))
                     entry["url"] = storage.object_url(remote, pointer["md5"])
                 artifacts.append(entry)
@@ -143,6 +145,18 @@ def _card_core(blob: bytes, path: str) -> dict[str, Any]:
 
 def _pointer_md5(blob: bytes, path: str) -> dict[str, Any]:
     return {"md5": storage.parse_pointer(blob, path).md5}
+
+
+def _entry_at(cat: git.CatFile, vtree: dict[str, tuple[str, str]], path: str) -> tuple[str, str] | None:
+    """(mode, sha) of the file at path (maybe nested, `onnx/model.onnx.dvc`) in a version's tree."""
+    *folders, name = path.split("/")
+    for part in folders:
+        entry = vtree.get(part)
+        if entry is None or entry[0] != git.TREE_MODE:
+            return None
+        vtree = git.parse_tree(cat.read(entry[1]) or b"")
+    entry = vtree.get(name)
+    return None if entry is None or entry[0] == git.TREE_MODE else entry
 
 
 def _cached(cache: BlobCache, sha: str, fresh: dict[str, bytes | None],

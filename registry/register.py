@@ -8,7 +8,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,6 @@ from registry.names import Version, check_model_name, check_version
 from registry.repo import MODEL_FILE, Registry
 
 CHUNK = 1 << 20
-# Never artifact names: they are the version folder's own files.
-RESERVED = {cards.CARD_FILE, "signature.json", ".gitignore"}
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -56,6 +54,7 @@ def register(
     progress: ProgressFn | None = None,
     sign_key: Path | None = None,
     passphrase: bytes | None = None,
+    card_from_readme: bool = False,
 ) -> Registered:
     check_model_name(name)
     version = _resolve_version(reg, name, version, bump)
@@ -64,8 +63,9 @@ def register(
     sources = _check_artifacts(artifact_paths)
     if declared is not None:
         declared.check_files(sources)
+    readme_warnings = _fill_from_readme(card_data, sources) if card_from_readme else []
     branch = None if no_branch else f"register/{name}/{version}"
-    warnings = _check_repo_state(reg, name, version, branch)
+    warnings = _check_repo_state(reg, name, version, branch) + readme_warnings
     # Validate the whole card now, with placeholder digests, so a bad card changes nothing.
     placeholder = [Artifact(s.name, s.size, "0" * 64, "git").as_dict() for s in sources]
     probe = _complete_card(card_data, name, version, placeholder)
@@ -229,11 +229,33 @@ def _declared_artifacts(data: dict[str, Any], shown: str, text: bytes) -> _Decla
     return _Declared(shown, text, tuple(entries))
 
 
+def _fill_from_readme(card_data: dict[str, Any], sources: Sequence[_Source]) -> list[str]:
+    """`--card-from-readme`: the registered README.md's front matter fills what the card leaves out."""
+    from registry import hfreadme
+
+    readme = next((s for s in sources if s.name == hfreadme.README), None)
+    if readme is None:
+        raise UsageError(f"--card-from-readme: no {hfreadme.README} among the artifacts (a folder given "
+                         f"with --artifact has it at its top); register the folder's {hfreadme.README} or "
+                         "leave the option out")
+    meta, _ = hfreadme.front_matter(readme.path, str(readme.path))
+    if not meta:
+        return [f"--card-from-readme: {readme.path} has no YAML front matter (--- ... ---); nothing taken from it"]
+    return hfreadme.fill(card_data, meta)
+
+
 def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:
+    """The files to register, each with its path in the version folder.
+
+    A file goes to the version root by its own name. A folder's CONTENTS go to the version root
+    by their paths relative to it, recursively (as `huggingface_hub.upload_folder` and MLflow's
+    `log_artifacts` do): `--artifact ./bert` registers `bert/1_Pooling/config.json` as
+    `1_Pooling/config.json`. A symlink or special file anywhere in a folder is refused.
+    """
     if not paths:
-        raise UsageError("give at least one --artifact FILE")
+        raise UsageError("give at least one --artifact FILE or FOLDER")
     sources: list[_Source] = []
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     for given in paths:
         if given.is_symlink():
             target = given.resolve()
@@ -245,21 +267,48 @@ def _check_artifacts(paths: Sequence[Path]) -> list[_Source]:
         if not given.exists():
             raise UsageError(f"--artifact {given}: no such file")
         if given.is_dir():
-            raise UsageError(f"--artifact {given}: is a directory; pass the files in it one by one")
-        if not given.is_file():
+            found = list(_walk_folder(given))
+            if not found:
+                raise UsageError(f"--artifact {given}: the folder holds no files")
+        elif given.is_file():
+            found = [(given.name, given)]
+        else:
             raise UsageError(f"--artifact {given}: not a regular file")
-        base = given.name
-        if base in RESERVED or base.endswith(".dvc") or base.startswith("."):
-            raise UsageError(f"--artifact {given}: the name {base!r} is reserved; rename the file")
-        if not all(c.isascii() and (c.isalnum() or c in "_.+-") for c in base):
-            raise UsageError(
-                f"--artifact {given}: file names may use ASCII letters, digits and _.+- only; rename it"
-            )
-        if base in seen:
-            raise UsageError(f"--artifact {given}: two artifacts are named {base!r}")
-        seen.add(base)
-        sources.append(_Source(given, base, given.stat().st_size))
+        for rel, path in found:
+            problem = cards.artifact_path_problem(rel)
+            if problem is not None:
+                shown = given if path == given else path
+                raise UsageError(f"--artifact {shown}: {problem}")
+            if rel in seen:
+                raise UsageError(f"--artifact {path}: two artifacts are named {rel!r} in the version "
+                                 f"folder ({seen[rel]} and {path}); register one of them")
+            seen[rel] = path
+            sources.append(_Source(path, rel, path.stat().st_size))
+    for rel, path in seen.items():
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            clash = seen.get("/".join(parts[:depth]))
+            if clash is not None:
+                raise UsageError(f"--artifact {clash}: is a file named {'/'.join(parts[:depth])!r} in the version "
+                                 f"folder, where {path} needs a folder of that name; register one of them")
     return sources
+
+
+def _walk_folder(folder: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """(path relative to the folder, path) of each file under folder, sorted; refuses symlinks
+    and special files anywhere in it, before anything is copied."""
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path, rel = Path(entry.path), f"{prefix}{entry.name}"
+            if entry.is_symlink():
+                raise UsageError(f"--artifact {path}: is a symlink; a registered folder holds regular "
+                                 "files only (copy the file in instead)")
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk_folder(path, f"{rel}/")
+            elif entry.is_file(follow_symlinks=False):
+                yield rel, path
+            else:
+                raise UsageError(f"--artifact {path}: not a regular file or folder")
 
 
 def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None) -> list[str]:
@@ -331,6 +380,7 @@ def _copy_in(
     limit = reg.config.git_max_bytes
     for source in sources:
         dest = version_dir / source.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
         binary = False

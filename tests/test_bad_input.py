@@ -299,7 +299,9 @@ REGISTER_CASES: list[tuple[str, list[str], Setup, list[str]]] = [
                           "--artifact", "{inputs}/model.safetensors"], nothing, ["--card {inputs}: is a directory"]),
     ("artifact-missing", reg_args(artifacts=["{inputs}/nosuch.safetensors"]), nothing,
      ["--artifact {inputs}/nosuch.safetensors: no such file"]),
-    ("artifact-directory", reg_args(artifacts=["{inputs}"]), nothing, ["--artifact {inputs}: is a directory"]),
+    # A folder's contents are registered with their relative paths: the card in it is refused, by its path.
+    ("artifact-directory", reg_args(artifacts=["{inputs}"]), nothing,
+     ["--artifact {inputs}/card.yaml: the name 'card.yaml' is reserved"]),
     ("artifact-symlink-outside", reg_args(artifacts=["{inputs}/secret.txt"]), outside_link,
      ["--artifact {inputs}/secret.txt: a symlink to {tmp}/outside/secret.txt, outside its own folder"]),
     ("artifact-symlink-etc", reg_args(artifacts=["{inputs}/hostname"]), etc_link,
