@@ -175,15 +175,16 @@ def codeowners() -> None:
 
 @click.command(name="workflow")
 def workflow_command() -> None:
-    """Rewrite .github/workflows/registry.yml for this version and registry.yaml (the DVC
-    remote's extra; the approvals job only with audit: {record_approvals: true})."""
+    """Rewrite .github/workflows/registry.yml for this version and registry.yaml (the extras
+    for the DVC remote and the scan profiles; the approvals job only with audit: {record_approvals: true})."""
     from registry import storage, templates, yamlio
 
     reg = _open()
     path = reg.root / templates.WORKFLOW_FILE
     remote = storage.remote_url((reg.root / storage.DVC_CONFIG).read_bytes()
                                 if (reg.root / storage.DVC_CONFIG).is_file() else None) or ""
-    text = templates.workflow(remote, record_approvals=reg.config.record_approvals)
+    text = templates.workflow(remote, record_approvals=reg.config.record_approvals,
+                              scan_profiles=reg.config.scan_profiles)
     changed = not path.is_file() or path.read_text(encoding="utf-8", errors="replace") != text
     if changed:
         path.parent.mkdir(parents=True, exist_ok=True)

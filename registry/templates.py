@@ -23,12 +23,15 @@ MANIFEST_FILE = "manifest.json"
 REMOTE_EXTRAS = {"s3": "s3"}
 
 
-def package_spec(remote_url: str = "") -> str:
+def package_spec(remote_url: str = "", scan_profiles: tuple[str, ...] = ()) -> str:
     """What pip installs: the distribution's own name, pinned (`pip install registry` is an
-    unrelated package), with the extra the DVC remote needs, e.g. gitops-registry[s3]==X.Y.Z."""
+    unrelated package), with the extras the registry needs: its DVC remote's (e.g.
+    gitops-registry[s3]==X.Y.Z) and `sklearn` (skops) when registry.yaml turns that scan
+    profile on, so the gates can read .skops files."""
     scheme = remote_url.partition("://")[0] if "://" in remote_url else ""
-    extra = REMOTE_EXTRAS.get(scheme.lower())
-    return f"gitops-registry{f'[{extra}]' if extra else ''}=={__version__}"
+    wanted = (REMOTE_EXTRAS.get(scheme.lower()), "sklearn" if "sklearn" in scan_profiles else None)
+    extras = ",".join(e for e in wanted if e)
+    return f"gitops-registry{f'[{extras}]' if extras else ''}=={__version__}"
 
 
 # Actions pinned by full commit SHA (a tag can be moved), the release in a comment.
@@ -289,11 +292,11 @@ def _render(text: str, values: dict[str, str]) -> str:
 _FILES = {"REPORT": CHECK_REPORT, "MANIFEST": MANIFEST_FILE}
 
 
-def workflow(remote_url: str = "", record_approvals: bool = False) -> str:
+def workflow(remote_url: str = "", record_approvals: bool = False, scan_profiles: tuple[str, ...] = ()) -> str:
     """The workflow `registry init` (and `registry workflow`) writes: self-contained, pinned to
     this version, with the extra that the registry's DVC remote needs, and the approvals job
     only where registry.yaml opts in."""
-    values = {"VERSION": __version__, "PACKAGE": f'"{package_spec(remote_url)}"', "PYTHON": '"3.11"',
+    values = {"VERSION": __version__, "PACKAGE": f'"{package_spec(remote_url, scan_profiles)}"', "PYTHON": '"3.11"',
               "BASE_REF": "${{ github.base_ref }}", "STAGE": "production",
               "ARTIFACT": "production-manifest", **_FILES}
     return _render(_INIT_HEAD + _JOBS + (_APPROVALS_JOB if record_approvals else ""), values)

@@ -47,3 +47,14 @@ def test_actionlint_accepts_the_workflow_with_the_approvals_job(registry_dir: Pa
     proc = subprocess.run([*actionlint(), templates.WORKFLOW_FILE], cwd=registry_dir, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_workflow_installs_skops_when_the_sklearn_profile_is_on(
+    registry_dir: Path, cli: Callable[..., Result]
+) -> None:
+    config = registry_dir / "registry.yaml"
+    config.write_text(config.read_text().replace("profiles: []", "profiles: [sklearn]"))
+    assert "profiles: [sklearn]" in config.read_text()
+    assert cli("workflow", cwd=registry_dir).code == 0
+    workflow = load((registry_dir / templates.WORKFLOW_FILE).read_text())
+    assert workflow["jobs"]["gates"]["env"]["REGISTRY_PACKAGE"].startswith("gitops-registry[sklearn]==")
