@@ -1893,17 +1893,9 @@ def _joblib_layout(state: object) -> tuple[tuple[int, ...], int, bool, bool] | s
     if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
         return "shape is not a tuple of integers"
     dtype = state.get("dtype")
-    if not (
-        isinstance(dtype, _Call)
-        and isinstance(dtype.func, _Global)
-        and dtype.func.dotted == "numpy.dtype"
-        and isinstance(dtype.args, tuple)
-        and dtype.args
-        and isinstance(dtype.args[0], str)
-        and isinstance(dtype.state, tuple)
-        and len(dtype.state) >= 8
-    ):
+    if not _is_literal_dtype(dtype):
         return "dtype is not a literal numpy.dtype"
+    assert isinstance(dtype, _Call) and isinstance(dtype.args, tuple) and isinstance(dtype.state, tuple)
     found = _SIMPLE_DTYPE.fullmatch(dtype.args[0])
     _version, _order, subarray, names, fields, elsize, _align, flags = dtype.state[:8]
     structured = names is not None or fields is not None
@@ -1933,6 +1925,20 @@ def _joblib_layout(state: object) -> tuple[tuple[int, ...], int, bool, bool] | s
     return shape, itemsize, has_object, aligned is not None
 
 
+def _is_literal_dtype(dtype: object) -> bool:
+    """A `numpy.dtype(str, ...)` call with its full BUILD state, as numpy pickles one."""
+    return (
+        isinstance(dtype, _Call)
+        and isinstance(dtype.func, _Global)
+        and dtype.func.dotted == "numpy.dtype"
+        and isinstance(dtype.args, tuple)
+        and bool(dtype.args)
+        and isinstance(dtype.args[0], str)
+        and isinstance(dtype.state, tuple)
+        and len(dtype.state) >= 8
+    )
+
+
 def _plain_fields(names: object, fields: object) -> bool:
     """A structured dtype's fields (sklearn's tree nodes, say) are all literal plain
     numbers: an array of it holds no objects, whatever its flags claim."""
@@ -1944,17 +1950,9 @@ def _plain_fields(names: object, fields: object) -> bool:
         if not isinstance(value, tuple) or len(value) < 2 or type(value[1]) is not int:
             return False
         dtype = value[0]
-        if not (
-            isinstance(dtype, _Call)
-            and isinstance(dtype.func, _Global)
-            and dtype.func.dotted == "numpy.dtype"
-            and isinstance(dtype.args, tuple)
-            and dtype.args
-            and isinstance(dtype.args[0], str)
-            and isinstance(dtype.state, tuple)
-            and len(dtype.state) >= 8
-        ):
+        if not _is_literal_dtype(dtype):
             return False
+        assert isinstance(dtype, _Call) and isinstance(dtype.args, tuple) and isinstance(dtype.state, tuple)
         found = _SIMPLE_DTYPE.fullmatch(dtype.args[0])
         _version, _order, subarray, inner_names, inner_fields, _size, _align, flags = (
             dtype.state[:8]
