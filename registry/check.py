@@ -19,7 +19,7 @@ from typing import Any
 
 from registry import cards, config, consistency, git, stages, summary, yamlio
 from registry.errors import UsageError, ValidationError
-from registry.gates import GateResult
+from registry.gates import NOT_AVAILABLE, GateResult
 from registry.names import MODEL_NAME_RE, Version
 from registry.repo import MODELS_DIR, Registry
 
@@ -249,6 +249,11 @@ class Report:
     @property
     def passed(self) -> bool:
         return not any(r.status == "fail" for r in self.results)
+
+    @property
+    def unfetched(self) -> bool:
+        """Some gate failed because an artifact's bytes are not here (`registry fetch` first)."""
+        return any(r.status == "fail" and f": {NOT_AVAILABLE}" in r.message for r in self.results)
 
     def as_json(self) -> dict[str, Any]:
         return {"passed": self.passed, "base": self.base, "head": self.head,

@@ -125,6 +125,9 @@ def check(base: str, head: str, json_file: Path | None, summary_file: Path | Non
             echo(f"{icons[r.status]} {r.gate:<12} {target:<28} {r.message}")
         failed = sum(r.status == "fail" for r in report.results)
         echo("all gates passed" if report.passed else f"{failed} gate check{'s' if failed != 1 else ''} failed")
+        if report.unfetched:
+            echo(f"hint: some artifacts are not on this machine; run `registry fetch --base {base}` first "
+                 "(where the DVC remote is reachable), then check again", err=True)
     if not report.passed:
         sys.exit(1)
 

@@ -270,3 +270,43 @@ def test_the_unsigned_warning_follows_the_models_own_policy(registered: Path, cl
     result = cli("promote", NAME, "1.1.0", "--to", "staging", "--reason", "r", cwd=registered)
     assert result.code == 0, result.err
     assert f"registry sign {NAME}@1.1.0 --key KEY --no-branch" in result.err
+
+
+def test_check_before_fetch_says_to_fetch_first(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    import shutil
+
+    assert register(cli, registry_dir, inputs, "1.0.0").code == 0
+    git(registry_dir, "push", "--quiet", "origin", f"register/{NAME}/1.0.0")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", "--branch", f"register/{NAME}/1.0.0", str(tmp_path / "origin.git"),
+        str(clone))
+    git(clone, "fetch", "--quiet", "origin", "main:refs/remotes/origin/main")
+    shutil.rmtree(tmp_path / "dvc-remote")  # the weights are nowhere this machine can read
+    result = cli("check", "--base", "origin/main", cwd=clone)
+    assert result.code == 1
+    assert "models/credit-approval/1.0.0/model.safetensors: not available to scan" in result.out
+    assert "hint: some artifacts are not on this machine; run `registry fetch --base origin/main` first" in result.err
+
+
+def test_scan_calls_the_entrypoint_model_code_not_nothing_executable(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    from tests.conftest import CARD
+
+    (inputs / "predict.py").write_text("def load(path):\n    return None\n\n\ndef predict(model, inputs):\n"
+                                       "    return inputs\n")
+    (inputs / "code-card.yaml").write_text(CARD + "entrypoint: predict.py\ninput_example: [1]\n")
+    result = cli("register", NAME, "1.0.0", "--card", str(inputs / "code-card.yaml"),
+                 "--artifact", str(inputs / "model.safetensors"), "--artifact", str(inputs / "predict.py"),
+                 cwd=registry_dir)
+    assert result.code == 0, result.err
+    report = tmp_path / "report.json"
+    cli("check", "--base", "main", "--json", str(report), cwd=registry_dir)
+    scans = {g["message"].split(":")[0]: g["message"] for g in json.loads(report.read_text())["gates"]
+             if g["gate"] == "scan"}
+    assert scans[f"models/{NAME}/1.0.0/predict.py"].endswith(
+        "model code (the card's entrypoint): no loader runs it; the smoke, latency and metrics gates run it "
+        "in their sandbox")
+    assert scans[f"models/{NAME}/1.0.0/model.safetensors"].endswith("safetensors, nothing executable")

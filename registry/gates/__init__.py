@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from registry.config import StagePolicy
 
 
+# How a gate says an artifact's bytes are not on this machine (not pulled from DVC): `check`
+# then says to run `registry fetch` first.
+NOT_AVAILABLE = "not available"
+
+
 @dataclass(frozen=True)
 class GateResult:
     gate: str

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from registry import formats
 from registry.errors import ValidationError
-from registry.gates import GateResult, checked_folders
+from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
@@ -29,7 +29,7 @@ def run(ctx: CheckContext) -> list[GateResult]:
             rel = f"models/{model}/{version}/{artifact.path}"
             path = folder / artifact.path
             if not path.is_file():
-                results.append(GateResult("format", model, version, "fail", f"{rel}: not available to check", rel))
+                results.append(GateResult("format", model, version, "fail", f"{rel}: {NOT_AVAILABLE} to check", rel))
                 continue
             kind = formats.sniff(path)
             try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from registry import scan
 from registry.errors import ValidationError
-from registry.gates import GateResult, checked_folders
+from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
 
 if TYPE_CHECKING:
     from registry.check import CheckContext
@@ -25,11 +25,21 @@ def run(ctx: CheckContext) -> list[GateResult]:
         return [GateResult("scan", None, None, "fail", str(exc), "registry.yaml")]
     for checked in checked_folders(ctx, "scan", results):
         model, version, folder = checked.model, checked.version, checked.folder
+        entrypoint = checked.card.data.get("entrypoint")
         for artifact in checked.card.artifacts:
             rel = f"models/{model}/{version}/{artifact.path}"
+            if not (folder / artifact.path).is_file():
+                results.append(GateResult("scan", model, version, "fail", f"{rel}: {NOT_AVAILABLE} to scan", rel))
+                continue
             report = scan.scan_file(
                 folder / artifact.path, ctx.config.allow_globals, profiles=ctx.config.scan_profiles
             )
+            if report.safe and artifact.path == entrypoint:
+                # Not "nothing executable": it is the model's code, run on purpose, only in the sandbox.
+                results.append(GateResult("scan", model, version, "pass",
+                                          f"{rel}: model code (the card's entrypoint): no loader runs it; the "
+                                          "smoke, latency and metrics gates run it in their sandbox", rel))
+                continue
             if report.safe:
                 results.append(GateResult("scan", model, version, "pass", f"{rel}: {report.kind}, nothing executable", rel))
                 continue
