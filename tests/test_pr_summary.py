@@ -105,3 +105,14 @@ def test_an_author_cannot_pose_as_the_verdict(
     outside = outside_code_blocks(text)
     assert [line for line in outside if "registry check:" in line] == [text.splitlines()[0]]
     assert not any("<img" in line or "✅ passed" in line for line in outside)
+
+
+def test_a_promotion_pr_passes_consistency_on_its_stages_file(
+    promotion: Path, cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    cli("check", "--base", "main", "--json", str(report), cwd=promotion)
+    consistency = [g for g in json.loads(report.read_text())["gates"] if g["gate"] == "consistency"]
+    assert consistency == [{"gate": "consistency", "model": NAME, "version": None, "status": "pass",
+                            "message": f"models/{NAME}/stages.yaml names only registered versions",
+                            "file": f"models/{NAME}/stages.yaml"}]

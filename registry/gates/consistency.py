@@ -86,9 +86,9 @@ def run(ctx: CheckContext) -> list[GateResult]:
         problems += consistency.version_problems(tree, model, version, folders)
     for model in sorted({m for m, _ in ctx.new_versions}):
         problems += consistency.model_problems(tree, model)
-    for model in models:
-        if any(c.path == f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}" for c in ctx.changes):
-            problems += consistency.stages_problems(tree, model)
+    staged = [m for m in models if any(c.path == f"{MODELS_DIR}/{m}/{stages.STAGES_FILE}" for c in ctx.changes)]
+    for model in staged:
+        problems += consistency.stages_problems(tree, model)
     results = []
     for problem in dict.fromkeys(problems):
         model_name, version_name = consistency.version_of(problem.path)
@@ -99,6 +99,11 @@ def run(ctx: CheckContext) -> list[GateResult]:
         if (model, version) not in failed:
             results.append(GateResult("consistency", model, version, "pass",
                                       "card, folder, pointers and bytes agree (size and sha256)"))
+    for model in staged:
+        if not any(r.model == model for r in results if r.status == "fail"):
+            path = f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}"
+            results.append(GateResult("consistency", model, None, "pass",
+                                      f"{path} names only registered versions", path))
     if not results:
         results.append(GateResult("consistency", None, None, "skip", "no version folder or stages file changed"))
     return results
