@@ -22,7 +22,7 @@ from registry.names import ALL_STAGES
 
 @click.command(name="ls")
 @click.option("--stage", type=click.Choice(ALL_STAGES), help="Only models with a version in this stage.")
-@click.option("--tag", metavar="K=V", help="Only models whose model.yaml tags match.")
+@click.option("--tag", metavar="K=V", help="Only models whose model.yaml tags, or latest card's tags, match.")
 @json_option
 def ls_command(stage: str | None, tag: str | None, as_json: bool) -> None:
     """Inventory: each model's latest and staged versions."""

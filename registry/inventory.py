@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from registry import yamlio
@@ -30,22 +32,40 @@ def parse_tag(text: str) -> tuple[str, str]:
     return key, value
 
 
+def holds_stage(held: Stages, versions: Callable[[], Sequence[str]], stage: str | None) -> bool:
+    """The `ls --stage` rule (CLI and REST): a version in that stage; for development, a
+    registered version in no stage."""
+    if stage is None:
+        return True
+    if stage == "development":
+        staged = {v for v, _ in held.assignments()}
+        return any(v not in staged for v in versions())
+    return bool(held.versions_in(stage))
+
+
+def model_tags(reg: Registry, name: str) -> dict[str, object]:
+    """The tags `ls --tag` matches: model.yaml's, with its latest version's card tags under them
+    (a card tag counts unless model.yaml sets the same key)."""
+    latest = reg.latest_version(name)
+    card_tags = dict(reg.card(name, latest).data.get("tags") or {}) if latest else {}
+    return {**card_tags, **reg.model_info(name).tags}
+
+
+def tag_matches(tags: Mapping[str, object], tag: tuple[str, str]) -> bool:
+    key, value = tag
+    return key in tags and str(tags[key]) == value
+
+
 def list_models(reg: Registry, stage: str | None = None, tag: tuple[str, str] | None = None) -> list[ModelSummary]:
     if stage is not None and stage not in ALL_STAGES:
         raise UsageError(f"unknown stage {stage!r}: use one of {', '.join(ALL_STAGES)}")
     summaries = []
     for name in reg.model_names():
         held = reg.stages(name)
-        if stage == "development":
-            staged = {v for v, _ in held.assignments()}
-            if not any(v not in staged for v in reg.versions(name)):
-                continue
-        elif stage is not None and not held.versions_in(stage):
+        if not holds_stage(held, partial(reg.versions, name), stage):
             continue
-        if tag is not None:
-            tags = reg.model_info(name).tags
-            if str(tags.get(tag[0])) != tag[1] or tag[0] not in tags:
-                continue
+        if tag is not None and not tag_matches(model_tags(reg, name), tag):
+            continue
         summaries.append(ModelSummary(name, reg.latest_version(name), held))
     return summaries
 

@@ -46,7 +46,6 @@ from registry.names import (
     check_version,
     parse_ref,
 )
-from registry.repo import Registry
 from registry.restapi_index import (
     ReadIndex,
     Snapshot,
@@ -92,7 +91,7 @@ VersionParam = Annotated[str, PathParam(description="A semantic version.",
 IfNoneMatch = Annotated[str | None, Header(description="An ETag from an earlier answer: 304 if still current.")]
 StageQuery = Annotated[str | None, Query(description="Only models with a version in this stage.",
                                          json_schema_extra={"enum": list(ALL_STAGES)})]
-TagQuery = Annotated[str | None, Query(description="KEY=VALUE: only models whose model.yaml tags match.",
+TagQuery = Annotated[str | None, Query(description="KEY=VALUE: only models whose model.yaml tags (or, for keys it does not set, its latest version's card tags) match.",
                                        json_schema_extra={"pattern": "^[^=]+=.*$"})]
 ManifestStage = Annotated[str, Query(description="The stage served.", json_schema_extra={"enum": list(SERVABLE)})]
 ModelQuery = Annotated[str | None, Query(description="NAME or NAME@VERSION.",
@@ -319,10 +318,6 @@ _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 def _read(model: type[BaseModel] | Any, *errors: int) -> dict[str, Any]:
     return {"response_model": model, "responses": {
         200: {"headers": _ETAG_HEADERS}, **_NOT_MODIFIED, **_errors(*errors, 500, 503)}}
-
-
-def _model_tags(reg: Registry, name: str) -> dict[str, object]:
-    return reg.model_info(name).tags
 
 
 def _matches(if_none_match: str | None, commit: str) -> bool:
@@ -570,7 +565,7 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
     def list_models(stage: StageQuery = None, tag: TagQuery = None, if_none_match: IfNoneMatch = None) -> Response:
         if stage is not None and stage not in ALL_STAGES:
             raise ApiError(400, f"stage {stage!r}: use one of {', '.join(ALL_STAGES)}")
-        from registry.inventory import parse_tag
+        from registry.inventory import holds_stage, model_tags, parse_tag, tag_matches
 
         wanted_tag = _usage(parse_tag, tag) if tag is not None else None
 
@@ -582,17 +577,11 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
             def make() -> bytes:
                 out = []
                 for summary in inventory.summaries:
-                    held = summary.stages
-                    if stage == "development":
-                        staged = {v for v, _ in held.assignments()}
-                        if all(v in staged for v in inventory.versions[summary.name]):
-                            continue
-                    elif stage is not None and not held.versions_in(stage):
+                    if not holds_stage(summary.stages, partial(inventory.versions.__getitem__, summary.name), stage):
                         continue
                     if wanted_tag is not None:
-                        key, value = wanted_tag
-                        tags = snap.get(("tags", summary.name), partial(_model_tags, name=summary.name))
-                        if key not in tags or str(tags.get(key)) != value:
+                        tags = snap.get(("tags", summary.name), partial(model_tags, name=summary.name))
+                        if not tag_matches(tags, wanted_tag):
                             continue
                     out.append(summary.as_json())
                 return to_json(out)

@@ -310,3 +310,27 @@ def test_scan_calls_the_entrypoint_model_code_not_nothing_executable(
         "model code (the card's entrypoint): no loader runs it; the smoke, latency and metrics gates run it "
         "in their sandbox")
     assert scans[f"models/{NAME}/1.0.0/model.safetensors"].endswith("safetensors, nothing executable")
+
+
+def test_ls_tag_matches_card_tags_unless_model_yaml_sets_the_key(
+    registry_dir: Path, inputs: Path, cli: Callable[..., Result]
+) -> None:
+    from tests.conftest import CARD
+
+    (inputs / "tagged.yaml").write_text(CARD + "tags: {dataset: march, team: card-team}\n")
+    assert cli("register", NAME, "1.0.0", "--card", str(inputs / "tagged.yaml"), "--artifact",
+               str(inputs / "model.safetensors"), "--no-branch", cwd=registry_dir).code == 0
+    model_yaml = registry_dir / "models" / NAME / "model.yaml"
+    model_yaml.write_text("".join(line for line in model_yaml.read_text().splitlines(keepends=True)
+                                  if not line.startswith("tags:")) + "tags: {team: risk}\n")
+    git(registry_dir, "commit", "--quiet", "-am", "team")
+
+    def names(tag: str) -> list[str]:
+        result = cli("ls", "--tag", tag, "--json", cwd=registry_dir)
+        assert result.code == 0, result.err
+        return [m["name"] for m in json.loads(result.out)]
+
+    assert names("dataset=march") == [NAME]  # the card's tag
+    assert names("team=risk") == [NAME]  # model.yaml's
+    assert names("team=card-team") == []  # model.yaml sets team: it wins
+    assert names("dataset=april") == []
