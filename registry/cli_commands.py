@@ -398,15 +398,21 @@ def import_group() -> None:
 @click.option("--tracking-uri", required=True, metavar="URI",
               help="MLflow tracking/registry URI, e.g. sqlite:///mlflow.db or http://host:5000.")
 @click.option("--model", "models", multiple=True, metavar="NAME", help="Only this MLflow model (repeat).")
-@click.option("--no-push", is_flag=True, help="Keep the import branches local (weights still go to DVC's remote).")
+@click.option("--push", is_flag=True, help="Push the import branches to origin (weights go to DVC's remote anyway).")
+@click.option("--no-push", is_flag=True, hidden=True, help="Deprecated: the default; does nothing.")
 @json_option
-def import_mlflow(tracking_uri: str, models: tuple[str, ...], no_push: bool, as_json: bool) -> None:
+def import_mlflow(tracking_uri: str, models: tuple[str, ...], push: bool, no_push: bool, as_json: bool) -> None:
     """Import MLflow registered models as registrations; prints the promotions for their stages."""
     from registry.importers import mlflow as importer
 
+    if push and no_push:
+        raise UsageError("--push and --no-push contradict each other; give --push to push, nothing to keep local")
+    if no_push:
+        echo("note: --no-push is deprecated and does nothing: the import branches stay local "
+             "unless you give --push", err=True)
     reg = _open()
     with _progress() as progress:
-        report = importer.import_mlflow(reg, tracking_uri, models, push=not no_push, progress=progress)
+        report = importer.import_mlflow(reg, tracking_uri, models, push=push, progress=progress)
     if as_json:
         _print_json(report.as_json())
     else:

@@ -67,7 +67,8 @@ def new_store(folder: Path, template: Path) -> Store:
     return Store(uri, client, experiment, folder / "artifacts", {})
 
 
-def model_files(folder: Path, run_id: str, *, weights: float, nested: bool, logged_model_id: str | None = None) -> Path:
+def model_files(folder: Path, run_id: str, *, weights: float, nested: bool, logged_model_id: str | None = None,
+                artifact_path: str = "model") -> Path:
     """What an MLflow sklearn-style model folder holds, with a small (safe) pickle for the weights."""
     folder.mkdir(parents=True)
     (folder / "model.pkl").write_bytes(pickle.dumps({"coef": [weights, -weights, 0.25], "intercept": 0.1}))
@@ -76,7 +77,7 @@ def model_files(folder: Path, run_id: str, *, weights: float, nested: bool, logg
     if nested:
         (folder / "data").mkdir()
         (folder / "data" / "weights.bin").write_bytes(bytes(range(256)) * 8)
-    model = Model(run_id=run_id, artifact_path=None if logged_model_id else "model", model_id=logged_model_id)
+    model = Model(run_id=run_id, artifact_path=artifact_path, model_id=logged_model_id)
     model.add_flavor("python_function", loader_module="mlflow.sklearn", model_path="model.pkl")
     model.add_flavor("sklearn", pickled_model="model.pkl", sklearn_version="1.5.2")
     model.save(str(folder / "MLmodel"))
@@ -106,8 +107,9 @@ def version_from_logged_model(store: Store, tmp: Path, name: str, run_id: str, t
                               description: str | None = None, **options: Any) -> str:
     """MLflow 3 style: a LoggedModel of the run; the version's source is models:/m-…"""
     logged = store.client.create_logged_model(store.experiment, name="model", source_run_id=run_id)
-    store.client.log_model_artifacts(logged.model_id, str(model_files(tmp, run_id, logged_model_id=logged.model_id,
-                                                                       **options)))
+    # As MLflow 3's log_model writes it: the MLmodel's artifact_path is the logged model's location.
+    store.client.log_model_artifacts(logged.model_id, str(model_files(
+        tmp, run_id, logged_model_id=logged.model_id, artifact_path=logged.artifact_location, **options)))
     store.client.finalize_logged_model(logged.model_id, "READY")
     return str(store.client.create_model_version(name, f"models:/{logged.model_id}", run_id=run_id, tags=tags,
                                                  description=description).version)
@@ -120,7 +122,8 @@ def store(tmp_path: Path, empty_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch
     # Some MLflow calls use the global URI whatever the client's; its default is ./mlflow.db.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", s.uri)
     c = s.client
-    c.create_registered_model(CREDIT, description="Approves or declines credit applications")
+    c.create_registered_model(CREDIT, description="Approves or declines credit applications",
+                              tags={"owner_team": "risk", "task": "classification", "pii": "false"})
     first = log_run(s, "first", {"C": "1.0", "max_iter": "100", "solver": "lbfgs"},
                     [("accuracy", 0.80, 0), ("accuracy", 0.88, 1), ("f1", 0.85, 1)],
                     {"team": "risk", "task": "classification", "threshold": "0.5"})
@@ -186,7 +189,7 @@ def test_import_brings_every_version_over_on_one_branch_per_model(
         registry_dir: Path, store: Store, cli: Callable[..., Result], tmp_path: Path) -> None:
     head, tree = git(registry_dir, "rev-parse", "HEAD"), work_tree(registry_dir)
 
-    result = run_import(cli, registry_dir, store)
+    result = run_import(cli, registry_dir, store, "--push")
 
     assert result.code == 0, result.err
     assert "credit-approval ← MLflow model 'Credit Approval': 3 registered, 0 already there on branch " \
@@ -217,12 +220,14 @@ def test_import_brings_every_version_over_on_one_branch_per_model(
 
     second = card_at(registry_dir, branch, "credit-approval", "2.0.0")
     assert second["metrics"] == {"accuracy": 0.93, "f1": 0.90}
+    # MLflow's model URI inside the run, not the logged model's local location (MLmodel's artifact_path).
     assert second["training"]["run_uri"] == f"runs:/{store.runs['second']}/model"
     assert second["description"] == "Approves or declines credit applications"  # the model's, as a fallback
     assert second["tags"]["mlflow.flattened"] == "data--weights.bin=data/weights.bin"
     third = card_at(registry_dir, branch, "credit-approval", "3.1.0")  # from the version's semver tag
     assert third["description"] == "Candidate with more features"
     assert third["tags"]["semver"] == "3.1.0"
+    assert third["training"]["run_uri"] == f"runs:/{store.runs['second']}/model"
 
     # Digests are those of the files MLflow serves; binaries went to DVC, small text stayed in git.
     for version, number in (("1.0.0", "1"), ("2.0.0", "2"), ("3.1.0", "3")):
@@ -252,7 +257,9 @@ def test_import_brings_every_version_over_on_one_branch_per_model(
     assert shlex.split(steps[0])[-1] == "staging in MLflow model 'Credit Approval'"
     assert "Once it is merged, bring the stages over through the lifecycle" in result.out
     model = yaml.safe_load(show(registry_dir, branch, "models/credit-approval/model.yaml"))
-    assert model["tags"] == {"mlflow.alias.challenger": "3.1.0"}  # aliases other than champion become tags
+    # The registered model's tags come over (task is model.yaml's own field); aliases other than
+    # champion become tags.
+    assert model["tags"] == {"owner_team": "risk", "pii": "false", "mlflow.alias.challenger": "3.1.0"}
     assert model["description"] == "Approves or declines credit applications" and model["task"] == "classification"
     log = git(registry_dir, "log", "--format=%B", f"main..{branch}")
     assert "Imported-from" not in log
@@ -292,14 +299,14 @@ def test_a_second_import_changes_nothing(registry_dir: Path, store: Store, cli: 
 
 def test_new_versions_and_moved_aliases_add_commits_to_the_branch(
         registry_dir: Path, store: Store, cli: Callable[..., Result], tmp_path: Path) -> None:
-    assert run_import(cli, registry_dir, store, "--no-push", "--model", CREDIT).code == 0
+    assert run_import(cli, registry_dir, store, "--model", CREDIT).code == 0
     assert "import/mlflow" not in git(registry_dir, "ls-remote", "--heads", "origin")
     tip = git(registry_dir, "rev-parse", "import/mlflow/credit-approval").strip()
     run = log_run(store, "fourth", {"C": "0.3"}, [("accuracy", 0.95, 0)], {"task": "classification"})
     version_from_logged_model(store, tmp_path / "m5", CREDIT, run, weights=0.3, nested=False)
     store.client.set_registered_model_alias(CREDIT, "champion", "4")
 
-    result = run_import(cli, registry_dir, store, "--no-push", "--model", CREDIT)
+    result = run_import(cli, registry_dir, store, "--model", CREDIT)
 
     assert result.code == 0, result.err
     assert "1 registered, 3 already there" in result.out
@@ -316,7 +323,7 @@ def test_the_printed_promotions_pass_the_lifecycle_one_after_another(
         registry_dir: Path, store: Store, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import merge
 
-    result = run_import(cli, registry_dir, store, "--no-push", "--model", CREDIT)
+    result = run_import(cli, registry_dir, store, "--model", CREDIT)
     assert result.code == 0, result.err
     steps = [line.strip() for line in result.out.splitlines() if line.strip().startswith("registry promote")]
     merge(registry_dir, "import/mlflow/credit-approval", monkeypatch, pr=1)
@@ -355,7 +362,7 @@ def test_names_that_cannot_be_registry_names_are_refused(
     store.client.create_registered_model("Fraud Detector")  # becomes fraud-detector, like fraud_detector
     before = refs(registry_dir)
 
-    result = run_import(cli, registry_dir, store, "--no-push")
+    result = run_import(cli, registry_dir, store)
 
     assert result.code == 1
     assert "error: MLflow model 'Modèle crédit' has no registry name: 'modèle-crédit' is not 1-64 lowercase " \
@@ -382,8 +389,8 @@ def test_bad_invocations_change_nothing(registry_dir: Path, store: Store, cli: C
     assert refs(registry_dir) == before and work_tree(registry_dir) == tree
 
     lonely = api.init(tmp_path / "no-origin", dvc_remote=str(tmp_path / "no-origin-dvc")).root
-    result = run_import(cli, lonely, store)
-    assert result.code == 2 and "no remote 'origin'" in result.err and "--no-push" in result.err
+    result = run_import(cli, lonely, store, "--push")
+    assert result.code == 2 and "no remote 'origin'" in result.err and "leave out --push" in result.err
     assert "Traceback" not in result.err
 
 
@@ -392,7 +399,7 @@ def test_a_failed_import_leaves_no_branch(registry_dir: Path, store: Store, cli:
     (registry_dir / ".dvc" / "config.local").write_text("['remote \"storage\"']\n    url = /dev/null/storage\n")
     before = refs(registry_dir)
 
-    result = run_import(cli, registry_dir, store, "--no-push", "--model", FRAUD)
+    result = run_import(cli, registry_dir, store, "--model", FRAUD)
 
     assert result.code == 1
     assert "DVC could not push to the remote" in result.err
@@ -438,15 +445,70 @@ def test_stage_mapping() -> None:
 
 def test_help(cli: Callable[..., Result]) -> None:
     result = cli("import", "mlflow", "--help")
-    assert result.code == 0 and "--tracking-uri URI" in result.out and "--no-push" in result.out
+    assert result.code == 0 and "--tracking-uri URI" in result.out and "--push" in result.out
+    assert "--no-push" not in result.out  # deprecated: accepted, does nothing, not offered
 
 
 def test_without_mlflow_the_command_says_what_to_install(python: str, tmp_path: Path) -> None:
     code = ("import sys\nsys.modules['mlflow'] = None\nfrom registry.cli import main\n"
-            "main(['import', 'mlflow', '--tracking-uri', 'http://127.0.0.1:9', '--no-push'])\n")
+            "main(['import', 'mlflow', '--tracking-uri', 'http://127.0.0.1:9'])\n")
     from registry import api
 
     repo = api.init(tmp_path / "reg", dvc_remote=str(tmp_path / "dvc")).root
     proc = subprocess.run([python, "-c", code], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: MLflow is not installed: pip install 'gitops-registry[mlflow]'"
+
+
+def test_import_pushes_only_with_push_like_every_other_command(
+        registry_dir: Path, store: Store, cli: Callable[..., Result]) -> None:
+    result = run_import(cli, registry_dir, store, "--model", FRAUD)
+
+    assert result.code == 0, result.err
+    assert "import/mlflow" not in git(registry_dir, "ls-remote", "--heads", "origin")
+    assert "(pushed)" not in result.out
+    assert "Next: git push -u origin import/mlflow/fraud-detector, then open a pull request" in result.out
+    # --no-push, the old opt-out, is still accepted: it changes nothing and says so.
+    kept = run_import(cli, registry_dir, store, "--model", FRAUD, "--no-push")
+    assert kept.code == 0, kept.err
+    assert "--no-push is deprecated and does nothing" in kept.err
+    both = run_import(cli, registry_dir, store, "--model", FRAUD, "--push", "--no-push")
+    assert both.code == 2 and "contradict" in both.err
+    assert "import/mlflow" not in git(registry_dir, "ls-remote", "--heads", "origin")
+
+
+def test_run_uri_is_the_model_uri_inside_the_run(
+        registry_dir: Path, store: Store, cli: Callable[..., Result]) -> None:
+    # mlflow.register_model("/abs/path/artifacts/model", ...): the run's root is file:///abs/path/artifacts.
+    run = store.client.get_run(store.runs["fraud"])
+    plain = run.info.artifact_uri.removeprefix("file://") + "/model"
+    store.client.create_model_version(FRAUD, plain, run_id=store.runs["fraud"])
+
+    result = run_import(cli, registry_dir, store)
+
+    assert result.code == 0, result.err
+    card = card_at(registry_dir, "import/mlflow/fraud-detector", "fraud-detector", "2.0.0")
+    assert card["training"]["run_uri"] == f"runs:/{store.runs['fraud']}/model"
+    # MLflow 3 logged models: MLmodel's artifact_path is the model's local location, not a run path.
+    for version in ("2.0.0", "3.1.0"):
+        card = card_at(registry_dir, "import/mlflow/credit-approval", "credit-approval", version)
+        assert card["training"]["run_uri"] == f"runs:/{store.runs['second']}/model"
+
+
+def test_model_tags_for_a_new_model_and_a_note_for_an_existing_one(
+        registry_dir: Path, store: Store, cli: Callable[..., Result]) -> None:
+    assert run_import(cli, registry_dir, store, "--model", CREDIT).code == 0
+    branch = "import/mlflow/credit-approval"
+    model = yaml.safe_load(show(registry_dir, branch, "models/credit-approval/model.yaml"))
+    assert model["tags"]["owner_team"] == "risk" and model["tags"]["pii"] == "false"
+    store.client.set_registered_model_tag(CREDIT, "owner_team", "lending")
+    before = refs(registry_dir)
+
+    again = run_import(cli, registry_dir, store, "--model", CREDIT)
+
+    # model.yaml is reviewed registry data once it exists: the import leaves it and says so.
+    assert again.code == 0, again.err
+    assert refs(registry_dir) == before
+    assert "up to date" in again.out
+    assert "model tags owner_team are not in models/credit-approval/model.yaml as they are in the source" \
+           in again.out

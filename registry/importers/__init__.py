@@ -72,6 +72,9 @@ class ModelPlan:
     # model.yaml tags the importer owns: every key under tag_prefix is replaced by these.
     tag_prefix: str | None = None
     model_tags: Mapping[str, str] = field(default_factory=dict)
+    # The source model's own tags: written into model.yaml when the import creates the model;
+    # an existing model.yaml is reviewed registry data, left as it is (a note lists what differs).
+    source_tags: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
@@ -121,7 +124,7 @@ def check_push(reg: Registry, push: bool) -> None:
     """Refuse up front, before anything is downloaded, when the branches could not be pushed."""
     if push and REMOTE not in git.run(["remote"], reg.root).split():
         raise UsageError(f"the registry has no remote {REMOTE!r} to push the import branches to; "
-                         f"add one (git remote add {REMOTE} URL) or pass --no-push")
+                         f"add one (git remote add {REMOTE} URL) or leave out --push")
 
 
 def check_card(plan: VersionPlan) -> None:
@@ -171,7 +174,7 @@ def apply(reg: Registry, plan: ModelPlan, *, push: bool, progress: ProgressFn | 
                             error=f"{len(conflicts)} version{'s' if len(conflicts) != 1 else ''} conflict "
                                   "with what is registered; nothing was imported for this model")
     on_base = {v for v, (ref, _) in found.items() if ref == base}
-    notes = list(plan.notes)
+    notes = list(plan.notes) + _source_tag_notes(reg, plan, base)
     for number, (ref, _) in sorted(found.items()):
         if ref != base:
             notes.append(f"{plan.name}@{number} is registered on {_short(ref)}, not on {_short(base)}; "
@@ -293,6 +296,20 @@ def _model_changes(reg: Registry, plan: ModelPlan, base: str) -> bool:
     return _with_tags(data, plan) != data
 
 
+def _source_tag_notes(reg: Registry, plan: ModelPlan, base: str) -> list[str]:
+    """An existing model.yaml keeps its tags: say which of the source's tags it does not hold."""
+    path = f"{MODELS_DIR}/{plan.name}/{MODEL_FILE}"
+    text = _read_at(reg, base, path)
+    if text is None or not plan.source_tags:
+        return []
+    held = (yamlio.loads(text, path) or {}).get("tags") or {}
+    differ = sorted(k for k, v in plan.source_tags.items() if k not in held or str(held[k]) != v)
+    if not differ:
+        return []
+    return [f"{plan.label}: model tags {', '.join(differ)} are not in {path} as they are in the source; "
+            "an import writes a model's tags only when it creates the model: edit model.yaml to bring them over"]
+
+
 def _with_tags(data: Mapping[str, Any], plan: ModelPlan) -> dict[str, Any]:
     updated = dict(data)
     if plan.tag_prefix is None:
@@ -310,6 +327,11 @@ def _commit_model_file(work: Registry, plan: ModelPlan, created_model: bool) -> 
     model_path = work.model_dir(plan.name) / MODEL_FILE
     data = yamlio.load_file(model_path, work.rel(model_path)) or {}
     updated = _with_tags(data, plan)
+    if created_model and plan.source_tags:
+        # The source's tags first; the importer-owned ones (under tag_prefix) win on a clash.
+        updated["tags"] = {**{k: v for k, v in plan.source_tags.items()
+                              if plan.tag_prefix is None or not k.startswith(plan.tag_prefix)},
+                           **(updated.get("tags") or {})}
     if created_model:
         if plan.description:
             updated["description"] = plan.description.strip().splitlines()[0]

@@ -15,7 +15,10 @@ What becomes what (docs/mlflow.md has the walkthrough):
   ``mlflow.flattened``); a name that would be ambiguous or is not allowed is refused;
 - alias ``champion`` and legacy stage ``Production`` → production (the alias wins when
   they name different versions), ``Staging`` → staging, ``Archived`` → archived; other
-  aliases become model.yaml tags ``mlflow.alias.<alias>: <version>``. The import branch
+  aliases become model.yaml tags ``mlflow.alias.<alias>: <version>``;
+- the registered model's tags (but ``task``, its own field) become model.yaml ``tags`` when the
+  import creates the model; an existing model.yaml keeps its tags and the report notes the
+  MLflow tags it does not hold. The import branch
   sets no stage: these are the `registry promote` commands the import prints, run through
   the lifecycle after the branch is merged.
 """
@@ -164,7 +167,7 @@ def map_stages(versions: Mapping[int, tuple[str, str]], aliases: Mapping[str, in
     return stage, tags, notes
 
 
-def import_mlflow(reg: Registry, tracking_uri: str, models: Sequence[str] = (), *, push: bool = True,
+def import_mlflow(reg: Registry, tracking_uri: str, models: Sequence[str] = (), *, push: bool = False,
                   progress: ProgressFn | None = None) -> ImportReport:
     """Import every registered model (or those named) from the MLflow registry at tracking_uri."""
     check_push(reg, push)
@@ -320,12 +323,20 @@ def _plan(reg: Registry, client: Any, uri: str, rm: Any, name: str, tmp: Path) -
                                       tmp / str(n), notes))
     if not versions:
         notes.append(f"{label}: no version to import")
-    model_task = (getattr(rm, "tags", None) or {}).get(TASK_TAG)
+    rm_tags = {str(k): str(v) for k, v in (getattr(rm, "tags", None) or {}).items()}
+    model_task = rm_tags.get(TASK_TAG)
+    source_tags = {}
+    for key, value in sorted(rm_tags.items()):
+        if key == TASK_TAG or key in DROPPED_TAGS:
+            continue  # task is model.yaml's own field
+        fixed = _key(key, "model tag", label, notes)
+        if fixed is not None:
+            source_tags[fixed] = value
     return ModelPlan(
         name=name, label=label, branch=BRANCH_PREFIX + name, versions=tuple(versions),
         description=(rm.description or "").strip() or None,
         task=model_task or next((str(v.card["task"]) for v in versions if v.card["task"] != "unknown"), None),
-        tag_prefix=ALIAS_TAG_PREFIX, model_tags=alias_tags, notes=tuple(notes),
+        tag_prefix=ALIAS_TAG_PREFIX, model_tags=alias_tags, source_tags=source_tags, notes=tuple(notes),
     )
 
 
@@ -457,20 +468,29 @@ def _key(key: str, what: str, label: str, notes: list[str]) -> str | None:
 
 
 def _run_uri(client: Any, run: Any, mv: Any, mlmodel: Mapping[str, Any]) -> str:
+    """MLflow's model URI inside the run: ``runs:/<run id>/<artifact path>``, never a local path."""
     run_id = run.info.run_id
     source = str(mv.source or "")
     if source.startswith("runs:/"):
         return source
-    root = str(run.info.artifact_uri or "").rstrip("/")
-    if root and source.startswith(root + "/"):
-        return f"runs:/{run_id}/{source[len(root) + 1:]}"
-    if mlmodel.get("artifact_path"):
-        return f"runs:/{run_id}/{mlmodel['artifact_path']}"
     match = re.fullmatch(r"models:/(m-[0-9a-f]+)", source)
     if match:
+        # MLflow 3: a logged model of the run; its name is the artifact path it was logged under.
         with contextlib.suppress(Exception):
             return f"runs:/{run_id}/{client.get_logged_model(match.group(1)).name}"
+    root = _local(str(run.info.artifact_uri or "")).rstrip("/")
+    if root and _local(source).startswith(root + "/"):
+        return f"runs:/{run_id}/{_local(source)[len(root) + 1:]}"
+    # MLflow 3 writes the logged model's full location here (a URI or an absolute path): not a run path.
+    path = str(mlmodel.get("artifact_path") or "")
+    if path and ":" not in path and not path.startswith("/"):
+        return f"runs:/{run_id}/{path}"
     return f"runs:/{run_id}"
+
+
+def _local(uri: str) -> str:
+    """file:///x and /x name the same artifact location."""
+    return uri.removeprefix("file://")
 
 
 def _card(client: Any, rm: Any, mv: Any, run: Any, name: str, version: str, mlmodel: Mapping[str, Any],
