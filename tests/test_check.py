@@ -65,6 +65,26 @@ def version_files(folder: Path, accuracy: float = 0.95, predict: str = PREDICT) 
     return folder
 
 
+def register_card(cli: Callable[..., Result], repo: Path, tmp_path: Path, version: str, card_text: str, *,
+                  sign: bool = False) -> None:
+    """Register m@version (weights and predict.py) from card_text; signed with tmp_path's release key."""
+    src = version_files(tmp_path / f"in-{version}")
+    (src / "card.yaml").write_text(card_text)
+    result = cli("register", "m", version, "--card", str(src / "card.yaml"), "--artifact",
+                 str(src / "model.safetensors"), "--artifact", str(src / "predict.py"), cwd=repo)
+    assert result.code == 0, result.err
+    if sign:
+        sign_m(repo, tmp_path, version)
+
+
+def sign_m(repo: Path, tmp_path: Path, version: str) -> None:
+    """Sign m@version with tmp_path's release key, in a commit of its own."""
+    folder = repo / f"models/m/{version}"
+    signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
+    git(repo, "add", str(folder / "signature.json"))
+    git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
+
+
 @pytest.fixture
 def gated(registry_dir: Path, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> Path:
     """A registry with a policy, a trusted key, and m@1.0.0 registered, signed and merged."""
@@ -90,10 +110,7 @@ def register(cli: Callable[..., Result], repo: Path, tmp_path: Path, version: st
     result = cli(*args, cwd=repo)
     assert result.code == 0, result.err
     if sign:
-        folder = repo / f"models/m/{version}"
-        signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
-        git(repo, "add", str(folder / "signature.json"))
-        git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
+        sign_m(repo, tmp_path, version)
 
 
 def check(cli: Callable[..., Result], repo: Path, tmp_path: Path) -> dict[str, object]:

@@ -12,13 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry import signing
 from registry.cards import Card
 from registry.config import RegistryConfig, StagePolicy
 from registry.gates.metrics import _regressions, _thresholds
 from tests import test_check
 from tests.conftest import Result, git, merge, snapshot
-from tests.test_check import CARD, POLICY, check, failures, promote_on_main, version_files
+from tests.test_check import (
+    CARD,
+    POLICY,
+    check,
+    failures,
+    promote_on_main,
+    register_card,
+    version_files,
+)
 
 gated = test_check.gated  # the fixture: policy, a trusted key, m@1.0.0 (accuracy 0.95) signed on main
 
@@ -56,16 +63,7 @@ def on_main(cli: Callable[..., Result], repo: Path, *, config: str | None = None
 
 def register(cli: Callable[..., Result], repo: Path, tmp_path: Path, version: str, *, accuracy: object = 0.95,
              card_extra: str = "", sign: bool = False) -> None:
-    src = version_files(tmp_path / f"in-{version}")
-    (src / "card.yaml").write_text(CARD.format(accuracy=accuracy) + card_extra)
-    result = cli("register", "m", version, "--card", str(src / "card.yaml"), "--artifact",
-                 str(src / "model.safetensors"), "--artifact", str(src / "predict.py"), cwd=repo)
-    assert result.code == 0, result.err
-    if sign:
-        folder = repo / f"models/m/{version}"
-        signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
-        git(repo, "add", str(folder / "signature.json"))
-        git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
+    register_card(cli, repo, tmp_path, version, CARD.format(accuracy=accuracy) + card_extra, sign=sign)
 
 
 def gate(report: dict[str, object], name: str) -> list[dict[str, object]]:

@@ -12,7 +12,7 @@ import pytest
 from registry import config, signing
 from registry.config import RegistryConfig, StagePolicy
 from tests.conftest import Result, git, merge, snapshot
-from tests.test_check import check, failures, version_files
+from tests.test_check import check, failures, register_card
 
 REGRESSION_CARD = """\
 description: A small regression model.
@@ -57,16 +57,7 @@ roles: {admin: ["@org/ml-admins"]}
 
 def register(cli: Callable[..., Result], repo: Path, tmp_path: Path, version: str, *, rmse: float = 0.2,
              sign: bool = True, card: str = REGRESSION_CARD) -> None:
-    src = version_files(tmp_path / f"in-{version}")
-    (src / "card.yaml").write_text(card.format(rmse=rmse))
-    result = cli("register", "m", version, "--card", str(src / "card.yaml"), "--artifact",
-                 str(src / "model.safetensors"), "--artifact", str(src / "predict.py"), cwd=repo)
-    assert result.code == 0, result.err
-    if sign:
-        folder = repo / f"models/m/{version}"
-        signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
-        git(repo, "add", str(folder / "signature.json"))
-        git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
+    register_card(cli, repo, tmp_path, version, card.format(rmse=rmse), sign=sign)
 
 
 @pytest.fixture
