@@ -152,8 +152,9 @@ def _utf8_problem(text: str) -> str | None:
 
 
 @contextmanager
-def _open_regular(path: StrPath) -> Iterator[tuple[BinaryIO, int]]:
-    """Open a regular file for reading; unreadable paths are the user's problem.
+def open_regular(path: StrPath) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file for reading; unreadable paths are the user's problem (the
+    format gate's checks and the scan's `identify_file` open files this one way).
 
     Checked before opening too: opening a FIFO for reading would block forever.
     """
@@ -198,7 +199,7 @@ def _header_length(path: StrPath, prefix: bytes, size: int) -> int:
 
 def _read_header(path: StrPath) -> tuple[bytes, int]:
     """Return the header bytes and the file size, checking the length prefix."""
-    with _open_regular(path) as (handle, size):
+    with open_regular(path) as (handle, size):
         length = _header_length(path, handle.read(_LENGTH_PREFIX), size)
         header = handle.read(length)
         if len(header) != length:
@@ -464,7 +465,7 @@ def check_onnx(path: StrPath, *, full_check: bool = True) -> FormatCheck:
     `full_check` adds ONNX shape inference, which catches wiring the structural check
     misses (incompatible shapes) and costs little next to loading the model.
     """
-    with _open_regular(path):
+    with open_regular(path):
         pass
     checker = _import_optional("onnx.checker")
     inference = _import_optional("onnx.shape_inference")
@@ -555,7 +556,7 @@ def sniff(path: StrPath) -> str:
 
     kind = scan.identify_file(path)
     if kind == "protobuf":
-        with _open_regular(path) as (handle, size):
+        with open_regular(path) as (handle, size):
             if _is_onnx_model(handle, size):
                 return "onnx"
     return kind

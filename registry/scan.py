@@ -2111,14 +2111,8 @@ def identify_file(path: str | os.PathLike[str]) -> str:
     ``gguf``, ``text``, ``protobuf``, ``empty`` or ``unknown`` (``truncated-pickle``
     is ``pickle``). Raises `ValidationError` when the file cannot be read."""
     name = str(path)
-    try:
-        if not stat.S_ISREG(os.stat(name).st_mode):
-            raise ValidationError.one(name, "not a regular file")
-        handle = open(name, "rb")  # noqa: SIM115 - closed below, after the mapping
-    except OSError as exc:
-        raise ValidationError.one(name, f"cannot read: {exc.strerror or exc}") from None
-    with handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+    with formats.open_regular(name) as (handle, size):
+        if size == 0:
             return "empty"
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mapped)
