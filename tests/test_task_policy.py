@@ -11,6 +11,7 @@ import pytest
 
 from registry import config, signing
 from registry.config import RegistryConfig, StagePolicy
+from tests import test_check
 from tests.conftest import Result, git, merge, snapshot
 from tests.test_check import check, failures, register_card
 
@@ -37,22 +38,8 @@ TASKS = """\
         max_regression: {rmse: {absolute: 0.01}}
 """
 
-POLICY = """\
-policy:
-  staging:
-    metrics: {accuracy: {min: 0.80}}
-    latency: {p50_ms: 500, p99_ms: 1000, runs: 5}
-    smoke_timeout_s: 20
-  production:
-    metrics: {accuracy: {min: 0.90}}
-    max_regression: {accuracy: {absolute: 0.01}}
-    latency: {p50_ms: 500, p99_ms: 1000, runs: 5}
-    smoke_timeout_s: 20
-    require_signature: true
-""" + TASKS + """\
-trusted_keys: [keys/release.pub]
-roles: {admin: ["@org/ml-admins"]}
-"""
+# test_check's policy (and key, roles) with the task overrides added under `policy`.
+POLICY = test_check.POLICY.replace("trusted_keys:", TASKS + "trusted_keys:", 1)
 
 
 def register(cli: Callable[..., Result], repo: Path, tmp_path: Path, version: str, *, rmse: float = 0.2,
