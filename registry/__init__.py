@@ -14,8 +14,8 @@ __all__ = ["Puller", "Registry", "RegistryError", "UsageError", "ValidationError
 if TYPE_CHECKING:
     from registry.api import open
     from registry.errors import RegistryError, UsageError, ValidationError
-    from registry.repo import Registry
-    from registry.serving import Puller, pull
+    from registry.repo.registry import Registry
+    from registry.serving.puller import Puller, pull
 
 
 def __getattr__(name: str) -> Any:
@@ -24,11 +24,11 @@ def __getattr__(name: str) -> Any:
 
         return api.open
     if name in ("pull", "Puller"):
-        from registry import serving
+        from registry.serving import puller as serving
 
         return getattr(serving, name)
     if name == "Registry":
-        from registry.repo import Registry
+        from registry.repo.registry import Registry
 
         return Registry
     if name in ("RegistryError", "UsageError", "ValidationError"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.repo import Registry
+from registry.repo.registry import Registry
 
 
 def open(path: str | Path = ".") -> Registry:
@@ -19,7 +19,7 @@ def open(path: str | Path = ".") -> Registry:
 
 
 def init(path: str | Path = ".", dvc_remote: str | None = None) -> Registry:
-    from registry import create
+    from registry.changes import init as create
 
     return create.init(Path(path), dvc_remote)
 

@@ -71,7 +71,7 @@ class Result:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Run the real entry point in-process, from a given directory."""
-    from registry.cli import main
+    from registry.cli.main import main
 
     def invoke(*args: str, cwd: Path | None = None) -> Result:
         if cwd is not None:

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from registry import templates
+from registry.changes import workflows as templates
 from tests.conftest import Result
 from tests.test_workflows import actionlint, load
 

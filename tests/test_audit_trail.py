@@ -180,7 +180,7 @@ def test_json_keeps_every_existing_key(registered: Path, cli: Callable[..., Resu
 
 def test_registry_yaml_changes_are_policy_events(registered: Path, cli: Callable[..., Result],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry import signing
+    from registry.signing import oms as signing
 
     (registered / "keys").mkdir()
     _, public = signing.generate_keypair(registered / "keys" / "release")
@@ -274,7 +274,7 @@ def test_manifest_as_of(registered: Path, cli: Callable[..., Result], monkeypatc
 
 def test_log_writes_and_refreshes_the_commit_graph(registered: Path, cli: Callable[..., Result],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry import commitgraph
+    from registry.repo import commitgraph
 
     git_dir = registered / ".git"
     git(registered, "commit-graph", "write", "--reachable")  # as the synthetic registry has: no filters
@@ -300,7 +300,7 @@ def test_init_keeps_the_commit_graph_fresh_on_fetch(registry_dir: Path) -> None:
 
 
 def test_a_repository_that_cannot_be_written_is_only_slower(registered: Path, cli: Callable[..., Result]) -> None:
-    from registry import commitgraph
+    from registry.repo import commitgraph
 
     info = registered / ".git" / "objects" / "info"
     info.mkdir(exist_ok=True)

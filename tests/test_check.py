@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from registry import signing
+from registry.signing import oms as signing
 from tests.conftest import Result, git, merge
 
 PREDICT = """\

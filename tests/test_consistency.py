@@ -109,8 +109,8 @@ def test_validate_and_the_gate_give_the_same_verdict_on_the_weights_digest(
 
 def test_a_nested_artifact_listed_by_its_path_passes_the_rule(gated: Path, tmp_path: Path) -> None:
     """Nested artifact paths (`onnx/model.onnx`) are matched by their full path, not their name."""
-    from registry import consistency
-    from registry.cards import Artifact
+    from registry.files.cards import Artifact
+    from registry.queries import consistency
 
     class Tree:
         require_bytes = True

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from registry import convert as convert_module
+from registry.artifacts import convert as convert_module
 from registry.errors import ValidationError
 from tests.conftest import Result, snapshot
 

@@ -237,7 +237,7 @@ def test_register_on_a_terminal_leaves_no_visible_escape_codes(registry_dir: Pat
 def test_watch_start_event_names_the_registry_it_pulls_from(registry_dir: Path, tmp_path: Path) -> None:
     import threading
 
-    from registry.serving import Puller
+    from registry.serving.puller import Puller
 
     origin, serve = str(tmp_path / "origin.git"), tmp_path / "serve"
     Puller(serve, stage="production", source=origin, insecure_skip_signature=True).poll()

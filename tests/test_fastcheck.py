@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from registry import schemas, stages, yamlio
 from registry.errors import ValidationError
-from registry.fastcheck import stages_ok
-from registry.stages import Canary, Deprecation, Stages, _read_canonical
+from registry.files import schemas, stages, yamlio
+from registry.files.fastcheck import stages_ok
+from registry.files.stages import Canary, Deprecation, Stages, _read_canonical
 
 VERSIONS = ["1.0.0", "0.9.0", "1.1.0-rc.1", "2.0.0-build.7", "10.20.30"]
 

@@ -22,8 +22,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from registry.errors import ValidationError
-from registry.formats import (
+from registry.artifacts.formats import (
     DTYPE_BITS,
     MAX_HEADER_BYTES,
     ONNX_MISSING,
@@ -32,6 +31,7 @@ from registry.formats import (
     sniff,
     validate_safetensors,
 )
+from registry.errors import ValidationError
 
 ONNX_REASON = "onnx not installed; pip install gitops-registry[onnx]"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from registry import git
+from registry.repo import git
 from tests.conftest import git as run_git
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from registry.safetext import first_control, printable
+from registry.files.safetext import first_control, printable
 from tests.conftest import CARD, Result, as_user, git
 
 OSC8 = "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\"  # a hyperlink hiding where it goes

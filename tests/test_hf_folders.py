@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from registry import cards, signing
-from registry.schemas import validate
+from registry.files import cards
+from registry.files.schemas import validate
+from registry.signing import oms as signing
 from tests.conftest import Result, git, merge, snapshot
 
 NAME = "minilm"

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from registry import signing, yamlio
 from registry.errors import UsageError, ValidationError
-from registry.names import Version, check_version
+from registry.files import yamlio
+from registry.files.names import Version, check_version
+from registry.signing import oms as signing
 from tests import test_sign_cli
 from tests.conftest import git, snapshot
 from tests.test_sign_cli import NAME, Env, refused, state

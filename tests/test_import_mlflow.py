@@ -33,7 +33,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.models import Model  # noqa: E402
 
 from registry.errors import RegistryError  # noqa: E402
-from registry.importers.mlflow import flat_names, map_stages, registry_name  # noqa: E402
+from registry.integrations.importers.mlflow import flat_names, map_stages, registry_name  # noqa: E402
 
 CREDIT = "Credit Approval"
 FRAUD = "fraud_detector"
@@ -275,7 +275,7 @@ def test_import_brings_every_version_over_on_one_branch_per_model(
     lifecycle = cli("check", "--base", "main", "--gate", "lifecycle", "--json", "-", cwd=registry_dir)
     assert lifecycle.code == 0, lifecycle.out
     assert [g["status"] for g in json.loads(lifecycle.out)["gates"]] == ["skip"]
-    from registry import storage
+    from registry.repo import storage
 
     storage.pull(registry_dir, ["models/credit-approval/2.0.0/data--weights.bin.dvc"])
     weights = (registry_dir / "models/credit-approval/2.0.0/data--weights.bin").read_bytes()
@@ -450,7 +450,7 @@ def test_help(cli: Callable[..., Result]) -> None:
 
 
 def test_without_mlflow_the_command_says_what_to_install(python: str, tmp_path: Path) -> None:
-    code = ("import sys\nsys.modules['mlflow'] = None\nfrom registry.cli import main\n"
+    code = ("import sys\nsys.modules['mlflow'] = None\nfrom registry.cli.main import main\n"
             "main(['import', 'mlflow', '--tracking-uri', 'http://127.0.0.1:9'])\n")
     from registry import api
 

@@ -208,7 +208,7 @@ def test_gc_dry_run_then_purge(registry_dir: Path, inputs: Path, cli: Callable[.
     assert sorted(e["version"] for e in purged) == ["1.0.0", "1.1.0"]
     assert len(json.loads(cli("log", "--json", cwd=repo).out)) > len(purged)  # history intact
     # Every kept version is still pullable from a fresh clone.
-    from registry import storage
+    from registry.repo import storage
 
     git(repo, "push", "--quiet", "origin", "main")
     clone = tmp_path / "clone"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from registry.names import ALL_STAGES
+from registry.files.names import ALL_STAGES
 from tests.conftest import Result, git, merge
 
 NO_SDK = "the MCP SDK is an extra: pip install 'gitops-registry[mcp]'"
@@ -371,7 +371,7 @@ def test_server_refuses_a_folder_that_is_not_a_registry(tmp_path: Path) -> None:
 
 def test_without_the_sdk_the_command_says_what_to_install(tmp_path: Path) -> None:
     code = ("import sys\nsys.modules['mcp'] = None  # as if the extra were not installed\n"
-            "from registry.cli import main\nmain(sys.argv[1:])\n")
+            "from registry.cli.main import main\nmain(sys.argv[1:])\n")
     proc = subprocess.run([sys.executable, "-c", code, "mcp", "--registry", str(tmp_path)],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 1

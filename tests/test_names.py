@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import UsageError
-from registry.names import Version, check_model_name, check_version, parse_ref
+from registry.files.names import Version, check_model_name, check_version, parse_ref
 
 
 @pytest.mark.parametrize("name", ["a", "credit-approval", "m2", "0day", "a" * 64])
@@ -52,14 +52,14 @@ FOLDER_NAMES = ["1.0.0", "01.0.0", "1.0", "1.0.0.0", "1.2.3-rc.1", "1.2.3+b", "a
 
 @pytest.mark.parametrize("text", FOLDER_NAMES)
 def test_folder_name_keys_agree_with_the_parser(text: str) -> None:
-    from registry.repo import version_folders
+    from registry.repo.registry import version_folders
 
     expected = [(Version.parse(text).sort_key(), text)] if Version.is_valid(text) else []
     assert version_folders([text]) == expected
 
 
 def test_a_listing_keys_every_version_folder_once() -> None:
-    from registry.repo import version_folders
+    from registry.repo.registry import version_folders
 
     got = version_folders(FOLDER_NAMES)
     expected = [(Version.parse(t).sort_key(), t) for t in FOLDER_NAMES if Version.is_valid(t)]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry.cards import Card
-from registry.config import RegistryConfig, StagePolicy
+from registry.files.cards import Card
+from registry.files.config import RegistryConfig, StagePolicy
 from registry.gates.metrics import _regressions, _thresholds
 from tests import test_check
 from tests.conftest import Result, git, merge, snapshot

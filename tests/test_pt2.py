@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry import formats, scan
+from registry.artifacts import formats, scan
 from tests.conftest import Result, snapshot
 
 

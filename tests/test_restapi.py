@@ -24,10 +24,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from registry import restapi
 from registry.errors import GitError, UsageError
-from registry.restapi_index import ReadIndex
-from registry.restapi_write import GitHub, parse_tokens
+from registry.integrations.restapi import app as restapi
+from registry.integrations.restapi.index import ReadIndex
+from registry.integrations.restapi.write import GitHub, parse_tokens
 from tests.conftest import CARD, Result, git, isolate, merge, new_weights
 
 TOKENS = "t-ada=ada,t-dana=dana,t-olga=olga,t-vic=vic"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from registry.runner import (
+from registry.runner.run import (
     OUTPUT_CAP_BYTES,
     MetricError,
     RunResult,

@@ -107,7 +107,7 @@ def files(*roots: Path) -> dict[str, str]:
 
 
 def pointer_md5(pointer: Path) -> str:
-    from registry import storage
+    from registry.repo import storage
 
     return storage.parse_pointer(pointer.read_text(), str(pointer)).md5
 
@@ -131,7 +131,8 @@ def s3_registry(tmp_path: Path, s3: S3, cli: Callable[..., Result]) -> Path:
 def test_register_pushes_to_s3_and_a_fresh_clone_pulls_the_same_bytes(
     tmp_path: Path, s3: S3, inputs: Path, cli: Callable[..., Result]
 ) -> None:
-    from registry import signing, storage
+    from registry.repo import storage
+    from registry.signing import oms as signing
 
     reg = s3_registry(tmp_path, s3, cli)
     assert s3.keys() == []
@@ -171,7 +172,7 @@ def test_register_pushes_to_s3_and_a_fresh_clone_pulls_the_same_bytes(
 def test_endpoint_from_the_environment(
     tmp_path: Path, s3: S3, inputs: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from registry import storage
+    from registry.repo import storage
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)
     reg = tmp_path / "reg"

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from registry import runner
-from registry.runner import evaluate, latency, sandbox, smoke
+from registry.runner import run as runner
+from registry.runner.run import evaluate, latency, sandbox, smoke
 
 DENIED = "PermissionError"
 
@@ -243,8 +243,8 @@ def child_module() -> ModuleType:
 PARENT = """\
 import json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-import _runner_child
-from registry import runner
+import child as _runner_child
+from registry.runner import run as runner
 
 _runner_child.confine(os.getcwd(), 0)  # no capability, for this process and the peeking one
 
@@ -281,7 +281,7 @@ def test_a_confinement_that_cannot_be_applied_is_an_error(tmp_path: Path) -> Non
     script = f"""\
 import sys
 sys.path.insert(0, {str(runner.CHILD_SCRIPT.parent)!r})
-import _runner_child
+import child as _runner_child
 try:
     _runner_child.confine({str(tmp_path / "gone")!r}, {sandbox().landlock_abi})
 except _runner_child.SandboxError as exc:

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from registry.errors import ValidationError
-from registry.scan import (
+from registry.artifacts.scan import (
     DEFAULT_LIMITS,
     Finding,
     ScanLimits,
@@ -31,6 +30,7 @@ from registry.scan import (
     scan_file,
     scan_paths,
 )
+from registry.errors import ValidationError
 from tests import scan_corpus as corpus
 from tests.scan_corpus import (
     STACK_GLOBAL,
@@ -1198,7 +1198,7 @@ def test_safetensors_whose_length_starts_like_a_pickle_protocol() -> None:
 
 
 def test_format_gate_and_scan_share_the_sniffer(tmp_path: Path, marker: Path) -> None:
-    from registry import formats
+    from registry.artifacts import formats
 
     cases = {
         "a.pkl": (b"]Nb0" + payload(marker, 0), "pickle"),
@@ -1269,7 +1269,7 @@ def test_malformed_safetensors_is_refused_by_the_scan(name: str) -> None:
 def test_registry_scan_refuses_malformed_safetensors(
     name: str, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    from registry import formats
+    from registry.artifacts import formats
 
     data, fragment = MALFORMED_SAFETENSORS[name]
     path = _write(tmp_path / "model.safetensors", data)

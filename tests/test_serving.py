@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry import api, serving, signing
+from registry import api
 from registry.errors import UsageError
+from registry.serving import puller as serving
+from registry.signing import oms as signing
 from tests.conftest import CARD, Result, git, isolate
 
 BIG = 48 << 20  # 50 MB: a download takes a while, and the test stays quick
@@ -371,7 +373,7 @@ def test_a_disk_error_while_switching_the_second_model_switches_the_first_back(
         world: World, origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from registry.serving_store import ServingDir
+    from registry.serving.store import ServingDir
 
     serve, keys = tmp_path / "serve", tmp_path / "both.pub"
     keys.write_bytes(world.trusted.read_bytes() + world.rogue.read_bytes())
@@ -675,7 +677,7 @@ def test_a_read_only_or_full_file_system_is_a_clear_error_and_leaves_nothing(
 
 
 def test_only_errors_in_the_serving_folder_are_blamed_on_to(tmp_path: Path) -> None:
-    from registry.serving_store import is_write_error
+    from registry.serving.store import is_write_error
 
     root = tmp_path / "serve"
     assert is_write_error(OSError(errno.ENOSPC, "No space left on device"), root)  # a write: no file name

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from registry import signing
+from registry.signing import oms as signing
 from tests.conftest import Result, git, index_tree, merge, new_weights, snapshot
 
 NAME = "credit-approval"
@@ -463,7 +463,7 @@ def test_verify_in_a_clone_with_the_remote_gone(signed: Env, tmp_path: Path) -> 
 
 
 def signing_md5(pointer: Path) -> str:
-    from registry import storage
+    from registry.repo import storage
 
     return storage.parse_pointer(pointer.read_text(), str(pointer)).md5
 

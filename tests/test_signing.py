@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from registry import signing
 from registry.errors import RegistryError
-from registry.signing import SignatureError, SigningKeyError
+from registry.signing import oms as signing
+from registry.signing.oms import SignatureError, SigningKeyError
 
 NAME, VERSION = "demo", "1.0.0"
 WEIGHTS = bytes(range(256)) * 5000  # over 1 MiB: more than one read chunk

@@ -90,7 +90,8 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built
     from safetensors.numpy import save_file
 
     import registry
-    from registry import api, signing
+    from registry import api
+    from registry.signing import oms as signing
 
     base = tmp_path_factory.mktemp("site-registry")
     with pytest.MonkeyPatch.context() as mp:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from registry import config, scan
+from registry.artifacts import scan
 from registry.errors import ValidationError
+from registry.files import config
 from tests.conftest import Result, git
 from tests.test_check import check, failures, gated, register  # noqa: F401 - gated: a fixture
 

@@ -46,7 +46,7 @@ def test_register_tracks_weights_in_dvc_not_git(registered: Path, inputs: Path, 
     assert (folder / "card.yaml").read_text().startswith("# yaml-language-server: $schema=")
     assert card["name"] == "credit-approval" and card["version"] == "1.0.0"
     # The bytes are in the DVC remote: a fresh clone plus a DVC pull gives them back.
-    from registry import storage
+    from registry.repo import storage
 
     git(registered, "push", "--quiet", "origin", "main")
     clone = tmp_path / "clone"
@@ -161,7 +161,7 @@ def test_python_api(registered: Path, cli: Callable[..., Result]) -> None:
 
 
 def test_help_does_not_import_dvc(python: str) -> None:
-    code = "import sys\nfrom registry.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
+    code = "import sys\nfrom registry.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
            "print('dvc' in sys.modules, 'jsonschema' in sys.modules)"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
@@ -170,7 +170,7 @@ def test_help_does_not_import_dvc(python: str) -> None:
 def test_every_command_has_help(cli: Callable[..., Result]) -> None:
     import click
 
-    from registry.cli import cli as group
+    from registry.cli.main import cli as group
 
     names = group.list_commands(click.Context(group))
     assert set(names) >= {"init", "register", "promote", "ls", "show", "validate", "manifest", "log", "demo", "check",

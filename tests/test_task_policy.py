@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from registry import config, signing
-from registry.config import RegistryConfig, StagePolicy
+from registry.files import config
+from registry.files.config import RegistryConfig, StagePolicy
+from registry.signing import oms as signing
 from tests import test_check
 from tests.conftest import Result, git, merge, snapshot
 from tests.test_check import check, failures, register_card
@@ -277,7 +278,7 @@ def test_the_schema_refuses_unknown_keys_and_non_finite_values_in_task_and_model
 
 def test_the_audit_log_describes_a_task_policy_change_and_nothing_else() -> None:
     """`registry log --action policy` words: a new task override, not every default stage "removed"."""
-    from registry import audit
+    from registry.queries import audit
 
     tasks = b"policy:\n  tasks:\n    regression:\n      production:\n        metrics: {rmse: {max: 0.3}}\n"
     assert audit.describe_policy_change(b"{}", tasks) == ["tasks regression production metrics rmse max set to 0.3"]

@@ -42,8 +42,9 @@ def _merge(repo: Path, branch: str, pr: int, monkeypatch: pytest.MonkeyPatch,
 def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from safetensors.numpy import save_file
 
-    from registry import api, signing
-    from registry import sign as sign_module
+    from registry import api
+    from registry.changes import sign as sign_module
+    from registry.signing import oms as signing
 
     root = tmp_path_factory.mktemp("history-template")
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from registry import handover, templates
+from registry.changes import workflows as templates
 from registry.errors import RegistryError
+from registry.gates import handover
 from tests.conftest import Result, git
 from tests.test_workflows import (
     EXPRESSIONS,

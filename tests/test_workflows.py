@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
-from registry import __version__, templates
+from registry import __version__
+from registry.changes import workflows as templates
 from tests.conftest import Result, git, merge
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -444,7 +445,7 @@ def test_fetch_bad_base_is_a_usage_error(on_origin: Path, cli: Callable[..., Res
 def test_init_writes_the_workflow_and_the_reusable_file_is_current(registry_dir: Path) -> None:
     assert init_workflow(registry_dir) == templates.workflow()
     assert REUSABLE.read_text() == templates.reusable_workflow(), \
-        "regenerate: python -c 'from registry import templates; print(templates.reusable_workflow(), end=\"\")' " \
+        "regenerate: python -c 'from registry.changes import workflows; print(workflows.reusable_workflow(), end=\"\")' " \
         f"> {templates.REUSABLE_WORKFLOW_FILE}"
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from registry import schemas, yamlio
 from registry.errors import ValidationError
+from registry.files import schemas, yamlio
 
 BILLION_LAUGHS = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

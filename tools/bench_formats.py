@@ -21,7 +21,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from registry.formats import sniff, validate_safetensors
+from registry.artifacts.formats import sniff, validate_safetensors
 
 GIB = 1024**3
 

@@ -52,7 +52,8 @@ def median_ms(action: Callable[[], object], runs: int) -> float:
 
 def build(base: Path, megabytes: int) -> tuple[Path, Path, Path]:
     """(origin, public key, the DVC remote) with m@1.0.0 in production and m@1.1.0 in staging."""
-    from registry import api, signing
+    from registry import api
+    from registry.signing import oms as signing
 
     origin = base / "origin.git"
     git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
@@ -88,8 +89,8 @@ def main() -> None:
                        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
                        "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com"})
     try:
-        from registry.serving import Puller, signing
-        from registry.serving_remote import hash_file
+        from registry.serving.puller import Puller, signing
+        from registry.serving.remote import hash_file
 
         print(f"building a registry with two signed {options.mb} MiB versions in {base} ...", flush=True)
         origin, public, remote = build(base, options.mb)

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from registry.scan import scan_file
+from registry.artifacts.scan import scan_file
 
 
 def build_torch(path: Path, megabytes: int, legacy: bool) -> None:

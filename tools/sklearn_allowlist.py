@@ -1,4 +1,4 @@
-"""Generate the scan's "sklearn" profile: registry/profiles/sklearn.txt.
+"""Generate the scan's "sklearn" profile: registry/artifacts/profiles/sklearn.txt.
 
 The profile is an exact allow-list (`scan: {profiles: [sklearn]}` in registry.yaml) of
 the classes scikit-learn's pickles import:
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry import scan
+from registry.artifacts import scan
 
 # How NumPy pickles RandomState / Generator / SeedSequence objects: each looks its
 # argument up among NumPy's own bit generators or sets a SeedSequence's state.
@@ -41,7 +41,7 @@ _RNG_RECONSTRUCTORS = frozenset(
         "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
     }
 )
-PROFILE = Path(__file__).resolve().parent.parent / "registry" / "profiles" / "sklearn.txt"
+PROFILE = Path(__file__).resolve().parent.parent / "registry" / "artifacts" / "profiles" / "sklearn.txt"
 
 
 def _resolve(dotted: str) -> object | None:

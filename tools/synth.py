@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from registry.stages import Canary, Deprecation, Stages  # stages.yaml as the registry writes it
+from registry.files.stages import (  # stages.yaml as the registry writes it
+    Canary,
+    Deprecation,
+    Stages,
+)
 
 # Bump when the generated layout or history changes: cached registries are rebuilt.
 GENERATOR_VERSION = 1

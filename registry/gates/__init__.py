@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from registry.cards import Card
-    from registry.check import CheckContext
-    from registry.config import StagePolicy
+    from registry.files.cards import Card
+    from registry.files.config import StagePolicy
+    from registry.gates.run import CheckContext
 
 
 # How a gate says an artifact's bytes are not on this machine (not pulled from DVC): `check`
@@ -88,7 +88,7 @@ def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str
     The task is base's model.yaml `task` when it names one, else the card's. A model.yaml on
     base that does not validate raises a ValidationError: the caller fails the gate.
     """
-    from registry import config
+    from registry.files import config
 
     if not target:
         return None
@@ -98,8 +98,8 @@ def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str
 
 def base_model_data(ctx: CheckContext, model: str) -> dict[str, Any]:
     """The model's model.yaml on the base branch ({} for a new model); a ValidationError if invalid."""
-    from registry import config
-    from registry.layout import MODEL_FILE, MODELS_DIR
+    from registry.files import config
+    from registry.files.layout import MODEL_FILE, MODELS_DIR
 
     model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
     return config.model_data(ctx.read(ctx.base, model_file), model_file)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-from registry import codeowners, config
+from registry.changes import codeowners
+from registry.files import config
 from registry.gates import GateResult
-from registry.repo import MODEL_FILE, MODELS_DIR
+from registry.repo.registry import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 NO_OWNERS = ("warning: no code owners are set, so nobody is required to approve; set roles.admin in "
              "registry.yaml (e.g. admin: ['@org/ml-admins']) and owners in each model.yaml, run "

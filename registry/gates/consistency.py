@@ -11,15 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from registry import cards, consistency, git, stages, storage
-from registry.cards import Artifact
-from registry.consistency import CardFacts
 from registry.errors import Problem, ValidationError
+from registry.files import cards, stages
+from registry.files.cards import Artifact
 from registry.gates import GateResult
-from registry.repo import MODELS_DIR
+from registry.queries import consistency
+from registry.queries.consistency import CardFacts
+from registry.repo import git, storage
+from registry.repo.registry import MODELS_DIR
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 class HeadTree:
     """The PR's head commit, as the consistency rule reads it (DVC bytes fetched as needed)."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import formats
+from registry.artifacts import formats
 from registry.errors import ValidationError
 from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 NOT_CHECKED_HERE = {
     "pickle", "zip", "pt2", "skops", "gzip", "bz2", "xz", "zlib", "lzma", "joblib-zfile", "npy", "tar", "hdf5"

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import cards
+from registry.files import cards
 from registry.gates import GateResult
-from registry.repo import MODELS_DIR
+from registry.repo.registry import MODELS_DIR
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 
 def _only_purge_mark(ctx: CheckContext, path: str) -> bool:
     """gc may add `purged:` to a merged card; nothing else in it may change."""
-    from registry import yamlio
     from registry.errors import ValidationError
+    from registry.files import yamlio
 
     try:
         before = yamlio.loads(ctx.read(ctx.merge_base, path) or ctx.read(ctx.base, path) or b"")
@@ -41,7 +41,7 @@ def _purge_refused(ctx: CheckContext, model: str, version: str, path: str) -> st
     """
     import datetime as dt
 
-    from registry import gc
+    from registry.changes import gc
 
     before = ctx.card_at(ctx.base, model, version) or ctx.card_at(ctx.merge_base, model, version)
     if before is None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import runner
 from registry.errors import RegistryError
 from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared, stage_policy
+from registry.runner import run as runner
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 REQUIRES = (*MODEL_RUN_PREREQUISITES, "smoke")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import audit, stages, yamlio
 from registry.errors import RegistryError
+from registry.files import stages, yamlio
 from registry.gates import GateResult, stage_policy
-from registry.repo import MODELS_DIR
+from registry.queries import audit
+from registry.repo.registry import MODELS_DIR
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext, StageChange
+    from registry.gates.run import CheckContext, StageChange
 
 
 def _was_in_production(ctx: CheckContext, change: StageChange) -> bool:

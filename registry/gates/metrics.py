@@ -22,15 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry import config, storage
 from registry.errors import RegistryError
+from registry.files import config
 from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, policy_task, stage_policy
-from registry.repo import MODEL_FILE, MODELS_DIR
+from registry.repo import storage
+from registry.repo.registry import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
-    from registry.cards import Card
-    from registry.check import CheckContext
-    from registry.config import EvalSet, Evaluation, StagePolicy
+    from registry.files.cards import Card
+    from registry.files.config import EvalSet, Evaluation, StagePolicy
+    from registry.gates.run import CheckContext
 
 # The recomputation runs the model: scan and format run first, whatever --gate selects.
 REQUIRES = MODEL_RUN_PREREQUISITES
@@ -115,7 +116,7 @@ def _data_rev(ctx: CheckContext, eval_set: EvalSet) -> tuple[str, str]:
 
 def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set: EvalSet) -> tuple[list[str], str]:
     """Run the model on one evaluation set and compare with the card's claims."""
-    from registry import runner
+    from registry.runner import run as runner
 
     path = eval_set.path
     names = list(eval_set.metrics or card.metrics)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import scan
+from registry.artifacts import scan
 from registry.errors import ValidationError
 from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 
 def run(ctx: CheckContext) -> list[GateResult]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.gates import GateResult
-from registry.validate import check_file, kind_of
+from registry.queries.validate import check_file, kind_of
 
 if TYPE_CHECKING:
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 
 def _owner(path: str) -> tuple[str | None, str | None]:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry import signing
 from registry.errors import RegistryError
 from registry.gates import GateResult, stage_policy
-from registry.repo import MODELS_DIR
+from registry.repo.registry import MODELS_DIR
+from registry.signing import oms as signing
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from registry.check import CheckContext
+    from registry.gates.run import CheckContext
 
 
 def trusted_keys(ctx: CheckContext) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
