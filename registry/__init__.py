@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from registry.version import __version__ as __version__
+
 __all__ = ["Puller", "Registry", "RegistryError", "UsageError", "ValidationError", "open", "pull"]
 
 if TYPE_CHECKING:
-    from registry.api import open
+    from registry.api import Registry, open
     from registry.errors import RegistryError, UsageError, ValidationError
-    from registry.repo.registry import Registry
     from registry.serving.puller import Puller, pull
 
 
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(serving, name)
     if name == "Registry":
-        from registry.repo.registry import Registry
+        from registry.api import Registry
 
         return Registry
     if name in ("RegistryError", "UsageError", "ValidationError"):

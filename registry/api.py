@@ -1,4 +1,4 @@
-"""The Python API's entry points. Everything else hangs off the Registry object.
+"""The public Python API: `registry.open(path)` and the operations the CLI runs.
 
     import registry
     reg = registry.open("path/to/registry")
@@ -9,18 +9,63 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from registry.repo.registry import Registry
+from registry.errors import Problem
+from registry.repo import registry as repo
+
+if TYPE_CHECKING:  # the modules load on first call, so `import registry` stays fast
+    from registry.changes.promote import Promoted
+    from registry.changes.register import Registered
+    from registry.queries.audit import AuditEntry
+    from registry.queries.inventory import ModelSummary
+
+
+class Registry(repo.Registry):
+    """A registry with the queries and changes the CLI runs, for serving code and notebooks.
+
+    Its paths and file readers are `registry.repo.registry.Registry`'s, which the layers
+    below the API take; this class adds the operations on top of them."""
+
+    def models(self, stage: str | None = None, tag: tuple[str, str] | None = None) -> list[ModelSummary]:
+        from registry.queries import inventory
+
+        return inventory.list_models(self, stage=stage, tag=tag)
+
+    def manifest(self, stage: str = "production", at: str = "HEAD", as_of: str | None = None) -> dict[str, Any]:
+        """as_of (ISO 8601 time): the manifest of the last first-parent commit of `at` at or before then."""
+        from registry.queries import manifest
+
+        return manifest.build(self, stage=stage, at=at, as_of=as_of)
+
+    def log(self, name: str | None = None, version: str | None = None, since: str | None = None,
+            **filters: Any) -> list[AuditEntry]:
+        from registry.queries import audit
+
+        return audit.log(self, name=name, version=version, since=since, **filters)
+
+    def validate(self, paths: list[Path] | None = None) -> list[Problem]:
+        from registry.queries import validate
+
+        return validate.validate(self, paths)
+
+    def register(self, name: str, version: str | None, card: Path, artifacts: list[Path], **options: Any) -> Registered:
+        from registry.changes import register
+
+        return register.register(self, name, version, card, artifacts, **options)
+
+    def promote(self, name: str, version: str, to: str, reason: str, **options: Any) -> Promoted:
+        from registry.changes import promote
+
+        return promote.promote(self, name, version, to, reason, **options)
 
 
 def open(path: str | Path = ".") -> Registry:
     """The registry whose work tree contains path."""
-    return Registry.find(path)
+    return Registry(repo.Registry.find(path).root)
 
 
 def init(path: str | Path = ".", dvc_remote: str | None = None) -> Registry:
     from registry.changes import init as create
 
-    return create.init(Path(path), dvc_remote)
-
-
+    return Registry(create.init(Path(path), dvc_remote).root)

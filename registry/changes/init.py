@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from registry.changes import codeowners
 from registry.changes import workflows as templates
 from registry.errors import UsageError
-from registry.files import config, schemas, yamlio
+from registry.files import codeowners, config, schemas, yamlio
 from registry.repo import git, storage
 from registry.repo.registry import Registry
 

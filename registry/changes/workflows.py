@@ -8,7 +8,7 @@ reusable file is checked into this project; a test keeps it equal to
 
 from __future__ import annotations
 
-from registry import __version__
+from registry.version import __version__
 
 WORKFLOW_FILE = ".github/workflows/registry.yml"
 REUSABLE_WORKFLOW_FILE = ".github/workflows/registry-gates.yml"

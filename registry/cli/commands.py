@@ -571,7 +571,7 @@ def sign_command(ref: str, key: Path, passphrase_env: str | None, force: bool, n
 @json_option
 def verify_command(ref: str, trusted_keys: Path | None, signature: Path | None, as_json: bool) -> None:
     """Check a version's signature against trusted keys; exit 1 with the reason if it fails."""
-    from registry.changes import sign
+    from registry.signing import verify as sign
 
     name, version = _version_ref(ref)
     verified = sign.verify_version(_open(), name, version, keys_file=trusted_keys, signature=signature)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from registry import __version__
 from registry.errors import RegistryError
+from registry.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 _JSON_FLAG = False

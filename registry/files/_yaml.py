@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from registry.errors import ValidationError
-from registry.files.yamlio import MAX_EXPANDED_NODES, MAX_INT_DIGITS, MAX_YAML_BYTES, too_big
+from registry.files.yamllimits import MAX_EXPANDED_NODES, MAX_INT_DIGITS, MAX_YAML_BYTES, too_big
 
 try:
     _BaseLoader: type = yaml.CSafeLoader

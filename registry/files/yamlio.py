@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import ValidationError
+from registry.files.yamllimits import MAX_EXPANDED_NODES as MAX_EXPANDED_NODES
+from registry.files.yamllimits import MAX_INT_DIGITS as MAX_INT_DIGITS
+from registry.files.yamllimits import MAX_YAML_BYTES as MAX_YAML_BYTES
+from registry.files.yamllimits import too_big as too_big
 
-MAX_YAML_BYTES = 1 << 20
 # Where `registry init` copies the JSON Schemas inside a registry, for editors.
 REPO_SCHEMA_DIR = ".registry/schemas"
-# Nodes a document may expand to once aliases are followed.
-MAX_EXPANDED_NODES = 100_000
-# Python's default limit on int <-> str conversions (sys.get_int_max_str_digits).
-MAX_INT_DIGITS = 4300
 
 
 def loads(text: str | bytes, path: str = "<string>") -> Any:
@@ -86,10 +85,6 @@ def read_present(path: str, display: str) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def too_big(display: str, size: int) -> ValidationError:
-    return ValidationError.one(display, f"file is {size} bytes, over the {MAX_YAML_BYTES}-byte limit for YAML files")
 
 
 def load_file(path: Path, display: str | None = None) -> Any:

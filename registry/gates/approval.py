@@ -13,9 +13,9 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
-from registry.changes import codeowners
-from registry.files import config
+from registry.files import codeowners, config, yamlio
 from registry.gates import GateResult
+from registry.repo import git
 from registry.repo.registry import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
@@ -45,19 +45,45 @@ def _matches(pattern: str, path: str) -> bool:
     return fnmatch.fnmatch(path, pattern) or (not anchored and fnmatch.fnmatch(path.rsplit("/", 1)[-1], pattern))
 
 
+def _generate_at(ctx: CheckContext, rev: str) -> str:
+    return codeowners.generate(_roles_at(ctx, rev), _owners_at(ctx, rev))
+
+
+def _roles_at(ctx: CheckContext, rev: str) -> dict[str, tuple[str, ...]]:
+    text = ctx.read(rev, config.CONFIG_FILE) or b"{}"
+    try:
+        return config.parse(text).roles
+    except Exception:
+        return config.RegistryConfig.from_data({}).roles
+
+
+def _owners_at(ctx: CheckContext, rev: str) -> dict[str, list[str]]:
+    names = [e.path.split("/", 1)[1] for e in git.ls_tree(rev, ctx.reg.root, [f"{MODELS_DIR}/"], recursive=False)
+             if e.kind == "tree"]
+    blobs = ctx.cat.read_many([f"{rev}:{MODELS_DIR}/{n}/{MODEL_FILE}" for n in names])
+    owners = {}
+    for name, blob in zip(names, blobs, strict=True):
+        if blob is not None:
+            try:
+                owners[name] = codeowners.owners_of(yamlio.loads(blob))
+            except Exception:
+                owners[name] = []
+    return owners
+
+
 def _stale(ctx: CheckContext) -> bool:
     """Whether this PR leaves CODEOWNERS disagreeing with roles or the owners of models it already lists."""
     actual = (ctx.read(ctx.head, codeowners.CODEOWNERS_FILE) or b"").decode(errors="replace")
-    expected = codeowners.generate_at(ctx, ctx.head)
+    expected = _generate_at(ctx, ctx.head)
     if actual == expected:
         return False
     if any(c.path == codeowners.CODEOWNERS_FILE for c in ctx.changes):
         return True  # an edit of the file must be what `registry codeowners` writes
     touched_roles = any(c.path == config.CONFIG_FILE for c in ctx.changes) and \
-        codeowners.roles_at(ctx, ctx.base) != codeowners.roles_at(ctx, ctx.head)
+        _roles_at(ctx, ctx.base) != _roles_at(ctx, ctx.head)
     # Owners of a model already on the base branch changed: its lines must follow in this PR.
-    base_owners = codeowners.owners_at(ctx, ctx.base)
-    head_owners = codeowners.owners_at(ctx, ctx.head) if any(
+    base_owners = _owners_at(ctx, ctx.base)
+    head_owners = _owners_at(ctx, ctx.head) if any(
         c.path.startswith(f"{MODELS_DIR}/") and c.path.endswith(f"/{MODEL_FILE}") for c in ctx.changes) else {}
     touched_owners = any(name in base_owners and base_owners[name] != owners
                          for name, owners in head_owners.items())
@@ -71,7 +97,7 @@ def run(ctx: CheckContext) -> list[GateResult]:
                            "run `registry codeowners` and commit the result", codeowners.CODEOWNERS_FILE)]
     # GitHub reads CODEOWNERS from the base branch: a PR cannot name its own approvers.
     enforced = ctx.read(ctx.base, codeowners.CODEOWNERS_FILE)
-    text = enforced.decode(errors="replace") if enforced is not None else codeowners.generate_at(ctx, ctx.base)
+    text = enforced.decode(errors="replace") if enforced is not None else _generate_at(ctx, ctx.base)
     rules = codeowners.parse(text)
     needed: dict[str, list[str]] = {}
     for change in ctx.changes:

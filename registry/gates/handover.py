@@ -31,15 +31,14 @@ from pathlib import Path, PurePosixPath
 
 from registry.errors import RegistryError, UsageError
 from registry.gates import fetch
+from registry.repo.registry import Registry
 
 PATHS_FILE = "paths.json"
 
 
 def planned_outputs(root: Path, base: str) -> list[str]:
     """Work-tree paths of the files `registry fetch --base BASE` pulls (pointer path minus `.dvc`)."""
-    import registry
-
-    planned = fetch.plan(registry.open(root), base)
+    planned = fetch.plan(Registry.find(root), base)
     return [target.removesuffix(".dvc") for target in planned.targets if target.endswith(".dvc")]
 
 

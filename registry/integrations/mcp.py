@@ -23,13 +23,13 @@ from mcp.types import ToolAnnotations
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from registry import __version__
 from registry.changes import promote
 from registry.errors import RegistryError, UsageError
 from registry.files.names import check_model_name, parse_ref
-from registry.queries import inventory
+from registry.queries import audit, inventory
 from registry.repo import git
 from registry.repo.registry import Registry
+from registry.version import __version__
 
 PROPOSAL_MESSAGE = "opened for human review; nothing reaches main without a reviewer's merge"
 
@@ -142,7 +142,7 @@ def build_server(root: Path) -> MCPServer:
         which stage (production, canary with its traffic share, staging, deprecated, archived).
         Same objects as `registry ls --json`."""
         def work(reg: Registry) -> ModelList:
-            summaries = reg.models(stage=stage, tag=inventory.parse_tag(tag) if tag else None)
+            summaries = inventory.list_models(reg, stage=stage, tag=inventory.parse_tag(tag) if tag else None)
             return {"models": [cast(ModelSummary, s.as_json()) for s in summaries]}
 
         return call(work)
@@ -193,7 +193,7 @@ def build_server(root: Path) -> MCPServer:
         pull request number. Same objects as `registry log --json`."""
         def work(reg: Registry) -> AuditLog:
             model, version = parse_ref(name) if name else (None, None)
-            return {"entries": [cast(AuditEntry, e.as_json()) for e in reg.log(model, version, since)]}
+            return {"entries": [cast(AuditEntry, e.as_json()) for e in audit.log(reg, name=model, version=version, since=since)]}
 
         return call(work)
 

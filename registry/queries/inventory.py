@@ -112,7 +112,7 @@ def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
         out["past_sunset"] = [p for p in past_sunset(held) if p[0] == version]
     if held.canary and held.canary.version == version:
         out["traffic"] = held.canary.traffic
-    from registry.changes import sign
+    from registry.signing import verify as sign
 
     # present, path, status ("verified by KEY" / "invalid: why" / "unverified: why" / "unsigned"), key_id.
     # Its own key: the card's `signature` field is the model's I/O schema and stays as it is.

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from registry import __version__
 from registry.repo import git
+from registry.version import __version__
 
 
 class BlobCache:

@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry.errors import NotARegistryError, Problem, ValidationError
+from registry.errors import NotARegistryError, ValidationError
 from registry.files import stages, yamlio
 from registry.files.layout import CARD_FILE, CONFIG_FILE
 from registry.files.layout import MODEL_FILE as MODEL_FILE
@@ -17,12 +17,8 @@ from registry.files.layout import MODELS_DIR as MODELS_DIR
 from registry.files.names import MODEL_NAME_RE, Version
 
 if TYPE_CHECKING:
-    from registry.changes.promote import Promoted
-    from registry.changes.register import Registered
     from registry.files.cards import Card
     from registry.files.config import RegistryConfig
-    from registry.queries.audit import AuditEntry
-    from registry.queries.inventory import ModelSummary
 
 
 @dataclass(frozen=True)
@@ -211,13 +207,6 @@ class Registry:
             tags=dict(data.get("tags", {})),
         )
 
-    # The Python API: the same operations the CLI runs, for serving code and notebooks.
-
-    def models(self, stage: str | None = None, tag: tuple[str, str] | None = None) -> list[ModelSummary]:
-        from registry.queries import inventory
-
-        return inventory.list_models(self, stage=stage, tag=tag)
-
     def resolve(self, name: str, stage: str = "production", at: str | None = "main") -> str | None:
         """The version that holds stage (the newest one for staging) on main, or None.
 
@@ -243,30 +232,3 @@ class Registry:
             held = stages.parse(blob, rel) if blob is not None else stages.Stages()
         versions = held.versions_in(stage)
         return max(versions, key=Version.parse) if versions else None
-
-    def manifest(self, stage: str = "production", at: str = "HEAD", as_of: str | None = None) -> dict[str, Any]:
-        """as_of (ISO 8601 time): the manifest of the last first-parent commit of `at` at or before then."""
-        from registry.queries import manifest
-
-        return manifest.build(self, stage=stage, at=at, as_of=as_of)
-
-    def log(self, name: str | None = None, version: str | None = None, since: str | None = None,
-            **filters: Any) -> list[AuditEntry]:
-        from registry.queries import audit
-
-        return audit.log(self, name=name, version=version, since=since, **filters)
-
-    def validate(self, paths: list[Path] | None = None) -> list[Problem]:
-        from registry.queries import validate
-
-        return validate.validate(self, paths)
-
-    def register(self, name: str, version: str | None, card: Path, artifacts: list[Path], **options: Any) -> Registered:
-        from registry.changes import register
-
-        return register.register(self, name, version, card, artifacts, **options)
-
-    def promote(self, name: str, version: str, to: str, reason: str, **options: Any) -> Promoted:
-        from registry.changes import promote
-
-        return promote.promote(self, name, version, to, reason, **options)

@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from registry import __version__
 from registry.errors import RegistryError, UsageError
 from registry.files.names import (
     ALL_STAGES,
@@ -66,6 +65,7 @@ from registry.integrations.restapi.write import (
     UpstreamError,
     User,
 )
+from registry.version import __version__
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -661,7 +661,7 @@ def create_app(index: ReadIndex, proposer: Proposer | None, tokens: Tokens) -> F
 
         def produce(snap: Snapshot) -> Callable[[], bytes]:
             def make() -> bytes:
-                entries = snap.get(("audit",), lambda reg: [e.as_json() for e in reg.log()])
+                entries = snap.get(("audit",), lambda reg: [e.as_json() for e in audit.log(reg)])
                 return to_json([e for e in entries
                                 if (name is None or e["model"] == name)
                                 and (version is None or e["version"] == version)

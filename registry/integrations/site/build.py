@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry import __version__
 from registry.errors import RegistryError, UsageError, ValidationError
 from registry.files import cards, config, schemas, stages, yamlio
 from registry.files.names import MODEL_NAME_RE, Version
@@ -35,6 +34,7 @@ from registry.repo import git
 from registry.repo.blobcache import BlobCache
 from registry.repo.registry import MODEL_FILE, MODELS_DIR, ModelInfo, Registry, version_sort_key
 from registry.signing import oms as signing
+from registry.version import __version__
 
 GENERATOR = f"registry site {__version__}"
 STYLESHEET = "style.css"
