@@ -1,0 +1,1 @@
+"""`registry api`: the read-only REST API and the promotion endpoint (FastAPI)."""

@@ -1,0 +1,1 @@
+"""`registry site`: the static catalog of a registry."""
