@@ -124,17 +124,15 @@ def note_for(number: int, pull: dict[str, Any], reviews: list[dict[str, Any]]) -
 
 
 def _first_parent(reg: Registry, ref: str) -> set[str]:
-    return set(git.run(["rev-list", "--first-parent", ref], reg.root).split())
+    return git.first_parent_commits(reg.root, ref)
 
 
 def _prs_in_range(reg: Registry, span: str) -> list[tuple[int, str]]:
     if not _PR_RANGE.fullmatch(span):
         raise UsageError(f"--range {span!r}: use BEFORE..AFTER (two commits)")
-    out = git.run(["log", "--first-parent", "--format=%H%x00%B%x1e", span], reg.root, check=False)
     found = []
-    for record in out.split("\x1e"):
-        sha, _, message = record.strip().partition("\0")
-        number = audit.pr_number(message) if sha else None
+    for sha, message in git.first_parent_messages(reg.root, span):
+        number = audit.pr_number(message)
         if number is not None:
             found.append((number, sha))
     return list(reversed(found))
@@ -142,7 +140,7 @@ def _prs_in_range(reg: Registry, span: str) -> list[tuple[int, str]]:
 
 def _identity(reg: Registry) -> list[str]:
     """-c options giving git an identity for the notes commit when none is configured (CI)."""
-    if git.run(["config", "user.email"], reg.root, check=False).strip():
+    if git.config_value(reg.root, "user", "email").strip():
         return []
     return ["-c", f"user.name={BOT[0]}", "-c", f"user.email={BOT[1]}"]
 
@@ -178,8 +176,7 @@ def record(reg: Registry, prs: tuple[int, ...] = (), span: str | None = None, *,
                              f"#{number} merged {commit[:12]}")
         note = note_for(number, pull, forge.reviews(number))
         text = json.dumps(note, sort_keys=True, separators=(",", ":")) + "\n"
-        git.run([*_identity(reg), "notes", f"--ref={audit.APPROVALS_REF}", "add", "-f", "-F", "-", commit],
-                reg.root, input=text.encode())
+        git.notes_add(reg.root, audit.APPROVALS_REF, commit, text, _identity(reg))
         recorded.append(Recorded(number, commit, note))
     if push and recorded:
         _push_notes(reg, remote)
@@ -191,19 +188,17 @@ _REMOTE_COPY = "refs/notes/registry/approvals-remote"
 
 def _fetch_notes(reg: Registry, remote: str) -> None:
     """The remote's notes, merged into ours (ours win for a commit both annotate)."""
-    fetched = git.ok(["fetch", "--quiet", remote, f"+{audit.APPROVALS_REF}:{_REMOTE_COPY}"], reg.root)
-    if not fetched:
+    if not git.fetch_ref(reg.root, remote, audit.APPROVALS_REF, _REMOTE_COPY):
         return  # the remote has no notes yet
     if git.rev_parse(audit.APPROVALS_REF, reg.root) is None:
-        git.run(["update-ref", audit.APPROVALS_REF, _REMOTE_COPY], reg.root)
+        git.update_ref(reg.root, audit.APPROVALS_REF, _REMOTE_COPY)
     else:
-        git.run([*_identity(reg), "notes", f"--ref={audit.APPROVALS_REF}", "merge", "--quiet", "-s", "ours",
-                 _REMOTE_COPY], reg.root)
+        git.notes_merge_ours(reg.root, audit.APPROVALS_REF, _REMOTE_COPY, _identity(reg))
 
 
 def _push_notes(reg: Registry, remote: str) -> None:
     for _ in range(3):
-        if git.ok(["push", "--quiet", remote, f"{audit.APPROVALS_REF}:{audit.APPROVALS_REF}"], reg.root):
+        if git.push_ref(reg.root, remote, audit.APPROVALS_REF):
             return
         _fetch_notes(reg, remote)  # someone pushed notes meanwhile: merge theirs and try again
     raise RegistryError(f"could not push {audit.APPROVALS_REF} to {remote}; run again")

@@ -25,15 +25,14 @@ def change_on_branch(root: Path, branch: str | None, restore: Callable[[], None]
     """
     original = git.current_branch(root)
     if branch:
-        git.run(["switch", "--quiet", "-c", branch], root)
+        git.switch_new_branch(root, branch)
     try:
         yield
     except BaseException:
-        git.run(["reset", "--quiet"], root, check=False)
+        git.reset_index(root)
         restore()
         if branch:
-            git.run(["switch", "--quiet", original or "--detach"], root, check=False)
-            git.run(["branch", "--quiet", "-D", branch], root, check=False)
+            git.abandon_branch(root, branch, original)
         raise
 
 
@@ -46,7 +45,7 @@ def push(root: Path, branch: str | None, what: str) -> None:
             raise RegistryError(f"{what} is committed, but HEAD is detached, so there is no branch to push; "
                                 "create one with `git switch -c NAME` and push it")
     try:
-        git.run(["push", "--quiet", "-u", "origin", branch], root)
+        git.push_branch(root, branch)
     except GitError as exc:
         raise RegistryError(
             f"{exc}\n{what} is committed on branch {branch}; push it with `git push -u origin {branch}`"

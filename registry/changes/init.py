@@ -55,10 +55,10 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
     try:
         root.mkdir(parents=True, exist_ok=True)
         if created_git:
-            git.run(["init", "--quiet", "--initial-branch=main"], root)
+            git.init_repository(root)
         # Keep the commit-graph (and its changed-path Bloom filters, see registry.commitgraph)
         # fresh on every fetch, so a model's history stays fast to read.
-        git.run(["config", "fetch.writeCommitGraph", "true"], root)
+        git.set_config(root, "fetch.writeCommitGraph", "true")
         if "://" not in remote:
             Path(remote).mkdir(parents=True, exist_ok=True)
         storage.init(root, remote)
@@ -74,8 +74,7 @@ def init(path: Path, dvc_remote: str | None = None) -> Registry:
             target = root / rel
             written.append(target)
             yamlio.atomic_write(target, text)
-        git.run(["add", "--", ".dvc", ".dvcignore", *files], root)
-        git.run(["commit", "--quiet", "-m", "Initialise model registry"], root)
+        git.commit_paths(root, [".dvc", ".dvcignore", *files], "Initialise model registry")
     except BaseException:
         _undo(root, created_root, created_git, written)
         raise

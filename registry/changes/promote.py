@@ -144,10 +144,8 @@ def promote(
 
     with branches.change_on_branch(reg.root, branch, restore):
         yamlio.atomic_write(path, new.to_text())
-        git.run(["add", "--", reg.rel(path)], reg.root)
         message = commit_message(name, version, to, reason, traffic, subject)
-        git.run(["commit", "--quiet", "-m", message], reg.root, env=_identity(author))
-    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+        commit = git.commit_paths(reg.root, [reg.rel(path)], message, env=_identity(author))
     if push:
         branches.push(reg.root, branch, "The promotion")
     return Promoted(name, version, source, to, replaced, branch, commit, new,

@@ -7,7 +7,6 @@ import datetime as dt
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +79,13 @@ def register(
 
         private_key = keys.load_private_key(sign_key, passphrase, option="--sign-key")
 
-    original = git.current_branch(reg.root)
     version_dir = reg.version_dir(name, version)
     new_model = not reg.has_model(name)
-    if branch:
-        git.run(["switch", "--quiet", "-c", branch], reg.root)
-    try:
+
+    def restore() -> None:
+        _remove_written(reg, version_dir, name if new_model else None)
+
+    with branches.change_on_branch(reg.root, branch, restore):
         artifacts, to_dvc = _copy_in(reg, version_dir, sources, progress)
         if progress and to_dvc:  # the copy bars are full; say what the wait is for
             pushed = sum(path.stat().st_size for path in to_dvc)
@@ -107,13 +107,8 @@ def register(
             paths += [reg.rel(reg.model_dir(name) / MODEL_FILE), reg.rel(reg.model_dir(name) / stages.STAGES_FILE)]
             # CODEOWNERS is not edited here: its catch-all rule (admins) covers a new model
             # until `registry codeowners` adds the model's own lines in a pull request of its own.
-        git.run(["add", "--", *paths], reg.root)
         message = f"Register {name}@{version}\n\n{card.data['description'].strip().splitlines()[0]}\n"
-        git.run(["commit", "--quiet", "-m", message], reg.root)
-    except BaseException:
-        _roll_back(reg, version_dir, name if new_model else None, branch, original)
-        raise
-    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+        commit = git.commit_paths(reg.root, paths, message)
     if push:
         branches.push(reg.root, branch, "The version")
     return Registered(name, version, branch, commit, card, tuple(warnings), signed_by)
@@ -135,15 +130,10 @@ def _proposed_versions(reg: Registry, name: str) -> list[str]:
     """Versions claimed by open registration branches (`register/NAME/VERSION`), local, fetched
     from a remote, or on origin now: `--bump` must not pick one of them."""
     prefix = f"register/{name}/"
-    refs = git.run(["for-each-ref", "--format=%(refname)", f"refs/heads/{prefix}", "refs/remotes/"],
-                   reg.root).splitlines()
-    if "origin" in git.run(["remote"], reg.root).split():
-        try:
-            out = subprocess.run(["git", "ls-remote", "--heads", "origin", f"refs/heads/{prefix}*"],
-                                 cwd=reg.root, capture_output=True, text=True, timeout=30, check=True).stdout
-        except (subprocess.SubprocessError, OSError):
-            out = ""  # offline: the local and fetched branches still count
-        refs += [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
+    refs = git.branch_refs(reg.root, prefix)
+    if "origin" in git.remote_names(reg.root):
+        # Offline (None): the local and fetched branches still count.
+        refs += git.remote_heads(reg.root, f"refs/heads/{prefix}*") or []
     found = []
     for ref in refs:
         _, sep, version = ref.partition(f"/{prefix}")
@@ -322,7 +312,7 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
     version_dir = reg.version_dir(name, version)
     if version_dir.exists():
         rel = reg.rel(version_dir)
-        if not git.run(["ls-files", "--", rel], reg.root).strip():
+        if not git.is_tracked(reg.root, rel):
             # Nothing there is tracked on this branch: files git leaves behind when switching away
             # from an unmerged registration branch (DVC-tracked weights are git-ignored).
             raise UsageError(
@@ -348,19 +338,14 @@ def _check_repo_state(reg: Registry, name: str, version: str, branch: str | None
     warnings = []
     # Also with --no-branch: a version proposed on origin's register branch is taken.
     proposed = f"register/{name}/{version}"
-    if "origin" in git.run(["remote"], reg.root).split():
-        try:
-            out = subprocess.run(
-                ["git", "ls-remote", "--heads", "origin", proposed],
-                cwd=reg.root, capture_output=True, timeout=30, check=True,
-            ).stdout
-        except (subprocess.SubprocessError, OSError):
+    if "origin" in git.remote_names(reg.root):
+        on_origin = git.remote_heads(reg.root, proposed)
+        if on_origin is None:
             warnings.append("could not reach origin to check for the branch there; checked locally only")
-        else:
-            if out.strip():
-                raise UsageError(
-                    f"{name}@{version} is already proposed on origin (branch {proposed}); register a new version"
-                )
+        elif on_origin:
+            raise UsageError(
+                f"{name}@{version} is already proposed on origin (branch {proposed}); register a new version"
+            )
     return warnings
 
 
@@ -423,18 +408,12 @@ def _write_model_files(reg: Registry, name: str, card_data: dict[str, Any]) -> N
     yamlio.atomic_write(reg.model_dir(name) / stages.STAGES_FILE, stages.Stages().to_text())
 
 
-def _roll_back(reg: Registry, version_dir: Path, new_model: str | None, branch: str | None, original: str | None) -> None:
-    """Leave the registry as it was before the command: files, index, branch."""
+def _remove_written(reg: Registry, version_dir: Path, new_model: str | None) -> None:
+    """Take away what a failed registration wrote; `branches.change_on_branch` resets the
+    index and the branch."""
     shutil.rmtree(reg.model_dir(new_model) if new_model else version_dir, ignore_errors=True)
     if new_model:
         # The first model made models/ too; rmdir leaves it if anything else is in it.
         with contextlib.suppress(OSError):
             reg.model_dir(new_model).parent.rmdir()
-    git.run(["reset", "--quiet"], reg.root, check=False)
-    git.run(["checkout", "--quiet", "--", codeowners.CODEOWNERS_FILE], reg.root, check=False)
-    if branch:
-        if original:
-            git.run(["switch", "--quiet", original], reg.root, check=False)
-        else:
-            git.run(["switch", "--quiet", "--detach", "HEAD"], reg.root, check=False)
-        git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)
+    git.restore_paths(reg.root, [codeowners.CODEOWNERS_FILE])

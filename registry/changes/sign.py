@@ -71,7 +71,7 @@ def sign_version(
         raise UsageError(
             f"the registry has uncommitted changes ({', '.join(dirty[:3])}); commit or stash them first"
         )
-    if not git.ok(["cat-file", "-e", f"HEAD:{rel}/{cards.CARD_FILE}"], reg.root):
+    if not git.has_object(reg.root, f"HEAD:{rel}/{cards.CARD_FILE}"):
         raise UsageError(f"{name}@{version} is not committed on the current branch; commit it before signing")
     signature_path = folder / SIGNATURE_FILE
     previous = signature_path.read_bytes() if signature_path.is_file() else None
@@ -98,11 +98,9 @@ def sign_version(
 
     with branches.change_on_branch(reg.root, branch, restore):
         yamlio.atomic_write(signature_path, bundle.to_json())
-        git.run(["add", "--", f"{rel}/{SIGNATURE_FILE}"], reg.root)
         verb = "Re-sign" if previous is not None else "Sign"
         message = f"{verb} {name}@{version}\n\nSigned-with-key: {bundle.key_id}\n"
-        git.run(["commit", "--quiet", "-m", message], reg.root)
-    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+        commit = git.commit_paths(reg.root, [f"{rel}/{SIGNATURE_FILE}"], message)
     if push:
         branches.push(reg.root, branch, "The signature")
     files_signed = tuple(r.name for r in manifest.resources)

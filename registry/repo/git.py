@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from registry.errors import GitError
 
@@ -174,3 +175,133 @@ def parse_tree(data: bytes) -> dict[str, tuple[str, str]]:
         name.decode(errors="surrogateescape"): (mode.decode(), sha.hex())
         for mode, name, sha in _TREE_ENTRY.findall(data)
     }
+
+
+# --- changes: what register, promote, sign, gc, init and approvals do to a repository ------
+
+
+def commit_paths(root: Path, paths: Sequence[str], message: str, env: dict[str, str] | None = None) -> str:
+    """Stage paths (added, changed or removed) and commit them; the new commit's id."""
+    run(["add", "--", *paths], root)
+    run(["commit", "--quiet", "-m", message], root, env=env)
+    return run(["rev-parse", "HEAD"], root).strip()
+
+
+def switch_new_branch(root: Path, branch: str) -> None:
+    run(["switch", "--quiet", "-c", branch], root)
+
+
+def abandon_branch(root: Path, branch: str, original: str | None) -> None:
+    """Back to `original` (detached where there was no branch) and delete `branch`: best effort,
+    for undoing a change that failed half-way."""
+    run(["switch", "--quiet", original or "--detach"], root, check=False)
+    run(["branch", "--quiet", "-D", branch], root, check=False)
+
+
+def reset_index(root: Path) -> None:
+    run(["reset", "--quiet"], root, check=False)
+
+
+def restore_paths(root: Path, paths: Sequence[str]) -> None:
+    """Put tracked files back as the index has them (best effort: an untracked path stays)."""
+    run(["checkout", "--quiet", "--", *paths], root, check=False)
+
+
+def push_branch(root: Path, branch: str, remote: str = "origin") -> None:
+    run(["push", "--quiet", "-u", remote, branch], root)
+
+
+def is_tracked(root: Path, rel: str) -> bool:
+    """Whether any file at or under rel is in the index."""
+    return bool(run(["ls-files", "--", rel], root).strip())
+
+
+def has_object(root: Path, spec: str) -> bool:
+    """Whether `REV:PATH` (or any object name) exists."""
+    return ok(["cat-file", "-e", spec], root)
+
+
+def head_commit(root: Path) -> str:
+    return run(["rev-parse", "HEAD"], root).strip()
+
+
+def _repo(root: Path) -> Any:
+    import git as gitpython  # GitPython, for refs, config and remotes; imported where they are read
+
+    return gitpython.Repo(root)
+
+
+def remote_names(root: Path) -> list[str]:
+    return [remote.name for remote in _repo(root).remotes]
+
+
+def config_value(root: Path, section: str, option: str) -> str:
+    """A value from git's configuration (repository, global, system), or "" when unset."""
+    return str(_repo(root).config_reader().get_value(section, option, default=""))
+
+
+def branch_refs(root: Path, prefix: str) -> list[str]:
+    """Local branches under refs/heads/PREFIX and every remote-tracking ref, by full name."""
+    return [ref.path for ref in _repo(root).refs
+            if ref.path.startswith((f"refs/heads/{prefix}", "refs/remotes/"))]
+
+
+def remote_heads(root: Path, pattern: str, remote: str = "origin", timeout_s: float = 30) -> list[str] | None:
+    """Branch refs on the remote that match pattern (`git ls-remote --heads`); None when the
+    remote cannot be reached in time (offline: the caller says what it checked instead)."""
+    try:
+        out = subprocess.run(["git", "ls-remote", "--heads", remote, pattern], cwd=root, capture_output=True,
+                             text=True, timeout=timeout_s, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
+
+
+def first_parent_commits(root: Path, ref: str) -> set[str]:
+    return set(run(["rev-list", "--first-parent", ref], root).split())
+
+
+def first_parent_messages(root: Path, span: str) -> list[tuple[str, str]]:
+    """(commit, message) along span's first-parent line, newest first; [] for a span git cannot read."""
+    out = run(["log", "--first-parent", "--format=%H%x00%B%x1e", span], root, check=False)
+    found = []
+    for record in out.split("\x1e"):
+        sha, _, message = record.strip().partition("\0")
+        if sha:
+            found.append((sha, message))
+    return found
+
+
+# --- notes (the approvals record) --------------------------------------------------------
+
+
+def notes_add(root: Path, ref: str, commit: str, text: str, identity: Sequence[str] = ()) -> None:
+    """Attach text to commit under the notes ref, replacing an earlier note there."""
+    run([*identity, "notes", f"--ref={ref}", "add", "-f", "-F", "-", commit], root, input=text.encode())
+
+
+def notes_merge_ours(root: Path, ref: str, other: str, identity: Sequence[str] = ()) -> None:
+    run([*identity, "notes", f"--ref={ref}", "merge", "--quiet", "-s", "ours", other], root)
+
+
+def fetch_ref(root: Path, remote: str, src: str, dst: str) -> bool:
+    """Fetch remote's src into dst (forced); False when the remote has no such ref or cannot be read."""
+    return ok(["fetch", "--quiet", remote, f"+{src}:{dst}"], root)
+
+
+def update_ref(root: Path, ref: str, target: str) -> None:
+    run(["update-ref", ref, target], root)
+
+
+def push_ref(root: Path, remote: str, ref: str) -> bool:
+    """Push ref to the same name on remote; False when the remote refuses (e.g. not a fast-forward)."""
+    return ok(["push", "--quiet", remote, f"{ref}:{ref}"], root)
+
+
+def init_repository(root: Path, branch: str = "main") -> None:
+    run(["init", "--quiet", f"--initial-branch={branch}"], root)
+
+
+def set_config(root: Path, key: str, value: str) -> None:
+    """Set a value in the repository's own configuration (.git/config)."""
+    run(["config", key, value], root)
