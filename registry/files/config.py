@@ -248,24 +248,29 @@ class RegistryConfig:
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
+        """The configuration a (schema-valid) registry.yaml gives: every key it leaves out takes
+        its value from DEFAULT_CONFIG, the one place defaults are written."""
         data = data or {}
-        lifecycle = data.get("lifecycle", {})
-        transitions = lifecycle.get("transitions", DEFAULT_TRANSITIONS)
+
+        def key(section: str, name: str) -> Any:
+            return (data.get(section) or {}).get(name, DEFAULT_CONFIG[section][name])
+
+        transitions = key("lifecycle", "transitions")
         return cls(
             transitions={k: tuple(v) for k, v in transitions.items()},
-            on_replace=lifecycle.get("on_replace", "deprecated"),
+            on_replace=key("lifecycle", "on_replace"),
             policy=stage_policies(data.get("policy")),
             evaluation=Evaluation.from_data(data.get("evaluation"), CONFIG_FILE),
-            min_sunset_days=data.get("deprecation", {}).get("min_sunset_days", 90),
-            keep_latest=data.get("retention", {}).get("keep_latest", 3),
-            purge_unstaged_after_days=data.get("retention", {}).get("purge_unstaged_after_days", 7),
-            git_max_bytes=data.get("storage", {}).get("git_max_bytes", 1048576),
-            allow_globals=tuple(data.get("scan", {}).get("allow_globals", [])),
-            trusted_keys=tuple(data.get("trusted_keys", [])),
+            min_sunset_days=key("deprecation", "min_sunset_days"),
+            keep_latest=key("retention", "keep_latest"),
+            purge_unstaged_after_days=key("retention", "purge_unstaged_after_days"),
+            git_max_bytes=key("storage", "git_max_bytes"),
+            allow_globals=tuple(key("scan", "allow_globals")),
+            trusted_keys=tuple(data.get("trusted_keys", DEFAULT_CONFIG["trusted_keys"])),
             roles={k: tuple(v) for k, v in data.get("roles", DEFAULT_CONFIG["roles"]).items()},
-            record_approvals=bool((data.get("audit") or {}).get("record_approvals", False)),
-            task_policy=dict((data.get("policy") or {}).get("tasks") or {}),
-            scan_profiles=tuple(data.get("scan", {}).get("profiles", [])),
+            record_approvals=bool(key("audit", "record_approvals")),
+            task_policy=dict(key("policy", "tasks") or {}),
+            scan_profiles=tuple(key("scan", "profiles")),
         )
 
     def allows(self, source: str, target: str) -> bool:
