@@ -4,7 +4,7 @@ Reads PyTorch checkpoints (``torch.save``: the zip format and the legacy format)
 pickled dicts of NumPy arrays, and writes a safetensors file. Nothing in the input is
 ever run and torch is never imported:
 
-1. The security scan (`registry.scan.scan_file`) reads the file first; anything it
+1. The security scan (`registry.artifacts.scan.scan_file`) reads the file first; anything it
    finds refuses the file, naming each finding.
 2. A restricted unpickler reads it. ``find_class`` answers an exact allow-list of
    ``module.qualname`` strings, and never with the real object: each name maps to a
@@ -25,7 +25,7 @@ Decisions:
   writer changed its API incompatibly in 0.8 (dicts of bytes became pointer specs),
   so bytes are carried in same-width integer arrays and the dtype is the safetensors
   code (``BF16``, ``F8_E4M3``...). The output is verified tensor by tensor against the
-  source (dtype, shape, bytes) and its header by `registry.formats.validate_safetensors`
+  source (dtype, shape, bytes) and its header by `registry.artifacts.safetensors.validate_safetensors`
   before it is moved into place.
 - Nested dicts are flattened with ``.`` (``{"model": {"fc.weight": t}}`` gives
   ``model.fc.weight``). Leaves that are ``str``, ``int``, ``float`` or ``bool`` go to
@@ -66,7 +66,8 @@ from typing import Any, BinaryIO, Final
 
 import numpy as np
 
-from registry.artifacts import formats, scan
+from registry.artifacts import scan
+from registry.artifacts.safetensors import DTYPE_BITS, MAX_HEADER_BYTES, validate_safetensors
 from registry.errors import Problem, RegistryError, UsageError, ValidationError
 
 __all__ = [
@@ -868,7 +869,7 @@ def _entries(tensors: list[tuple[str, object]], storages: _Storages, path: str) 
             assert isinstance(value, _TensorRef)
             entries.append(_tensor_entry(name, value, storages, path))
     # Largest elements first, then by name: every tensor stays aligned to its element size.
-    entries.sort(key=lambda e: (-formats.DTYPE_BITS[e.info.dtype], e.info.name))
+    entries.sort(key=lambda e: (-DTYPE_BITS[e.info.dtype], e.info.name))
     return entries
 
 
@@ -999,7 +1000,7 @@ def _verify(tmp: Path, target: Path, entries: list[_Entry], metadata: Mapping[st
         )
 
     try:
-        info = formats.validate_safetensors(tmp)
+        info = validate_safetensors(tmp)
     except ValidationError as exc:
         raise bug(str(exc)) from None
     if info.tensor_count != len(entries) or dict(info.metadata) != dict(metadata):
@@ -1125,7 +1126,7 @@ def convert(
                 "malformed or hostile",
             )
         header = _header(entries, metadata)
-        if len(header) > formats.MAX_HEADER_BYTES:
+        if len(header) > MAX_HEADER_BYTES:
             raise ValidationError.one(name, "too many tensors for one safetensors header")
 
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
