@@ -1,5 +1,8 @@
-"""What a file is, for the format gate: the scan's own identification of its bytes
-(`scan.identify_file`), with ONNX models told apart from other protobuf files."""
+"""What a file is, for the format gate: the scan's own identification, plus ONNX.
+
+`scan.identify_file` names what the bytes are to the loaders; ONNX models are told
+apart from other protobuf files here.
+"""
 
 from __future__ import annotations
 

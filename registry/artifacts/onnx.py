@@ -1,5 +1,4 @@
-"""The format gate's ONNX check: the ONNX checker on the file, skipped with a reason
-when the optional `onnx` package is not installed."""
+"""The format gate's ONNX check: the ONNX checker, or a skip when onnx is not installed."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The format gate's safetensors check: a header validated strictly, without reading
-the tensors (a 1 GiB file costs one `stat` and two small reads).
+"""The format gate's safetensors check: the header, validated strictly, tensors unread.
+
+A 1 GiB file costs one `stat` and two small reads.
 
 Every problem is a `ValidationError` naming the file, the field (the tensor) and what
 is wrong. The scan runs the same checks on safetensors content it finds.

@@ -1,5 +1,8 @@
-"""From unpickled objects to the tensors to write: names flattened, scalars made
-metadata, each tensor a loader of its bytes checked against its storage."""
+"""From unpickled objects to the tensors to write, and their metadata.
+
+Names are flattened, scalars become metadata, each tensor a loader of its bytes
+checked against its storage.
+"""
 
 from __future__ import annotations
 

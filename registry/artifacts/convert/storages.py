@@ -1,5 +1,8 @@
-"""Where a checkpoint's tensor storages are: the ``data/<key>`` members of a
-PyTorch zip, or the records after a legacy checkpoint's pickles."""
+"""Where a checkpoint's tensor storages are: zip members, or a legacy file's records.
+
+A PyTorch zip keeps them as ``data/<key>`` members, a legacy checkpoint as records
+after its pickles.
+"""
 
 from __future__ import annotations
 

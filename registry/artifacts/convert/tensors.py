@@ -1,6 +1,8 @@
-"""What the restricted unpickler hands out instead of torch's objects: dtypes,
-inert stand-ins for storages, tensors and types, and the rebuild functions that
-record where a tensor's elements are instead of building it."""
+"""What the restricted unpickler hands out instead of torch's objects.
+
+Dtypes, inert stand-ins for storages, tensors and types, and rebuild functions that
+record where a tensor's elements are instead of building it.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Writing the safetensors file: header, tensor bytes, a read-back against the
-source, and the atomic move into place."""
+"""Writing the safetensors file: header, tensor bytes, read-back, atomic move into place.
+
+The file is written here, not by the safetensors package (see `registry.artifacts.convert`);
+the package reads it back in tests/test_convert.py, for every dtype written.
+"""
 
 from __future__ import annotations
 

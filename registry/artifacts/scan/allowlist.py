@@ -1,5 +1,8 @@
-"""The scan's allow-list: the exact globals a pickle may import (`SAFE_GLOBALS`),
-the opt-in profiles shipped as data and the checks on ``scan.allow_globals``."""
+"""The scan's allow-list: the exact globals a pickle may import, profiles, allow_globals.
+
+`SAFE_GLOBALS`, the opt-in profiles shipped as data and the checks on
+``scan.allow_globals`` entries.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Layers that hold other content: zip archives (PyTorch, torch.export ``.pt2`` and
-skops layouts among them), tar archives and compressed streams, opened within the
-scan's limits, each member handed back to the scan."""
+"""Layers that hold other content: zip and tar archives, compressed streams.
+
+Zip layouts include PyTorch checkpoints, torch.export ``.pt2`` and skops files. Each
+layer is opened within the scan's limits and each member handed back to the scan.
+"""
 
 from __future__ import annotations
 

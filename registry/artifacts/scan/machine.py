@@ -1,6 +1,8 @@
-"""The symbolic pickle machine: walks one pickle stream opcode by opcode, as the
-unpicklers would, without importing or calling anything; every global it imports and
-every call it makes is checked against the allow-list."""
+"""The symbolic pickle machine: walks a pickle as the unpicklers would, running nothing.
+
+Every global the stream imports and every call it makes is checked against the
+allow-list.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The unpickler state a symbolic pickle walk keeps (stack, marks, memo, frame) and
-how it reads an opcode's arguments the way the unpicklers do."""
+"""The unpickler state a symbolic pickle walk keeps, and how it reads opcode arguments.
+
+Stack, marks, memo and frame, read the way the unpicklers read them.
+"""
 
 from __future__ import annotations
 

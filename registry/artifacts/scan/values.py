@@ -1,5 +1,7 @@
-"""What the symbolic pickle machine keeps of a pickle's values (stand-ins for dicts,
-globals and calls) and how it reads the sizes allowed constructors ask for."""
+"""What the symbolic pickle machine keeps of a pickle's values, and the sizes they ask for.
+
+Stand-ins for dicts, globals and calls; sizes are what allowed constructors allocate.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The scan over one file: what each piece of content is to the loaders, and the
-pickles, legacy PyTorch checkpoints, joblib dumps and ``.npy`` files in it."""
+"""The scan over one file: what each piece of content is to the loaders, and its pickles.
+
+Pickles, legacy PyTorch checkpoints, joblib dumps and ``.npy`` files are walked here.
+"""
 
 from __future__ import annotations
 
