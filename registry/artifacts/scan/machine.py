@@ -13,7 +13,6 @@ from typing import Final
 from registry.artifacts.scan.allowlist import _CODECS_ENCODE, _JOBLIB_WRAPPER
 from registry.artifacts.scan.opcodes import (
     _HIGHEST_PROTOCOL,
-    _MAX_KEPT_STRING,
     _OPCODE_NAMES,
     ADDITEMS,
     APPEND,
@@ -87,6 +86,7 @@ from registry.artifacts.scan.opcodes import (
 from registry.artifacts.scan.stack import _MachineBase
 from registry.artifacts.scan.values import (
     _LITERALS,
+    _MAX_KEPT_STRING,
     _NUMPY_RECONSTRUCT,
     _OPAQUE,
     _PERSISTENT,

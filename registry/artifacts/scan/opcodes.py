@@ -40,5 +40,3 @@ GET, BINGET, LONG_BINGET = (_OP[n] for n in ("GET", "BINGET", "LONG_BINGET"))
 PUT, BINPUT, LONG_BINPUT, MEMOIZE = (_OP[n] for n in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"))
 
 _HIGHEST_PROTOCOL: Final = 5
-_MAX_KEPT_STRING: Final = 64 * 1024  # longer strings cannot name a global; kept as opaque
-_TORCH_LEGACY_MAGIC: Final = 0x1950A86A20F9469CFC6C

@@ -10,9 +10,9 @@ import sys
 import warnings
 from typing import Protocol
 
-from registry.artifacts.scan.opcodes import _MAX_KEPT_STRING
 from registry.artifacts.scan.results import ScanLimits
 from registry.artifacts.scan.values import (
+    _MAX_KEPT_STRING,
     _OPAQUE,
     _UNKNOWN_INT,
     _Call,

@@ -16,6 +16,8 @@ from registry.artifacts.scan.allowlist import (
     STORAGE_ELEMENT_BYTES,
 )
 
+_MAX_KEPT_STRING: Final = 64 * 1024  # longer strings cannot name a global; kept as opaque
+
 
 class _Dict(dict[object, object]):
     """A dict the pickle builds; ``exact`` while every key in it is a literal."""

@@ -18,7 +18,6 @@ from registry.artifacts.scan.allowlist import STORAGE_ELEMENT_BYTES
 from registry.artifacts.scan.base import _join, _Refused
 from registry.artifacts.scan.containers import _Containers, _starts_decompressing, _zip_kind
 from registry.artifacts.scan.machine import _PROBE_OVERRUN, _Machine
-from registry.artifacts.scan.opcodes import _TORCH_LEGACY_MAGIC
 from registry.artifacts.scan.stack import _MachineBase
 from registry.artifacts.scan.values import _Call, _Dict, _Global, _Malformed, _OverlayMemo
 from registry.errors import ValidationError
@@ -27,6 +26,7 @@ _SIMPLE_DTYPE: Final = re.compile(r"([biufcmMOSUV])([0-9]+)")
 _NPY_HEADER_KEYS: Final = frozenset({"descr", "fortran_order", "shape"})
 _MAX_NPY_HEADER: Final = 1 << 20
 _PROTOCOLS_2_TO_5: Final = (b"\x02", b"\x03", b"\x04", b"\x05")
+_TORCH_LEGACY_MAGIC: Final = 0x1950A86A20F9469CFC6C
 
 
 class _Scan(_Containers):
