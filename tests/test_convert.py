@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from registry.artifacts import convert as convert_module
+from registry.artifacts.convert.entries import _Entry
+from registry.artifacts.convert.results import TensorInfo
+from registry.artifacts.convert.storages import _Storages
+from registry.artifacts.convert.tensors import _DTYPES
+from registry.artifacts.convert.unpickler import _unpickle
+from registry.artifacts.convert.writer import _header, _write
 from registry.errors import ValidationError
 from tests.conftest import Result, snapshot
 
@@ -203,6 +208,33 @@ def test_numpy_dict_pickle_converts(tmp_path: Path, cli: CLI, protocol: int) -> 
         np.testing.assert_array_equal(loaded[name], array)
 
 
+def test_the_reference_reader_reads_every_dtype_the_writer_writes(tmp_path: Path) -> None:
+    """The writer is ours (see registry.artifacts.convert); the safetensors package is
+    the reader that has to agree with it, torch or not, for every dtype it can write."""
+    from safetensors import safe_open
+
+    entries = []
+    for dtype in _DTYPES.values():
+        if dtype.safetensors is None or dtype.carrier is None:
+            continue
+        array = np.arange(6).reshape(2, 3).astype(dtype.carrier)
+        info = TensorInfo(dtype.torch_name, dtype.safetensors, (2, 3), array.nbytes)
+        entries.append((_Entry(info, lambda array=array: array), array))
+    path = tmp_path / "all.safetensors"
+    metadata = {"epoch": "7"}
+    with open(path, "wb") as handle:
+        _write(handle, _header([e for e, _ in entries], metadata), [e for e, _ in entries])
+
+    with safe_open(str(path), framework="numpy") as reader:
+        assert reader.metadata() == metadata
+        assert sorted(reader.keys()) == sorted(e.info.name for e, _ in entries)
+        for entry, array in entries:
+            written = reader.get_slice(entry.info.name)
+            assert (written.get_dtype(), written.get_shape()) == (entry.info.dtype, [2, 3])
+            if entry.info.dtype != "BF16" and not entry.info.dtype.startswith("F8"):  # NumPy has neither
+                np.testing.assert_array_equal(reader.get_tensor(entry.info.name), array)
+
+
 # -- malicious input: refused, never run -------------------------------------------------
 
 
@@ -259,7 +291,7 @@ def test_restricted_unpickler_refuses_code_even_without_the_scan(marker: Path) -
     data = pickle.dumps({"x": Payload(marker)})
 
     with pytest.raises(ValidationError, match=r"(posix|os)\.system: not allowed"):
-        convert_module._unpickle(io.BytesIO(data), convert_module._Storages(), "evil.pkl")
+        _unpickle(io.BytesIO(data), _Storages(), "evil.pkl")
 
 
 # -- content the scan lets through but safetensors cannot hold -----------------------------

@@ -22,13 +22,12 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from registry.artifacts.formats import (
+from registry.artifacts.identify import sniff
+from registry.artifacts.onnx import ONNX_MISSING, check_onnx
+from registry.artifacts.safetensors import (
     DTYPE_BITS,
     MAX_HEADER_BYTES,
-    ONNX_MISSING,
     SafetensorsInfo,
-    check_onnx,
-    sniff,
     validate_safetensors,
 )
 from registry.errors import ValidationError

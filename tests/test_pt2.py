@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry.artifacts import formats, scan
+from registry.artifacts import scan
+from registry.artifacts.identify import sniff
 from tests.conftest import Result, snapshot
 
 
@@ -81,7 +82,7 @@ def test_a_pt2_archive_is_recognised_and_its_raw_weights_read_as_data(tmp_path: 
     assert report.safe, [str(f) for f in report.findings]
     assert report.kind == "pt2"
     assert scan.identify_file(path) == "pt2"
-    assert formats.sniff(path) == "pt2"
+    assert sniff(path) == "pt2"
 
 
 def test_a_weight_torch_would_unpickle_is_scanned_strictly(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_real_torch_export_archive_passes(tmp_path: Path) -> None:
     report = scan.scan_file(path)
     assert report.safe, [str(f) for f in report.findings]
     assert report.kind == "pt2"
-    assert formats.sniff(path) == "pt2"
+    assert sniff(path) == "pt2"
 
 
 def test_convert_says_raw_weights_are_unrecognised_not_code(

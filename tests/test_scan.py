@@ -1198,7 +1198,7 @@ def test_safetensors_whose_length_starts_like_a_pickle_protocol() -> None:
 
 
 def test_format_gate_and_scan_share_the_sniffer(tmp_path: Path, marker: Path) -> None:
-    from registry.artifacts import formats
+    from registry.artifacts.identify import sniff
 
     cases = {
         "a.pkl": (b"]Nb0" + payload(marker, 0), "pickle"),
@@ -1209,7 +1209,7 @@ def test_format_gate_and_scan_share_the_sniffer(tmp_path: Path, marker: Path) ->
     }
     for name, (data, kind) in cases.items():
         path = _write(tmp_path / name, data)
-        assert formats.sniff(path) == kind, name
+        assert sniff(path) == kind, name
         assert scan_file(path).kind.split("/")[0] == kind, name
 
 
@@ -1269,12 +1269,12 @@ def test_malformed_safetensors_is_refused_by_the_scan(name: str) -> None:
 def test_registry_scan_refuses_malformed_safetensors(
     name: str, tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
-    from registry.artifacts import formats
+    from registry.artifacts.safetensors import validate_safetensors
 
     data, fragment = MALFORMED_SAFETENSORS[name]
     path = _write(tmp_path / "model.safetensors", data)
     with pytest.raises(ValidationError, match=fragment):  # the format gate's verdict
-        formats.validate_safetensors(path)
+        validate_safetensors(path)
 
     result = cli("scan", str(path), cwd=tmp_path)
 

@@ -193,7 +193,7 @@ def test_function_transformer_needs_its_function_in_allow_globals(tmp_path: Path
 def test_the_profile_lists_classes_and_is_pinned_to_a_version_range() -> None:
     import sklearn
 
-    text = (Path(scan.__file__).parent / "profiles" / "sklearn.txt").read_text()
+    text = (Path(scan.__file__).parent.parent / "profiles" / "sklearn.txt").read_text()
     assert "# generated-with: scikit-learn " in text
     header = next(line for line in text.splitlines() if line.startswith("# scikit-learn: "))
     entries = scan.profile_entries("sklearn")

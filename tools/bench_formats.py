@@ -21,7 +21,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from registry.artifacts.formats import sniff, validate_safetensors
+from registry.artifacts.identify import sniff
+from registry.artifacts.safetensors import validate_safetensors
 
 GIB = 1024**3
 

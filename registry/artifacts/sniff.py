@@ -11,33 +11,46 @@ members: torch.export.load takes a ``.pt2`` archive by its ``archive_format`` me
 top-level ``schema.json``. Where a loader is looser than the format (joblib's one-byte
 zlib prefix), the sniffer is too, and the scan refuses what does not decode.
 
-Whether content is a pickle is decided by `registry.scan`, which walks it as the
-unpicklers would; `registry.scan.identify_file` puts the two together and is what
-the format gate and ``registry scan`` both use.
+Whether content is a pickle is decided by `registry.artifacts.scan`, which walks it
+as the unpicklers would; `scan.identify_file` puts the two together and is what the
+format gate (through `registry.artifacts.identify.sniff`, which also tells ONNX models
+from other protobuf with `is_onnx_model`) and ``registry scan`` both use. Files are
+opened for sniffing one way, `open_regular`.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
+import os
 import re
+import stat
 import tarfile
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from registry.errors import ValidationError
 
 __all__ = [
     "MAX_SAFETENSORS_HEADER",
     "compressed_kind",
     "container_kind",
     "is_gguf",
+    "is_onnx_model",
     "is_protobuf",
     "is_tar",
     "is_text",
     "joblib_zfile_start",
     "looks_like_safetensors",
+    "open_regular",
     "pt2_root",
     "weak_compressed_kind",
     "zip_layout",
 ]
+
+StrPath = str | Path
 
 # The safetensors crate's own limit (MAX_HEADER_SIZE in tensor.rs).
 MAX_SAFETENSORS_HEADER: Final = 100_000_000
@@ -144,7 +157,7 @@ def is_tar(head: bytes) -> bool:
 
 def looks_like_safetensors(view: memoryview) -> bool:
     """An 8-byte header length that fits the file, then ``{``: the safetensors
-    layout, to be validated (`registry.formats.validate_safetensors_bytes`)."""
+    layout, to be validated (`safetensors.validate_safetensors_bytes`)."""
     if len(view) < 10 or view[8] != ord("{"):
         return False
     length = int.from_bytes(view[:8], "little")
@@ -209,3 +222,83 @@ def is_protobuf(view: memoryview) -> bool:
         if fields > 1_000_000:
             return False
     return pos == len(view) and fields > 0
+
+
+@contextmanager
+def open_regular(path: StrPath) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file for reading; unreadable paths are the user's problem (the
+    format gate's checks and the scan's `identify_file` open files this one way).
+
+    Checked before opening too: opening a FIFO for reading would block forever.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValidationError.one(path, "not a regular file")
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the yield
+    except OSError as exc:
+        raise ValidationError.one(path, f"cannot read: {exc.strerror or exc}") from None
+    with handle:
+        yield handle, os.fstat(handle.fileno()).st_size
+
+
+# ModelProto's top-level fields and their protobuf wire types (0 varint, 2 bytes),
+# from onnx.proto. Unknown field numbers are allowed for newer ONNX versions.
+_MODEL_PROTO_WIRE_TYPES = {
+    1: 0,  # ir_version
+    2: 2,  # producer_name
+    3: 2,  # producer_version
+    4: 2,  # domain
+    5: 0,  # model_version
+    6: 2,  # doc_string
+    7: 2,  # graph
+    8: 2,  # opset_import
+    14: 2,  # metadata_props
+    20: 2,  # training_info
+    25: 2,  # functions
+    26: 2,  # configuration
+}
+_MAX_TOP_LEVEL_FIELDS = 100_000
+
+
+def _read_varint(handle: BinaryIO) -> int | None:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = handle.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    return None
+
+
+def is_onnx_model(handle: BinaryIO, size: int) -> bool:
+    """Walk the top-level protobuf fields (seeking past their bodies, so only a few
+    bytes are read): well-formed to the last byte, with an ir_version and a graph."""
+    handle.seek(0)
+    seen: set[int] = set()
+    ir_version = 0
+    for _ in range(_MAX_TOP_LEVEL_FIELDS):
+        if handle.tell() == size:
+            return {1, 7} <= seen and 0 < ir_version < 1000
+        tag = _read_varint(handle)
+        if tag is None:
+            return False
+        field, wire = tag >> 3, tag & 7
+        if field == 0 or _MODEL_PROTO_WIRE_TYPES.get(field, wire) != wire:
+            return False
+        if wire == 0:
+            value = _read_varint(handle)
+            if value is None:
+                return False
+            if field == 1:
+                ir_version = value
+        elif wire in (1, 2, 5):
+            length = {1: 8, 5: 4}.get(wire) or _read_varint(handle)
+            if length is None or handle.tell() + length > size:
+                return False
+            handle.seek(length, io.SEEK_CUR)
+        else:  # groups (3, 4) are not used by ONNX; 6 and 7 do not exist
+            return False
+        seen.add(field)
+    return False

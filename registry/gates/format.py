@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry.artifacts import formats
+from registry.artifacts import identify, onnx, safetensors
 from registry.errors import ValidationError
 from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
 
@@ -31,14 +31,14 @@ def run(ctx: CheckContext) -> list[GateResult]:
             if not path.is_file():
                 results.append(GateResult("format", model, version, "fail", f"{rel}: {NOT_AVAILABLE} to check", rel))
                 continue
-            kind = formats.sniff(path)
+            kind = identify.sniff(path)
             try:
                 if kind == "safetensors" or artifact.path.endswith(".safetensors"):
-                    info = formats.validate_safetensors(path)
+                    info = safetensors.validate_safetensors(path)
                     message = f"{rel}: valid safetensors ({info.tensor_count} tensors)"
                     results.append(GateResult("format", model, version, "pass", message, rel))
                 elif kind == "onnx" or artifact.path.endswith(".onnx"):
-                    check = formats.check_onnx(path)
+                    check = onnx.check_onnx(path)
                     results.append(GateResult("format", model, version, check.status, f"{rel}: {check.message}", rel))
                 elif kind in NOT_CHECKED_HERE:
                     results.append(GateResult("format", model, version, "pass",

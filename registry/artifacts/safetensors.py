@@ -1,46 +1,35 @@
-"""The format gate's checkers: safetensors headers, the ONNX checker, format sniffing.
+"""The format gate's safetensors check: the header, validated strictly, tensors unread.
 
-Every checker takes a path and either returns a frozen dataclass or raises
-`ValidationError` whose problems name the file, the field (the tensor) and what is
-wrong. None of them reads tensor data: a 1 GiB safetensors file costs one `stat`
-and two small reads.
+A 1 GiB file costs one `stat` and two small reads.
+
+Every problem is a `ValidationError` naming the file, the field (the tensor) and what
+is wrong. The scan runs the same checks on safetensors content it finds.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import json
 import math
-import os
-import stat
 import struct
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from types import MappingProxyType, ModuleType
-from typing import Any, BinaryIO, Literal
+from types import MappingProxyType
+from typing import Any
 
-from registry.artifacts import sniff as sniff_module
+from registry.artifacts.sniff import MAX_SAFETENSORS_HEADER, StrPath, open_regular
 from registry.errors import Problem, ValidationError
 
 __all__ = [
     "DTYPE_BITS",
     "MAX_HEADER_BYTES",
-    "FormatCheck",
     "SafetensorsInfo",
-    "check_onnx",
-    "sniff",
     "validate_safetensors",
     "validate_safetensors_bytes",
 ]
 
-StrPath = str | Path
-
 # The safetensors crate's own limit (MAX_HEADER_SIZE = 100_000_000 in tensor.rs), a
 # little under 100 MiB: a header between the two could never be loaded, so refuse it.
-MAX_HEADER_BYTES = sniff_module.MAX_SAFETENSORS_HEADER
+MAX_HEADER_BYTES = MAX_SAFETENSORS_HEADER
 
 # Bits per element, exactly the `Dtype` enum of the safetensors crate (0.6 onwards, same
 # list in the 0.8 Python wheel). All are accepted, because files using them load with
@@ -80,8 +69,6 @@ _LENGTH_PREFIX = 8
 # A file with thousands of broken tensors gets the first ones and a count, not a wall.
 _MAX_PROBLEMS = 20
 
-ONNX_MISSING = "onnx not installed; pip install gitops-registry[onnx]"
-
 
 @dataclass(frozen=True)
 class SafetensorsInfo:
@@ -94,18 +81,6 @@ class SafetensorsInfo:
     """Size of the data section: the sum of every tensor's bytes."""
     metadata: Mapping[str, str]
 
-
-@dataclass(frozen=True)
-class FormatCheck:
-    """Outcome of a checker that may have nothing to check with (status "skip")."""
-
-    path: str
-    format: str
-    status: Literal["pass", "skip"]
-    message: str
-
-
-# -- safetensors -------------------------------------------------------------------
 
 
 class _DuplicateKeyError(ValueError):
@@ -150,22 +125,6 @@ def _utf8_problem(text: str) -> str | None:
         return f"{text!r} is not valid UTF-8 (lone surrogate escape)"
     return None
 
-
-@contextmanager
-def open_regular(path: StrPath) -> Iterator[tuple[BinaryIO, int]]:
-    """Open a regular file for reading; unreadable paths are the user's problem (the
-    format gate's checks and the scan's `identify_file` open files this one way).
-
-    Checked before opening too: opening a FIFO for reading would block forever.
-    """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValidationError.one(path, "not a regular file")
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the yield
-    except OSError as exc:
-        raise ValidationError.one(path, f"cannot read: {exc.strerror or exc}") from None
-    with handle:
-        yield handle, os.fstat(handle.fileno()).st_size
 
 
 def _header_length(path: StrPath, prefix: bytes, size: int) -> int:
@@ -447,116 +406,3 @@ def _validate(name: str, raw: bytes, size: int) -> SafetensorsInfo:
         metadata=MappingProxyType(metadata),
     )
 
-
-# -- ONNX --------------------------------------------------------------------------
-
-
-def _import_optional(module: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
-def check_onnx(path: StrPath, *, full_check: bool = True) -> FormatCheck:
-    """Run the ONNX checker on the file (by path, so models over 2 GiB and external
-    data work); skip with a reason when onnx is not installed.
-
-    `full_check` adds ONNX shape inference, which catches wiring the structural check
-    misses (incompatible shapes) and costs little next to loading the model.
-    """
-    with open_regular(path):
-        pass
-    checker = _import_optional("onnx.checker")
-    inference = _import_optional("onnx.shape_inference")
-    if checker is None or inference is None:
-        return FormatCheck(str(path), "onnx", "skip", ONNX_MISSING)
-    try:
-        checker.check_model(os.fspath(path), full_check=full_check)
-    except (checker.ValidationError, inference.InferenceError) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise ValidationError.one(path, f"ONNX checker: {detail}") from None
-    kind = "full check with shape inference" if full_check else "structural check"
-    return FormatCheck(str(path), "onnx", "pass", f"ONNX checker passed ({kind})")
-
-
-# ModelProto's top-level fields and their protobuf wire types (0 varint, 2 bytes),
-# from onnx.proto. Unknown field numbers are allowed for newer ONNX versions.
-_MODEL_PROTO_WIRE_TYPES = {
-    1: 0,  # ir_version
-    2: 2,  # producer_name
-    3: 2,  # producer_version
-    4: 2,  # domain
-    5: 0,  # model_version
-    6: 2,  # doc_string
-    7: 2,  # graph
-    8: 2,  # opset_import
-    14: 2,  # metadata_props
-    20: 2,  # training_info
-    25: 2,  # functions
-    26: 2,  # configuration
-}
-_MAX_TOP_LEVEL_FIELDS = 100_000
-
-
-def _read_varint(handle: BinaryIO) -> int | None:
-    value = 0
-    for shift in range(0, 70, 7):
-        byte = handle.read(1)
-        if not byte:
-            return None
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-    return None
-
-
-def _is_onnx_model(handle: BinaryIO, size: int) -> bool:
-    """Walk the top-level protobuf fields (seeking past their bodies, so only a few
-    bytes are read): well-formed to the last byte, with an ir_version and a graph."""
-    handle.seek(0)
-    seen: set[int] = set()
-    ir_version = 0
-    for _ in range(_MAX_TOP_LEVEL_FIELDS):
-        if handle.tell() == size:
-            return {1, 7} <= seen and 0 < ir_version < 1000
-        tag = _read_varint(handle)
-        if tag is None:
-            return False
-        field, wire = tag >> 3, tag & 7
-        if field == 0 or _MODEL_PROTO_WIRE_TYPES.get(field, wire) != wire:
-            return False
-        if wire == 0:
-            value = _read_varint(handle)
-            if value is None:
-                return False
-            if field == 1:
-                ir_version = value
-        elif wire in (1, 2, 5):
-            length = {1: 8, 5: 4}.get(wire) or _read_varint(handle)
-            if length is None or handle.tell() + length > size:
-                return False
-            handle.seek(length, io.SEEK_CUR)
-        else:  # groups (3, 4) are not used by ONNX; 6 and 7 do not exist
-            return False
-        seen.add(field)
-    return False
-
-
-# -- sniffing ----------------------------------------------------------------------
-
-
-def sniff(path: StrPath) -> str:
-    """Name a file's format from its bytes, whatever its extension says: the security
-    scan's own identification (`registry.scan.identify_file`), so the two gates never
-    disagree on what a file is. A protobuf file whose top-level fields walk cleanly
-    as a ModelProto with an ir_version and a graph is "onnx" (no onnx package needed).
-    """
-    from registry.artifacts import scan  # scan imports this module for safetensors
-
-    kind = scan.identify_file(path)
-    if kind == "protobuf":
-        with open_regular(path) as (handle, size):
-            if _is_onnx_model(handle, size):
-                return "onnx"
-    return kind

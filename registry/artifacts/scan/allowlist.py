@@ -1,0 +1,195 @@
+"""The scan's allow-list: the exact globals a pickle may import, profiles, allow_globals.
+
+`SAFE_GLOBALS`, the opt-in profiles shipped as data and the checks on
+``scan.allow_globals`` entries.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from registry.errors import ValidationError
+
+_TORCH_STORAGE_ELEMENT_BYTES: Final = {
+    "Double": 8,
+    "Float": 4,
+    "Half": 2,
+    "BFloat16": 2,
+    "Long": 8,
+    "Int": 4,
+    "Short": 2,
+    "Char": 1,
+    "Byte": 1,
+    "Bool": 1,
+    "ComplexDouble": 16,
+    "ComplexFloat": 8,
+}
+_TORCH_QUANTIZED_ELEMENT_BYTES: Final = {
+    "QUInt8": 1,
+    "QInt8": 1,
+    "QInt32": 4,
+    "QUInt4x2": 1,
+    "QUInt2x4": 1,
+}
+
+# What a legacy checkpoint's raw storage records are made of: element size per storage
+# type (the global named in each storage's persistent id).
+STORAGE_ELEMENT_BYTES: Final[dict[str, int]] = {
+    **{f"torch.{k}Storage": v for k, v in _TORCH_STORAGE_ELEMENT_BYTES.items()},
+    **{f"torch.{k}Storage": v for k, v in _TORCH_QUANTIZED_ELEMENT_BYTES.items()},
+    **{f"torch.cuda.{k}Storage": v for k, v in _TORCH_STORAGE_ELEMENT_BYTES.items()},
+    "torch.storage.UntypedStorage": 1,
+}
+
+_TORCH_DTYPES: Final = (  # noqa: SIM905 - 32 names read better as words
+    "float16 float32 float64 bfloat16 complex32 complex64 complex128 bool uint8 uint16 "
+    "uint32 uint64 int8 int16 int32 int64 qint8 quint8 qint32 quint4x2 quint2x4 "
+    "float8_e4m3fn float8_e5m2 float8_e4m3fnuz float8_e5m2fnuz float8_e8m0fnu "
+    "float4_e2m1fn_x2 bits8 bits16 bits1x8 bits2x4 bits4x2"
+).split()
+
+_TORCH_REBUILD_FUNCTIONS: Final = (  # noqa: SIM905
+    "_rebuild_tensor _rebuild_tensor_v2 _rebuild_tensor_v3 _rebuild_parameter "
+    "_rebuild_parameter_with_state _rebuild_qtensor _rebuild_sparse_tensor "
+    "_rebuild_nested_tensor _rebuild_device_tensor_from_numpy "
+    "_rebuild_device_tensor_from_cpu_tensor _rebuild_meta_tensor_no_storage "
+    "_rebuild_wrapper_subclass"
+).split()
+
+_JOBLIB_WRAPPER: Final = "joblib.numpy_pickle.NumpyArrayWrapper"
+_CODECS_ENCODE: Final = "_codecs.encode"
+
+# Exact `module.qualname` strings. Each is a constructor of plain data or a tensor /
+# array rebuild function whose arguments can only be other allowed values.
+SAFE_GLOBALS: Final[frozenset[str]] = frozenset(
+    {
+        "collections.OrderedDict",
+        "builtins.set",
+        "builtins.bytes",  # protocols 0-2 write b"" as bytes()
+        "builtins.frozenset",
+        "builtins.bytearray",
+        "builtins.slice",
+        "builtins.complex",
+        # Protocol 0-2 pickles (numpy's among them) write bytes as
+        # `_codecs.encode(str, "latin1")`. Allowed only in exactly that call: any other
+        # use, another encoding or a bare reference, is refused at the call. Encoding
+        # with latin1 only turns a str of code points < 256 into bytes; the codec is
+        # built in, so no lookup can import anything.
+        _CODECS_ENCODE,
+        *(f"torch._utils.{name}" for name in _TORCH_REBUILD_FUNCTIONS),
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.Tensor",
+        "torch.nn.parameter.Parameter",
+        "torch.Size",
+        "torch.device",
+        "torch.serialization._get_layout",
+        "torch.storage.UntypedStorage",
+        "torch.storage.TypedStorage",
+        *STORAGE_ELEMENT_BYTES,
+        *(f"torch.{name}" for name in _TORCH_DTYPES),
+        *(
+            f"torch.{scheme}"
+            for scheme in (
+                "per_tensor_affine",
+                "per_tensor_symmetric",
+                "per_channel_affine",
+                "per_channel_symmetric",
+                "per_channel_affine_float_qparams",
+            )
+        ),
+        *(f"torch.{k}Tensor" for k in _TORCH_STORAGE_ELEMENT_BYTES if "Complex" not in k),
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.numeric._frombuffer",
+        "numpy._core.numeric._frombuffer",
+        "numpy.ndarray",
+        "numpy.dtype",
+        # joblib's placeholder for an array written raw after it; the scan steps over
+        # the array the way joblib reads it (and also reads it as pickle.load would).
+        _JOBLIB_WRAPPER,
+    }
+)
+
+# Modules whose members run code, import, or reach arbitrary attributes: refused in
+# `scan.allow_globals` whatever the qualname, so a typo'd policy cannot open the door.
+_NEVER_ALLOWED_MODULES: Final = frozenset(
+    (  # noqa: SIM905
+        "builtins __builtin__ os posix nt subprocess sys importlib runpy pickle _pickle "
+        "marshal ctypes operator code codeop pty shutil socket webbrowser pdb bdb timeit "
+        "_codecs codecs types"
+    ).split()
+)
+
+
+# Opt-in allow-lists shipped with the package (`scan: {profiles: [...]}` in
+# registry.yaml), each generated by a script in tools/ (registry/artifacts/profiles/NAME.txt:
+# one exact ``module.qualname`` a line, ``#`` comments, the header says how and for
+# which library versions it was made).
+PROFILES: Final = ("sklearn",)
+_PROFILE_DIR: Final = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def profile_entries(name: str, *, source: str = "registry.yaml") -> tuple[str, ...]:
+    """The exact globals of a scan profile; `ValidationError` for an unknown name."""
+    if name not in PROFILES:
+        known = ", ".join(PROFILES)
+        raise ValidationError.one(
+            source, f"{name!r}: unknown scan profile (known: {known})", field="scan.profiles"
+        )
+    return _read_profile(name)
+
+
+@functools.cache
+def _read_profile(name: str) -> tuple[str, ...]:
+    text = (_PROFILE_DIR / f"{name}.txt").read_text(encoding="utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def allow_list(
+    extra: Iterable[str] = (),
+    *,
+    profiles: Iterable[str] = (),
+    source: str = "registry.yaml",
+) -> frozenset[str]:
+    """The default allow-list plus the ``profiles``' entries plus ``extra`` exact
+    ``module.qualname`` strings.
+
+    An entry must be a dotted path of at least two identifiers: a whole module
+    (``"sklearn"``), a wildcard, a dunder attribute or a member of a module that runs
+    code (``os``, ``builtins``, ``subprocess``...) is refused with `ValidationError`
+    naming ``source`` and the ``scan.allow_globals`` field; an unknown profile, with
+    the ``scan.profiles`` field.
+    """
+    allowed = set(SAFE_GLOBALS)
+    for name in profiles:
+        allowed.update(profile_entries(name, source=source))
+    for entry in extra:
+        problem = _allow_entry_problem(entry)
+        if problem:
+            raise ValidationError.one(source, f"{entry!r}: {problem}", field="scan.allow_globals")
+        allowed.add(entry)
+    return frozenset(allowed)
+
+
+def _allow_entry_problem(entry: object) -> str | None:
+    if not isinstance(entry, str):
+        return "must be a string 'module.qualname'"
+    parts = entry.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        return (
+            "must name one class or function exactly as 'module.qualname' "
+            "(e.g. 'sklearn.linear_model._logistic.LogisticRegression'); "
+            "a whole module or a wildcard is never allowed"
+        )
+    if any(part.startswith("__") and part.endswith("__") for part in parts):
+        return "dunder attributes are never allowed"
+    if parts[0] in _NEVER_ALLOWED_MODULES:
+        return f"members of {parts[0]!r} can run code and are never allowed"
+    return None
+
