@@ -244,7 +244,7 @@ class RegistryConfig:
     record_approvals: bool = False
     # policy.tasks: task -> stage -> the stage keys it replaces (see effective_policy)
     task_policy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    scan_profiles: tuple[str, ...] = ()  # scan.profiles: opt-in allow-lists (registry.scan)
+    scan_profiles: tuple[str, ...] = ()  # scan.profiles: opt-in allow-lists (registry.artifacts.scan)
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
