@@ -1,0 +1,99 @@
+"""The site's bytes are pinned: a fixed catalog renders exactly the files under tests/data/site-golden.
+
+The golden files were written by the site code before it was split into read/render/write
+and assets (issue 12); any change to the output shows here as a diff. To accept an intended
+change, run this module with REGISTRY_UPDATE_GOLDEN=1 and review the diff of the files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from registry.files import cards, stages
+from registry.integrations.site import build
+from registry.queries.audit import AuditEntry
+from registry.repo.registry import ModelInfo
+
+GOLDEN = Path(__file__).parent / "data" / "site-golden"
+SHA = "ab" * 32
+
+
+def _card(name: str, version: str, metrics: dict[str, float], **extra: object) -> cards.Card:
+    data = {
+        "name": name, "version": version, "description": f"{name} <b>{version}</b> & more",
+        "created": "2026-01-02", "creator": "Dana <dana@example.com>", "framework": "sklearn",
+        "metrics": metrics,
+        "artifacts": [{"path": "model.safetensors", "size": 123456789, "sha256": SHA, "storage": "dvc"},
+                      {"path": "predict.py", "size": 512, "sha256": "cd" * 32, "storage": "git"}],
+        **extra,
+    }
+    return cards.Card.from_data(data)
+
+
+def _entry(when: str, action: str, model: str, version: str, src: str | None, dst: str | None, *,
+           approved_by: str | None = None, reason: str | None = None, pr: int | None = None,
+           url: str | None = None) -> AuditEntry:
+    return AuditEntry(timestamp=when, action=action, model=model, version=version, from_stage=src,
+                      to_stage=dst, performed_by="Dana Scientist <dana@example.com>", approved_by=approved_by,
+                      reason=reason, commit="1234567890abcdef" * 2 + "12345678", pr=pr, url=url)
+
+
+def fixed_catalog() -> build.Catalog:
+    held = stages.Stages(production="1.1.0", canary=stages.Canary("2.0.0-rc.1", 0.25), staging=("1.2.0",),
+                         deprecated={"1.0.0": stages.Deprecation("2027-01-01", "old")}, archived=("0.9.0",))
+    versions = (
+        build.VersionEntry(_card("fraud", "0.9.0", {"auc": 0.8}), "archived",
+                           build.SignatureStatus("absent", "not signed")),
+        build.VersionEntry(_card("fraud", "1.0.0", {"auc": 0.85, "f1": 0.7}), "deprecated",
+                           build.SignatureStatus("invalid", "file changed since signing: <x>"), sunset="2027-01-01"),
+        build.VersionEntry(_card("fraud", "1.1.0", {"auc": 0.91234567, "f1": 0.75, "latency_ms": float("nan")},
+                                 intended_use="Scoring\nonline", limitations="none known",
+                                 training={"data": "s3://x", "rows": 1000, "nested": {"a": [1, 2]}},
+                                 hyperparameters={"C": 1.0, "flags": [True, {"x": 1}], "empty": {}},
+                                 signature={"inputs": [{"name": "x", "type": "float32", "shape": [None, 64],
+                                                        "description": "pixels"}],
+                                            "outputs": [{"name": "y", "type": "int64", "shape": [None]}]},
+                                 custom_field="<script>alert(1)</script>", tags={"team": "risk"}),
+                           "production", build.SignatureStatus("verified", "verified with trusted key abcdef")),
+        build.VersionEntry(_card("fraud", "1.2.0", {"auc": 0.93}), "staging",
+                           build.SignatureStatus("present", "signed; not verified here: no keys")),
+        build.VersionEntry(_card("fraud", "2.0.0-rc.1", {"auc": 0.95, "f1": 0.8}), "canary",
+                           build.SignatureStatus("verified", "verified with trusted key abcdef"), traffic=0.25),
+    )
+    history = (
+        _entry("2026-01-02T10:00:00+00:00", "register", "fraud", "1.0.0", None, "development"),
+        _entry("2026-01-03T10:00:00+00:00", "promote", "fraud", "1.1.0", "staging", "production",
+               approved_by="Rita <rita@example.com>, Bob <bob@example.com>", reason="better <auc>", pr=7,
+               url="https://github.com/acme/registry/commit/" + "12" * 20),
+        _entry("2026-01-04T10:00:00+00:00", "delete", "fraud", "0.8.0", "development", None,
+               url="https://evil.example/x"),
+    )
+    fraud = build.ModelEntry(ModelInfo("fraud", "Fraud <detection>", ("Dana", "Rita"), "classification",
+                                       {"team": "risk", "tier": 1}), held, versions, history)
+    empty = build.ModelEntry(ModelInfo("empty-model", "", (), None, {}), stages.Stages(), (), ())
+    flat = build.ModelEntry(ModelInfo("flat", "one metric, equal values", ("Ops",), None, {}), stages.Stages(),
+                            (build.VersionEntry(_card("flat", "1.0.0", {"loss": 2.0}), "development",
+                                                build.SignatureStatus("absent", "not signed")),
+                             build.VersionEntry(_card("flat", "1.0.1", {"loss": 2.0}), "development",
+                                                build.SignatureStatus("absent", "not signed"))), ())
+    return build.Catalog("f" * 40, "2026-01-05T12:00:00+00:00", "HEAD", (empty, flat, fraud), 2)
+
+
+def test_render_is_byte_identical_to_the_golden_files() -> None:
+    files = build.render(fixed_catalog())
+    if os.environ.get("REGISTRY_UPDATE_GOLDEN"):
+        for rel, text in files.items():
+            path = GOLDEN / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(text.encode())
+    expected = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert {rel: text.encode() for rel, text in files.items()} == expected
+
+
+def test_write_puts_the_golden_bytes_on_disk(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    build.write(build.render(fixed_catalog()), out)
+    written = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    expected = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert written == expected
