@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 from registry.files import cards, stages
-from registry.integrations.site import build
+from registry.integrations.site.read import Catalog, ModelEntry, SignatureStatus, VersionEntry
+from registry.integrations.site.render import render
+from registry.integrations.site.write import write
 from registry.queries.audit import AuditEntry
 from registry.repo.registry import ModelInfo
 
@@ -39,15 +41,15 @@ def _entry(when: str, action: str, model: str, version: str, src: str | None, ds
                       reason=reason, commit="1234567890abcdef" * 2 + "12345678", pr=pr, url=url)
 
 
-def fixed_catalog() -> build.Catalog:
+def fixed_catalog() -> Catalog:
     held = stages.Stages(production="1.1.0", canary=stages.Canary("2.0.0-rc.1", 0.25), staging=("1.2.0",),
                          deprecated={"1.0.0": stages.Deprecation("2027-01-01", "old")}, archived=("0.9.0",))
     versions = (
-        build.VersionEntry(_card("fraud", "0.9.0", {"auc": 0.8}), "archived",
-                           build.SignatureStatus("absent", "not signed")),
-        build.VersionEntry(_card("fraud", "1.0.0", {"auc": 0.85, "f1": 0.7}), "deprecated",
-                           build.SignatureStatus("invalid", "file changed since signing: <x>"), sunset="2027-01-01"),
-        build.VersionEntry(_card("fraud", "1.1.0", {"auc": 0.91234567, "f1": 0.75, "latency_ms": float("nan")},
+        VersionEntry(_card("fraud", "0.9.0", {"auc": 0.8}), "archived",
+                           SignatureStatus("absent", "not signed")),
+        VersionEntry(_card("fraud", "1.0.0", {"auc": 0.85, "f1": 0.7}), "deprecated",
+                           SignatureStatus("invalid", "file changed since signing: <x>"), sunset="2027-01-01"),
+        VersionEntry(_card("fraud", "1.1.0", {"auc": 0.91234567, "f1": 0.75, "latency_ms": float("nan")},
                                  intended_use="Scoring\nonline", limitations="none known",
                                  training={"data": "s3://x", "rows": 1000, "nested": {"a": [1, 2]}},
                                  hyperparameters={"C": 1.0, "flags": [True, {"x": 1}], "empty": {}},
@@ -55,11 +57,11 @@ def fixed_catalog() -> build.Catalog:
                                                         "description": "pixels"}],
                                             "outputs": [{"name": "y", "type": "int64", "shape": [None]}]},
                                  custom_field="<script>alert(1)</script>", tags={"team": "risk"}),
-                           "production", build.SignatureStatus("verified", "verified with trusted key abcdef")),
-        build.VersionEntry(_card("fraud", "1.2.0", {"auc": 0.93}), "staging",
-                           build.SignatureStatus("present", "signed; not verified here: no keys")),
-        build.VersionEntry(_card("fraud", "2.0.0-rc.1", {"auc": 0.95, "f1": 0.8}), "canary",
-                           build.SignatureStatus("verified", "verified with trusted key abcdef"), traffic=0.25),
+                           "production", SignatureStatus("verified", "verified with trusted key abcdef")),
+        VersionEntry(_card("fraud", "1.2.0", {"auc": 0.93}), "staging",
+                           SignatureStatus("present", "signed; not verified here: no keys")),
+        VersionEntry(_card("fraud", "2.0.0-rc.1", {"auc": 0.95, "f1": 0.8}), "canary",
+                           SignatureStatus("verified", "verified with trusted key abcdef"), traffic=0.25),
     )
     history = (
         _entry("2026-01-02T10:00:00+00:00", "register", "fraud", "1.0.0", None, "development"),
@@ -69,19 +71,19 @@ def fixed_catalog() -> build.Catalog:
         _entry("2026-01-04T10:00:00+00:00", "delete", "fraud", "0.8.0", "development", None,
                url="https://evil.example/x"),
     )
-    fraud = build.ModelEntry(ModelInfo("fraud", "Fraud <detection>", ("Dana", "Rita"), "classification",
+    fraud = ModelEntry(ModelInfo("fraud", "Fraud <detection>", ("Dana", "Rita"), "classification",
                                        {"team": "risk", "tier": 1}), held, versions, history)
-    empty = build.ModelEntry(ModelInfo("empty-model", "", (), None, {}), stages.Stages(), (), ())
-    flat = build.ModelEntry(ModelInfo("flat", "one metric, equal values", ("Ops",), None, {}), stages.Stages(),
-                            (build.VersionEntry(_card("flat", "1.0.0", {"loss": 2.0}), "development",
-                                                build.SignatureStatus("absent", "not signed")),
-                             build.VersionEntry(_card("flat", "1.0.1", {"loss": 2.0}), "development",
-                                                build.SignatureStatus("absent", "not signed"))), ())
-    return build.Catalog("f" * 40, "2026-01-05T12:00:00+00:00", "HEAD", (empty, flat, fraud), 2)
+    empty = ModelEntry(ModelInfo("empty-model", "", (), None, {}), stages.Stages(), (), ())
+    flat = ModelEntry(ModelInfo("flat", "one metric, equal values", ("Ops",), None, {}), stages.Stages(),
+                            (VersionEntry(_card("flat", "1.0.0", {"loss": 2.0}), "development",
+                                                SignatureStatus("absent", "not signed")),
+                             VersionEntry(_card("flat", "1.0.1", {"loss": 2.0}), "development",
+                                                SignatureStatus("absent", "not signed"))), ())
+    return Catalog("f" * 40, "2026-01-05T12:00:00+00:00", "HEAD", (empty, flat, fraud), 2)
 
 
 def test_render_is_byte_identical_to_the_golden_files() -> None:
-    files = build.render(fixed_catalog())
+    files = render(fixed_catalog())
     if os.environ.get("REGISTRY_UPDATE_GOLDEN"):
         for rel, text in files.items():
             path = GOLDEN / rel
@@ -93,7 +95,7 @@ def test_render_is_byte_identical_to_the_golden_files() -> None:
 
 def test_write_puts_the_golden_bytes_on_disk(tmp_path: Path) -> None:
     out = tmp_path / "site"
-    build.write(build.render(fixed_catalog()), out)
+    write(render(fixed_catalog()), out)
     written = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     expected = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
     assert written == expected

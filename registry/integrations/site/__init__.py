@@ -1,0 +1,1 @@
+"""The static HTML catalog (`registry site`): read a commit, render it, write the folder."""
