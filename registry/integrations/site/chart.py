@@ -14,7 +14,6 @@ _SERIES = (
 )
 
 
-
 def round_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """Round tick values covering lo..hi (1, 2 or 5 times a power of ten apart)."""
     if hi - lo <= 0:
