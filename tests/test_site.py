@@ -430,6 +430,23 @@ def test_signature_is_present_but_unverified_without_trusted_keys(
     assert "signed, unverified" in about and "lists no trusted_keys" in about
 
 
+def test_a_signed_artifact_without_its_committed_pointer_is_missing(
+        catalog_registry: Built, cli: Callable[..., Result], tmp_path: Path) -> None:
+    # A DVC-tracked artifact counts at its card's digest only while its pointer is committed: the
+    # rule `show` uses (signing.verify). The site used to count every artifact the card lists as
+    # dvc, so a version whose weights were gone from the commit still showed "verified".
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(catalog_registry.root), str(clone))
+    git(clone, "rm", "--quiet", "models/credit-approval/1.1.0/model.safetensors.dvc")
+    git(clone, "commit", "--quiet", "-m", "Drop the weights' pointer")
+    out = tmp_path / "site"
+    build_site(cli, clone, out)
+    about = card(model_page(out, "credit-approval"), "1.1.0").text
+    assert "✗ invalid" in about and "signed but missing: model.safetensors" in about
+    shown = cli("show", "credit-approval@1.1.0", "--json", cwd=clone)
+    assert "signed but missing: model.safetensors" in shown.out, shown.err
+
+
 def test_card_and_history_payloads_are_escaped(site: Path) -> None:
     for path in [site / "index.html", site / "models" / "churn-model.html"]:
         page = parse(path)

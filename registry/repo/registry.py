@@ -30,6 +30,23 @@ class ModelInfo:
     tags: dict[str, object]
 
 
+def parse_model_info(name: str, text: bytes, rel: str) -> ModelInfo:
+    """A model.yaml's bytes (from the work tree or a commit) as ModelInfo, schema-checked."""
+    from registry.files import schemas
+
+    data = yamlio.loads(text, rel) or {}
+    problems = schemas.validate("model", data, rel, text)
+    if problems:
+        raise ValidationError(problems)
+    return ModelInfo(
+        name=name,
+        description=data.get("description", ""),
+        owners=tuple(data.get("owners", [])),
+        task=data.get("task"),
+        tags=dict(data.get("tags", {})),
+    )
+
+
 def _worktree_top(start: Path) -> Path | None:
     """The nearest folder holding .git, as `git rev-parse --show-toplevel` finds it when no
     GIT_* variable redirects git; None sends the caller to git itself (no process spawned here)."""
@@ -190,22 +207,9 @@ class Registry:
         return card
 
     def model_info(self, name: str) -> ModelInfo:
-        from registry.files import schemas
-
         path = self.model_dir(name) / MODEL_FILE
         rel = self.rel(path)
-        text = yamlio.read_bytes(path, rel)
-        data = yamlio.loads(text, rel) or {}
-        problems = schemas.validate("model", data, rel, text)
-        if problems:
-            raise ValidationError(problems)
-        return ModelInfo(
-            name=name,
-            description=data.get("description", ""),
-            owners=tuple(data.get("owners", [])),
-            task=data.get("task"),
-            tags=dict(data.get("tags", {})),
-        )
+        return parse_model_info(name, yamlio.read_bytes(path, rel), rel)
 
     def resolve(self, name: str, stage: str = "production", at: str | None = "main") -> str | None:
         """The version that holds stage (the newest one for staging) on main, or None.

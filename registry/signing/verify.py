@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -148,16 +148,29 @@ def verify_version(
             verified = signing.verify_folder(files, name, version, trusted.keys, bundle_path)
     else:
         card = reg.card(name, version)  # refuses a card that does not name NAME@VERSION
-        recorded = {a.path: a.sha256 for a in card.artifacts}
-        unchecked = tuple(p for p in absent_artifacts(folder) if p in recorded)
         with relative_errors(reg, folder):
             bundle = signing.Bundle.from_json(bundle_path.read_bytes(), str(bundle_path))
             on_disk = signing.hash_folder(folder, name, version)
-            taken = tuple(signing.Resource(p, recorded[p]) for p in unchecked)
-            manifest = signing.Manifest(name, version, on_disk.resources + taken, on_disk.ignored)
-            verified = signing.Verifier(trusted.keys).verify(bundle, manifest, str(bundle_path))
+            verified, unchecked = verify_at_card_digests(trusted.keys, bundle, str(bundle_path), on_disk, card,
+                                                         absent_artifacts(folder))
     return VerifiedVersion(name, version, verified.subject, verified.key_id,
                            trusted.sources.get(verified.key_id, "?"), verified.files, unchecked)
+
+
+def verify_at_card_digests(keys: Sequence[ec.EllipticCurvePublicKey], bundle: signing.Bundle, source: str,
+                           present: signing.Manifest, card: cards.Card,
+                           absent: Iterable[str]) -> tuple[signing.Verified, tuple[str, ...]]:
+    """Verify a bundle over the files at hand (``present``) and the DVC-tracked artifacts that
+    are not (``absent``: paths whose pointer is there but the file is not), each of those taken
+    at the sha256 the card records (the card is itself signed); an absent file the card does not
+    list stays missing. One rule for `show` (work tree) and the site (a commit's tree). Returns
+    the result and the artifacts taken at the card's digest.
+    """
+    recorded = {a.path: a.sha256 for a in card.artifacts}
+    unchecked = tuple(p for p in absent if p in recorded)
+    taken = tuple(signing.Resource(p, recorded[p]) for p in unchecked)
+    manifest = signing.Manifest(present.name, present.version, present.resources + taken, present.ignored)
+    return signing.Verifier(keys).verify(bundle, manifest, source), unchecked
 
 
 def signature_status(reg: Registry, name: str, version: str) -> dict[str, Any]:

@@ -41,14 +41,13 @@ from typing import Any
 from registry.errors import RegistryError, UsageError
 from registry.files import yamlio
 from registry.files.names import MODEL_NAME_RE, Version
-from registry.integrations.importers import (
+from registry.integrations.importers.apply import apply, check_push
+from registry.integrations.importers.plan import (
     ModelOutcome,
     ModelPlan,
     ProgressFn,
     SourceFile,
     VersionPlan,
-    apply,
-    check_push,
 )
 from registry.repo import storage
 from registry.repo.quiet import quiet_loggers

@@ -1,1 +1,1 @@
-"""`registry site`: the static catalog of a registry."""
+"""The static HTML catalog (`registry site`): read a commit, render it, write the folder."""
