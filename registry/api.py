@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the modules load on first call, so `import registry` stays 
     from registry.changes.promote import Promoted
     from registry.changes.register import Registered
     from registry.queries.audit import AuditEntry
-    from registry.queries.inventory import ModelSummary
+    from registry.queries.shapes import ModelSummary
 
 
 class Registry(repo.Registry):
@@ -36,7 +36,7 @@ class Registry(repo.Registry):
         """as_of (ISO 8601 time): the manifest of the last first-parent commit of `at` at or before then."""
         from registry.queries import manifest
 
-        return manifest.build(self, stage=stage, at=at, as_of=as_of)
+        return manifest.build(self, stage=stage, at=at, as_of=as_of).as_json()
 
     def log(self, name: str | None = None, version: str | None = None, since: str | None = None,
             **filters: Any) -> list[AuditEntry]:

@@ -64,9 +64,10 @@ def show(ref: str, as_json: bool) -> None:
 
     name, version = parse_ref(ref)
     reg = _open()
-    data = inventory.show_version(reg, name, version) if version else inventory.show_model(reg, name)
-    for version_text, sunset in data.get("past_sunset", []):
+    shown = inventory.show_version(reg, name, version) if version else inventory.show_model(reg, name)
+    for version_text, sunset in shown.past_sunset:
         echo(f"warning: {name}@{version_text} is past its sunset ({sunset})", err=True)
+    data = shown.as_json()
     if as_json:
         _print_json(data)
         return
@@ -84,8 +85,9 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     reg = _open()
     problems = reg.validate(list(paths) or None)
     if as_json:
-        _print_json({"valid": not problems, "problems": [
-            {"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in problems]})
+        from registry.queries.shapes import ValidationReport
+
+        _print_json(ValidationReport.of(problems).as_json())
     else:
         for problem in problems:
             echo(str(problem), err=True)

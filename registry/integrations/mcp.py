@@ -15,26 +15,42 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, TypeVar, Union
 
+import pydantic_core
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import ConfigDict, Field, with_config
-from typing_extensions import TypedDict
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import (
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    RootModel,
+    TypeAdapter,
+)
+from pydantic_core import core_schema
 
 from registry.changes import promote
 from registry.errors import RegistryError, UsageError
 from registry.files.names import check_model_name, parse_ref
 from registry.queries import audit, inventory
+from registry.queries.shapes import (
+    AuditLog,
+    ModelDetail,
+    ModelList,
+    Proposal,
+    ServableStage,
+    ServingVersion,
+    Shape,
+    Stage,
+    VersionDetail,
+)
 from registry.repo import git
 from registry.repo.registry import Registry
 from registry.version import __version__
 
 PROPOSAL_MESSAGE = "opened for human review; nothing reaches main without a reviewer's merge"
-
-Stage = Literal["development", "staging", "canary", "production", "deprecated", "archived"]
-ServingStage = Literal["production", "canary", "staging"]
 
 ModelName = Annotated[str, Field(
     description="Model name: lowercase letters, digits and '-', e.g. credit-approval.", max_length=200)]
@@ -50,68 +66,42 @@ not promote anything by itself: it pushes a promotion branch for a human to revi
 and merge; tell the user the branch name it returns."""
 
 T = TypeVar("T")
-# The CLI's JSON shapes may gain keys (never lose them): the output schemas name the fixed
-# keys and let later ones through.
-OPEN = ConfigDict(extra="allow")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@with_config(OPEN)
-class ModelSummary(TypedDict):
-    name: str
-    latest: str | None
-    stages: dict[str, Any]
+def answers(shape: type[Shape] | type[RootModel[Any]]) -> Callable[[F], F]:
+    """The tool's output schema is the shape's (registry.queries.shapes): the SDK reads it from the
+    return annotation, while the tool returns answer(...), the shape's own JSON."""
+    def mark(tool: F) -> F:
+        tool.__annotations__["return"] = shape
+        return tool
+
+    return mark
 
 
-@with_config(OPEN)
-class ModelList(TypedDict):
-    """`registry ls --json`, under "models"."""
+def one_of(*choices: type[Shape]) -> type[RootModel[Any]]:
+    """A JSON object that is one of the shapes: its schema is theirs (anyOf), any object validates."""
+    class Either:
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+            return core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
 
-    models: list[ModelSummary]
+        @classmethod
+        def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+            either: Any = Union[choices]  # noqa: UP007
+            return {"type": "object", **handler(TypeAdapter(either).core_schema)}
 
+    class OneOf(RootModel[Either]):
+        model_config = ConfigDict(title=" or ".join(choice.__name__ for choice in choices))
 
-@with_config(OPEN)
-class ServingVersion(TypedDict):
-    name: str
-    stage: str
-    version: str | None
-    traffic: float | None
-
-
-@with_config(OPEN)
-class AuditEntry(TypedDict):
-    timestamp: str
-    action: str
-    model: str
-    version: str
-    from_stage: str | None
-    to_stage: str | None
-    performed_by: str
-    approved_by: str | None
-    reason: str | None
-    commit: str
-    pr: int | None
-    approval_source: str
-    self_approved: bool
+    return OneOf
 
 
-@with_config(OPEN)
-class AuditLog(TypedDict):
-    """`registry log --json` (oldest first), under "entries"."""
-
-    entries: list[AuditEntry]
-
-
-@with_config(OPEN)
-class Proposal(TypedDict):
-    name: str
-    version: str
-    from_stage: str
-    to_stage: str
-    replaced: str | None
-    branch: str
-    commit: str
-    stages: dict[str, Any]
-    message: str
+def answer(data: Shape) -> CallToolResult:
+    """The CLI's --json object as structured content, and the same JSON as text for other clients."""
+    content = data.as_json()
+    text = pydantic_core.to_json(content, fallback=str, indent=2).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=content)
 
 
 def build_server(root: Path) -> MCPServer:
@@ -132,41 +122,44 @@ def build_server(root: Path) -> MCPServer:
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
+    @answers(ModelList)
     def list_models(
         stage: Annotated[Stage | None, Field(
             description="Only models with a version in this stage (development = registered, in no stage).")] = None,
         tag: Annotated[str | None, Field(
             description="Only models whose model.yaml tags contain KEY=VALUE, e.g. team=risk.")] = None,
-    ) -> ModelList:
+    ) -> CallToolResult:
         """List the registry's models: each model's latest version and which version holds
         which stage (production, canary with its traffic share, staging, deprecated, archived).
         Same objects as `registry ls --json`."""
         def work(reg: Registry) -> ModelList:
             summaries = inventory.list_models(reg, stage=stage, tag=inventory.parse_tag(tag) if tag else None)
-            return {"models": [cast(ModelSummary, s.as_json()) for s in summaries]}
+            return ModelList(tuple(summaries))
 
-        return call(work)
+        return answer(call(work))
 
     @server.tool(annotations=read_only)
+    @answers(one_of(ModelDetail, VersionDetail))
     def get_model_info(name: ModelName, version: Annotated[str | None, Field(
-            description="A registered version, e.g. 1.2.0; omit for the model's overview.")] = None) -> dict[str, Any]:
+            description="A registered version, e.g. 1.2.0; omit for the model's overview.")] = None) -> CallToolResult:
         """Describe a model or one of its versions. Without version: description, owners, task,
         tags, stages and every version with its stage and metrics (`registry show NAME --json`).
         With version: that version's model card (metrics, artifacts with sha256, training,
         intended use, limitations...) plus its stage, signature status and recent history
         (`registry show NAME@VERSION --json`)."""
-        def work(reg: Registry) -> dict[str, Any]:
+        def work(reg: Registry) -> ModelDetail | VersionDetail:
             if version is None:
                 return inventory.show_model(reg, name)
             return inventory.show_version(reg, name, version)
 
-        return call(work)
+        return answer(call(work))
 
     @server.tool(annotations=read_only)
+    @answers(ServingVersion)
     def get_serving_version(
         name: ModelName,
-        stage: Annotated[ServingStage, Field(description="The stage serving systems pull.")] = "production",
-    ) -> ServingVersion:
+        stage: Annotated[ServableStage, Field(description="The stage serving systems pull.")] = "production",
+    ) -> CallToolResult:
         """Which version of a model a stage serves right now (the newest one for staging);
         version is null when no version holds the stage. For canary, traffic is its share
         of requests (0..1)."""
@@ -176,29 +169,31 @@ def build_server(root: Path) -> MCPServer:
                 raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
             held = reg.stages(name)
             traffic = held.canary.traffic if stage == "canary" and held.canary else None
-            return {"name": name, "stage": stage, "version": reg.resolve(name, stage, at=None), "traffic": traffic}
+            return ServingVersion(name, stage, reg.resolve(name, stage, at=None), traffic)
 
-        return call(work)
+        return answer(call(work))
 
     @server.tool(annotations=read_only)
+    @answers(AuditLog)
     def get_audit_log(
         name: Annotated[str | None, Field(
             description="Only this model (NAME) or version (NAME@VERSION); omit for every model.")] = None,
         since: Annotated[str | None, Field(
             description="Only changes on or after this date, YYYY-MM-DD.")] = None,
-    ) -> AuditLog:
+    ) -> CallToolResult:
         """The audit log, oldest first, derived from git history: registrations, promotions,
         rollbacks, deprecations and archivals, each with timestamp, model, version, from/to
         stage, who performed it, who approved it (the merge), the reason, the commit and the
         pull request number. Same objects as `registry log --json`."""
         def work(reg: Registry) -> AuditLog:
             model, version = parse_ref(name) if name else (None, None)
-            return {"entries": [cast(AuditEntry, e.as_json()) for e in audit.log(reg, name=model, version=version, since=since)]}
+            return AuditLog(tuple(audit.log(reg, name=model, version=version, since=since)))
 
-        return call(work)
+        return answer(call(work))
 
     @server.tool(annotations=ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True))
+    @answers(Proposal)
     def promote_model(
         name: ModelName,
         version: VersionText,
@@ -208,7 +203,7 @@ def build_server(root: Path) -> MCPServer:
             min_length=1, max_length=2000)],
         traffic: Annotated[float | None, Field(
             description="Canary only: share of traffic, between 0 and 1 (default 0.1).")] = None,
-    ) -> Proposal:
+    ) -> CallToolResult:
         """Propose a stage change for human review; this does NOT change what is served.
         Checks the move against the registry's lifecycle, commits the edited stages.yaml on a
         new branch promote/NAME/VERSION-to-STAGE, pushes it to origin and returns the branch
@@ -217,7 +212,7 @@ def build_server(root: Path) -> MCPServer:
         def work(reg: Registry) -> Proposal:
             return propose(reg, name, version, stage, reason, traffic=traffic)
 
-        return call(work)
+        return answer(call(work))
 
     return server
 
@@ -239,11 +234,8 @@ def propose(
         if git.current_branch(reg.root) != base:
             git.run(["switch", "--quiet", base], reg.root)
     assert done.branch is not None
-    return {
-        "name": done.name, "version": done.version, "from_stage": done.from_stage, "to_stage": done.to_stage,
-        "replaced": done.replaced, "branch": done.branch, "commit": done.commit,
-        "stages": done.stages.as_dict(), "message": PROPOSAL_MESSAGE,
-    }
+    return Proposal(done.name, done.version, done.from_stage, done.to_stage, done.replaced, done.branch,
+                    done.commit, done.stages, PROPOSAL_MESSAGE)
 
 
 def clean_base(reg: Registry) -> str:

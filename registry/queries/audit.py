@@ -26,6 +26,8 @@ from typing import Any
 from registry.errors import GitError, UsageError, ValidationError
 from registry.files import config, stages
 from registry.files.names import check_model_name, check_version
+from registry.queries.shapes import ApprovalSource
+from registry.queries.shapes import AuditEntry as AuditEntry  # the entries log() gives (site, api)
 from registry.repo import git
 from registry.repo.registry import MODELS_DIR, Registry
 
@@ -46,35 +48,6 @@ _BRANCH_DEPTH = 200
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    timestamp: str
-    action: str
-    model: str
-    version: str
-    from_stage: str | None
-    to_stage: str | None
-    performed_by: str
-    approved_by: str | None
-    reason: str | None
-    commit: str
-    pr: int | None
-    url: str | None = None
-    approval_source: str = "none"  # review (forge records in git notes) | merge (who merged) | none
-    self_approved: bool = False
-    detail: str | None = None  # policy events: what changed, in words
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp, "action": self.action, "model": self.model,
-            "version": self.version, "from_stage": self.from_stage, "to_stage": self.to_stage,
-            "performed_by": self.performed_by, "approved_by": self.approved_by,
-            "reason": self.reason, "commit": self.commit, "pr": self.pr, "url": self.url,
-            "approval_source": self.approval_source, "self_approved": self.self_approved,
-            "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True)
 class _Commit:
     sha: str
     parents: tuple[str, ...]
@@ -90,7 +63,7 @@ class Approval:
     """Who approved one commit on main, and where that comes from."""
 
     approvers: tuple[str, ...]
-    source: str  # review | merge | none
+    source: ApprovalSource  # review | merge | none
     self_approved: bool
     reviews: int | None  # approving reviews by someone other than the author, from the notes; None: no notes
     self_reviews: int = 0  # approving reviews by the pull request's author (notes only)

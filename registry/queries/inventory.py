@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from registry.errors import UsageError
 from registry.files import yamlio
 from registry.files.names import ALL_STAGES, check_model_name
 from registry.files.stages import Stages
+from registry.queries.shapes import (
+    ModelDetail,
+    ModelSummary,
+    SigningStatus,
+    VersionBrief,
+    VersionDetail,
+)
 from registry.repo.registry import Registry
-
-
-@dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    latest: str | None
-    stages: Stages
-
-    def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "latest": self.latest, "stages": self.stages.as_dict()}
 
 
 def parse_tag(text: str) -> tuple[str, str]:
@@ -77,7 +72,7 @@ def past_sunset(held: Stages, today: dt.date | None = None) -> list[tuple[str, s
     ]
 
 
-def show_model(reg: Registry, name: str) -> dict[str, Any]:
+def show_model(reg: Registry, name: str) -> ModelDetail:
     check_model_name(name)
     if not reg.has_model(name):
         raise UsageError(f"no model named {name!r} in this registry; see `registry ls`")
@@ -87,37 +82,27 @@ def show_model(reg: Registry, name: str) -> dict[str, Any]:
     for version in reg.versions(name):
         text = yamlio.read_bytes(reg.version_dir(name, version) / "card.yaml")
         card = yamlio.loads(text) or {}
-        versions.append({"version": version, "stage": held.stage_of(version), "created": card.get("created"),
-                         "metrics": card.get("metrics", {})})
-    return {
-        "name": name,
-        "description": info.description,
-        "owners": list(info.owners),
-        "task": info.task,
-        "tags": info.tags,
-        "stages": held.as_dict(),
-        "versions": versions,
-        "past_sunset": past_sunset(held),
-    }
+        versions.append(VersionBrief(version, held.stage_of(version), card.get("created"),  # type: ignore[arg-type]
+                                     card.get("metrics", {})))
+    return ModelDetail(name, info.description, tuple(info.owners), info.task, info.tags, held, tuple(versions),
+                       tuple(past_sunset(held)))
 
 
-def show_version(reg: Registry, name: str, version: str) -> dict[str, Any]:
+def show_version(reg: Registry, name: str, version: str) -> VersionDetail:
     reg.require_version(name, version)
     card = reg.card(name, version)
     held = reg.stages(name)
-    out = dict(card.data)
-    out["stage"] = held.stage_of(version)
+    deprecation = None
     if version in held.deprecated:
-        out["sunset"] = held.deprecated[version].sunset
-        out["past_sunset"] = [p for p in past_sunset(held) if p[0] == version]
-    if held.canary and held.canary.version == version:
-        out["traffic"] = held.canary.traffic
+        deprecation = (held.deprecated[version].sunset, tuple(p for p in past_sunset(held) if p[0] == version))
+    traffic = held.canary.traffic if held.canary and held.canary.version == version else None
     from registry.signing import verify as sign
 
     # present, path, status ("verified by KEY" / "invalid: why" / "unverified: why" / "unsigned"), key_id.
     # Its own key: the card's `signature` field is the model's I/O schema and stays as it is.
-    out["signing"] = sign.signature_status(reg, name, version)
+    signing = SigningStatus(**sign.signature_status(reg, name, version))
     from registry.queries import audit
 
-    out["history"] = [e.as_json() for e in audit.log(reg, name=name, version=version)][-10:]
-    return out
+    history = tuple(audit.log(reg, name=name, version=version))[-10:]
+    return VersionDetail(card.data, held.stage_of(version), signing, history,  # type: ignore[arg-type]
+                         deprecation, traffic)

@@ -16,11 +16,13 @@ from registry.errors import UsageError, ValidationError
 from registry.files import schemas, stages
 from registry.files.layout import CARD_FILE
 from registry.files.names import MODEL_NAME_RE, Version
+from registry.queries.shapes import (
+    SERVABLE as SERVABLE,  # the stages a manifest is made for (serving)
+)
+from registry.queries.shapes import Manifest, ManifestArtifact, ManifestModel
 from registry.repo import git, storage
 from registry.repo.blobcache import BlobCache
 from registry.repo.registry import MODELS_DIR, Registry
-
-SERVABLE = ("production", "canary", "staging")
 
 
 class NothingServed(UsageError):
@@ -53,14 +55,14 @@ def commit_as_of(reg: Registry, when: str, at: str = "HEAD") -> str:
 
 
 def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tuple[str, ...] = (),
-          as_of: str | None = None) -> dict[str, Any]:
+          as_of: str | None = None) -> Manifest:
     if stage not in SERVABLE:
         raise UsageError(f"--stage {stage}: a manifest is made for {', '.join(SERVABLE)} only")
     if not at or "\n" in at:  # one request per line to cat-file below
         raise UsageError(f"--at {at!r}: no such commit, branch or tag in this registry")
     if as_of is not None:
         at = commit_as_of(reg, as_of, at)
-    models: dict[str, Any] = {}
+    models: dict[str, ManifestModel] = {}
     cache = BlobCache(reg.root, "manifest-cache", f"manifest-2:{schemas.fingerprint()}")
     with git.CatFile(reg.root) as cat:
         # The commit and the models folder through the one cat-file process: no rev-parse, no ls-tree.
@@ -108,8 +110,7 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
             core = _cached(cache, card_entry[1], fresh, partial(_card_core, path=f"{folder}/card.yaml"))
             artifacts = []
             for artifact in core["artifacts"]:
-                entry = dict(artifact)
-                entry["url"] = None
+                url = None
                 if artifact["storage"] == "dvc":
                     pointer_path = f"{folder}/{artifact['path']}.dvc"
                     pointer_entry = _entry_at(cat, vtree, artifact["path"] + ".dvc")
@@ -118,22 +119,13 @@ def build(reg: Registry, stage: str = "production", at: str = "HEAD", names: tup
                     if pointer_entry[1] not in fresh and cache.get(pointer_entry[1]) is None:
                         fresh[pointer_entry[1]] = cat.read(pointer_entry[1])  # a nested one: read now
                     pointer = _cached(cache, pointer_entry[1], fresh, partial(_pointer_md5, path=pointer_path))
-                    entry["url"] = storage.object_url(remote, pointer["md5"])
-                artifacts.append(entry)
-            model: dict[str, Any] = {"version": version}
-            if traffic is not None:
-                model["traffic"] = traffic
-            model["path"] = folder
-            model["artifacts"] = artifacts
-            model["signature"] = f"{folder}/signature.json" if "signature.json" in vtree else None
-            models[name] = model
+                    url = storage.object_url(remote, pointer["md5"])
+                artifacts.append(ManifestArtifact(**artifact, url=url))
+            signature = f"{folder}/signature.json" if "signature.json" in vtree else None
+            models[name] = ManifestModel(version, traffic, folder, tuple(artifacts), signature)
     cache.save()
-    return {
-        "registry_commit": commit,
-        "stage": stage,
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "models": models,
-    }
+    return Manifest(commit, stage, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),  # type: ignore[arg-type]
+                    models)
 
 
 def _card_core(blob: bytes, path: str) -> dict[str, Any]:

@@ -405,7 +405,7 @@ class Puller:
             folders += [entries[v][1] for v in held.versions_in(self.stage) if v in entries]
         mirror.prefetch(b.oid for f in folders for b in mirror.walk(cat, f))
         self._check_stop()
-        served = manifest.build(Registry(mirror.path), self.stage, at=commit, names=tuple(names))["models"]
+        served = manifest.build(Registry(mirror.path), self.stage, at=commit, names=tuple(names)).as_json()["models"]
         missing = [n for n in self.scope if n not in served]
         if missing:
             raise PullError(f"--model {missing[0]}: has no {self.stage} version at registry commit {commit[:12]}")

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from registry.errors import GitError, NotARegistryError, RegistryError, UsageError, ValidationError
 from registry.files.names import ALL_STAGES
 from registry.queries import inventory, manifest
-from registry.queries.inventory import ModelSummary
+from registry.queries.shapes import ModelSummary
 from registry.repo import git
 from registry.repo.registry import Registry
 
@@ -277,7 +277,7 @@ def compute_eager(snapshot: Snapshot, key: tuple[str, ...]) -> Any:
 
 def manifest_bytes(snapshot: Snapshot, stage: str, as_of: str | None = None) -> bytes:
     def build(reg: Registry) -> bytes:
-        return to_json(manifest.build(reg, stage=stage, at="HEAD", as_of=as_of))
+        return to_json(manifest.build(reg, stage=stage, at="HEAD", as_of=as_of).as_json())
 
     return snapshot.get(("manifest", stage) if as_of is None else ("manifest", stage, as_of), build)
 
