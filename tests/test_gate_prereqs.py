@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.gates import GateResult
 from registry.gates import run as check_module
+from registry.gates.result import GateResult
 from tests.conftest import Result, git
 from tests.test_check import check, failures, register
 from tests.test_check import gated as gated  # the fixture, shared
@@ -74,7 +74,7 @@ def test_prerequisites_run_whatever_gate_is_selected() -> None:
 
 
 def test_only_a_recorded_pass_clears_a_version(gated: Path) -> None:
-    from registry.gates import cleared
+    from registry.gates.common import cleared
     from registry.repo.registry import Registry
 
     ctx = check_module.CheckContext(Registry(gated), "main", "main", "main", [])

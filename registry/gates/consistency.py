@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from registry.errors import Problem, ValidationError
 from registry.files import cards, stages
 from registry.files.cards import Artifact
-from registry.gates import GateResult
+from registry.gates.result import GateResult
 from registry.queries import consistency
 from registry.queries.consistency import CardFacts
 from registry.repo import git, storage
