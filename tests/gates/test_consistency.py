@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import Result, git, snapshot
-from tests.test_check import gated as gated  # the fixture, shared
-from tests.test_check import register
+from tests.gates.conftest import check, failures, register
 
 
 def gate_failures(cli: Callable[..., Result], repo: Path, tmp_path: Path) -> list[str]:
@@ -149,3 +148,16 @@ def test_a_nested_artifact_listed_by_its_path_passes_the_rule(gated: Path, tmp_p
     bad = Tree({**good.data, "models/m/1.0.0/model.onnx": b"bytes", "models/m/1.0.0/other/model.onnx": b"x"})
     assert sorted(p.path for p in consistency.version_problems(bad, "m", "1.0.0")) == [
         "models/m/1.0.0/model.onnx", "models/m/1.0.0/other/model.onnx"]
+
+
+def test_consistency_gate_digest_mismatch(gated: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    register(cli, gated, tmp_path, "1.1.0")
+    card = gated / "models/m/1.1.0/card.yaml"
+    data = yaml.safe_load(card.read_text())
+    old = next(a["sha256"] for a in data["artifacts"] if a["path"] == "model.safetensors")
+    card.write_text(card.read_text().replace(old, "f" * 64))
+    git(gated, "commit", "--quiet", "-am", "edit digest")
+    fails = failures(check(cli, gated, tmp_path))
+    # The one consistency rule's message (also `registry validate`'s): the card's line and field, the file.
+    assert any(m.startswith("models/m/1.1.0/card.yaml:") and "models/m/1.1.0/model.safetensors is " in m
+               and "f" * 64 in m for m in fails["consistency"])
