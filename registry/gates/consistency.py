@@ -1,4 +1,4 @@
-"""consistency gate: the one consistency rule (registry.consistency) on what the PR changes, at head.
+"""consistency gate: the one consistency rule (registry.queries.consistency) on what the PR changes, at head.
 
 Every file the PR adds or changes under models/ must be a registry file or an artifact its
 version's card lists (git tree modes: no symlinks, no submodules); each new version's card,
