@@ -1,5 +1,7 @@
-"""`registry check` end to end: a valid registration and promotion pass every gate, the summary
-shows the stage diff, bad refs are usage errors. Each gate's own failures: tests/gates/test_<gate>.py."""
+"""`registry check` end to end: valid PRs pass every gate, the summary, bad refs.
+
+Each gate's own failures are tested in tests/gates/test_<gate>.py.
+"""
 
 from __future__ import annotations
 

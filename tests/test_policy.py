@@ -1,5 +1,4 @@
-"""Policy resolution: registry.yaml's defaults per stage, per-task overrides, and per-model (model.yaml)
-rules that only tighten (config.effective_policy)."""
+"""Policy resolution (config.effective_policy): stage defaults, per-task overrides, per-model tightening."""
 
 from __future__ import annotations
 

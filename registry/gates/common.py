@@ -1,5 +1,4 @@
-"""Helpers the gates share: the policy a version is checked against, the scan/format clearance
-a gate needs before it runs a model, and the versions' folders on disk."""
+"""Helpers the gates share: stage policy, the clearance to run a model, the versions' folders on disk."""
 
 from __future__ import annotations
 

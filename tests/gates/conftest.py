@@ -1,5 +1,8 @@
-"""What the gate tests share: a gated registry (policy, trusted key, m@1.0.0 merged), a
-regression-task one, and the helpers that register, promote and run `registry check`."""
+"""What the gate tests share: gated registries, and helpers that register, promote and run `check`.
+
+`gated`: a policy, a trusted key, m@1.0.0 (accuracy 0.95) signed and merged; `regression`: the same
+with per-task policy and a regression model; `in_production`: gated with m@1.0.0 in production.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""metrics gate: card metrics against the stage policy (per task, tightened per model, from the base
-branch), regressions against production, and recomputation on evaluation sets that fails
-whatever the stage."""
+"""metrics gate: card metrics against the stage policy, regressions, and recomputed metrics.
+
+The policy is the base branch's (per task, tightened per model); a recomputation on an evaluation
+set that disagrees with the card fails whatever the stage.
+"""
 
 from __future__ import annotations
 

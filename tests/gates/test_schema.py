@@ -1,5 +1,4 @@
-"""schema gate, and the schema `validate` and `register` apply: cards, stages, registry.yaml and
-model.yaml, finite numbers only."""
+"""schema gate, and the same schemas under `validate` and `register`: known fields, finite numbers."""
 
 from __future__ import annotations
 
