@@ -7,13 +7,11 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from registry.gates import GateResult
 from registry.gates import run as check_module
+from registry.gates.result import GateResult
 from tests.conftest import Result, git
-from tests.test_check import check, failures, register
-from tests.test_check import gated as gated  # the fixture, shared
+from tests.gates.conftest import check, failures, register
+from tests.gates.conftest import gated as gated  # the fixture, shared
 
 LOADS_THE_PICKLE = """\
 import pickle
@@ -74,7 +72,7 @@ def test_prerequisites_run_whatever_gate_is_selected() -> None:
 
 
 def test_only_a_recorded_pass_clears_a_version(gated: Path) -> None:
-    from registry.gates import cleared
+    from registry.gates.common import cleared
     from registry.repo.registry import Registry
 
     ctx = check_module.CheckContext(Registry(gated), "main", "main", "main", [])
@@ -91,20 +89,6 @@ def test_only_a_recorded_pass_clears_a_version(gated: Path) -> None:
     ctx.results[0] = GateResult("scan", "m", "1.0.0", "pass", "nothing executable")
     assert ctx.passed("scan", "m", "1.0.0") and cleared(ctx, "smoke", "m", "1.0.0") is None
     ctx.close()
-
-
-@pytest.mark.parametrize("trailer", ["Imported-from: mlflow", "Imported-from: anything"])
-def test_an_imported_from_trailer_does_not_open_the_lifecycle(
-        gated: Path, tmp_path: Path, cli: Callable[..., Result], trailer: str) -> None:
-    register(cli, gated, tmp_path, "1.1.0", sign=True)
-    (gated / "models/m/stages.yaml").write_text("production: 1.1.0\n")
-    git(gated, "commit", "--quiet", "-am", f"Set stages of m from MLflow\n\nReason: imported\n{trailer}\n")
-
-    report = check(cli, gated, tmp_path)
-
-    assert report["passed"] is False
-    assert any("models/m/stages.yaml: development → production is not allowed" in m
-               for m in failures(report)["lifecycle"])
 
 
 def test_a_committed_symlink_is_never_followed_by_a_model_running_gate(

@@ -20,7 +20,7 @@ from registry.artifacts import scan
 from registry.errors import ValidationError
 from registry.files import config
 from tests.conftest import Result, git
-from tests.test_check import check, failures, gated, register  # noqa: F401 - gated: a fixture
+from tests.gates.conftest import check, failures, gated, register  # noqa: F401 - gated: a fixture
 
 pytest.importorskip("sklearn")
 joblib = pytest.importorskip("joblib")

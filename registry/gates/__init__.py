@@ -1,50 +1,23 @@
 """The pull-request gates: one module per gate, each with `run(ctx) -> list[GateResult]`.
 
 A gate module may declare `REQUIRES`: the gates that `registry check` always runs before
-it, whatever `--gate` selects (see `registry.check.with_prerequisites`).
+it, whatever `--gate` selects (see `registry.gates.run.with_prerequisites`). What a gate
+answers is in `registry.gates.result`, the helpers gates share in `registry.gates.common`;
+this package names neither `run` nor a gate module, so `run` may ask it for the gates.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from registry.gates.result import GateResult
 
-    from registry.files.cards import Card
-    from registry.files.config import StagePolicy
-    from registry.gates.run import CheckContext
-
-
-# How a gate says an artifact's bytes are not on this machine (not pulled from DVC): `check`
-# then says to run `registry fetch` first.
-NOT_AVAILABLE = "not available"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    gate: str
-    model: str | None
-    version: str | None
-    status: str  # "pass" | "fail" | "skip"
-    message: str
-    file: str | None = None
-    line: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"gate": self.gate, "model": self.model, "version": self.version,
-                               "status": self.status, "message": self.message}
-        if self.file:
-            out["file"] = self.file
-        if self.line:
-            out["line"] = self.line
-        return out
-
-
-GateFn = Callable[["CheckContext"], list[GateResult]]
+# A gate's `run`: it takes the check's context (registry.gates.run.CheckContext, which this
+# package does not import: run imports it).
+GateFn = Callable[[Any], "list[GateResult]"]
 
 
 def load(name: str) -> GateFn:
@@ -56,94 +29,3 @@ def requires(name: str) -> tuple[str, ...]:
     """The gates this one declares it needs run before it (its module's REQUIRES)."""
     module = importlib.import_module(f"registry.gates.{name}")
     return tuple(getattr(module, "REQUIRES", ()))
-
-
-# The gates that must have *passed* for a version before any gate runs its model.
-MODEL_RUN_PREREQUISITES = ("scan", "format")
-
-
-def cleared(ctx: CheckContext, gate: str, model: str, version: str) -> GateResult | None:
-    """None when the model may be run; else the result that stops `gate` from running it.
-
-    Only a recorded pass of every prerequisite clears a version: where one failed, this gate
-    skips (that failure already fails the check); where one skipped or left no result, this
-    gate fails, because an unscanned model is never run and a gate that did not pass has failed.
-    """
-    for earlier in MODEL_RUN_PREREQUISITES:
-        if ctx.passed(earlier, model, version):
-            continue
-        if ctx.failed(earlier, model, version):
-            return GateResult(gate, model, version, "skip", f"not run: the {earlier} gate failed for this version")
-        return GateResult(gate, model, version, "fail",
-                          f"not run: the {earlier} gate did not pass for this version; a model is run only "
-                          "after its scan and format gates passed")
-    return None
-
-
-def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str | None) -> StagePolicy | None:
-    """The policy a version is checked against for its target stage (None: no target, or no policy).
-
-    All of it from the base branch (`config.effective_policy`): registry.yaml's stage policy,
-    its policy.tasks override for the model's task, tightened by base's model.yaml `policy`.
-    The task is base's model.yaml `task` when it names one, else the card's. A model.yaml on
-    base that does not validate raises a ValidationError: the caller fails the gate.
-    """
-    from registry.files import config
-
-    if not target:
-        return None
-    own = base_model_data(ctx, model)
-    return config.effective_policy(ctx.config, policy_task(ctx, model, version), target, own.get("policy"))
-
-
-def base_model_data(ctx: CheckContext, model: str) -> dict[str, Any]:
-    """The model's model.yaml on the base branch ({} for a new model); a ValidationError if invalid."""
-    from registry.files import config
-    from registry.files.layout import MODEL_FILE, MODELS_DIR
-
-    model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
-    return config.model_data(ctx.read(ctx.base, model_file), model_file)
-
-
-def policy_task(ctx: CheckContext, model: str, version: str | None) -> str | None:
-    """The task whose policy applies: base's model.yaml `task` when it names one (a card in the PR
-    cannot pick another task's thresholds), else the card's."""
-    task = base_model_data(ctx, model).get("task")
-    if not task and version is not None:
-        card = ctx.card_at(ctx.head, model, version)
-        task = card.data.get("task") if card is not None else None
-    return str(task) if task else None
-
-
-def located(problem_path: str, line: int | None, message: str) -> str:
-    return f"{problem_path}:{line}: {message}" if line else f"{problem_path}: {message}"
-
-
-@dataclass(frozen=True)
-class CheckedVersion:
-    model: str
-    version: str
-    target: str | None
-    card: Card
-    folder: Path
-
-
-def checked_folders(ctx: CheckContext, gate: str, results: list[GateResult]) -> list[CheckedVersion]:
-    """The versions a gate looks at, with their card and files on disk.
-
-    A version whose files cannot be fetched gets a failing result for this gate instead.
-    """
-    from registry.errors import RegistryError
-
-    found = []
-    for model, version, target in ctx.checked_versions():
-        card = ctx.card_at(ctx.head, model, version)
-        if card is None:
-            continue  # the schema gate reports an invalid card
-        try:
-            folder = ctx.version_folder(model, version)
-        except RegistryError as exc:
-            results.append(GateResult(gate, model, version, "fail", f"cannot fetch the artifacts: {exc}"))
-            continue
-        found.append(CheckedVersion(model, version, target, card, folder))
-    return found

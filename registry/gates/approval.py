@@ -14,7 +14,7 @@ import fnmatch
 from typing import TYPE_CHECKING
 
 from registry.files import codeowners, config, yamlio
-from registry.gates import GateResult
+from registry.gates.result import GateResult
 from registry.repo import git
 from registry.repo.registry import MODEL_FILE, MODELS_DIR
 

@@ -1,4 +1,4 @@
-"""consistency gate: the one consistency rule (registry.consistency) on what the PR changes, at head.
+"""consistency gate: the one consistency rule (registry.queries.consistency) on what the PR changes, at head.
 
 Every file the PR adds or changes under models/ must be a registry file or an artifact its
 version's card lists (git tree modes: no symlinks, no submodules); each new version's card,
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from registry.errors import Problem, ValidationError
 from registry.files import cards, stages
 from registry.files.cards import Artifact
-from registry.gates import GateResult
+from registry.gates.result import GateResult
 from registry.queries import consistency
 from registry.queries.consistency import CardFacts
 from registry.repo import git, storage

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from registry.artifacts import identify, onnx, safetensors
 from registry.errors import ValidationError
-from registry.gates import NOT_AVAILABLE, GateResult, checked_folders
+from registry.gates.common import checked_folders
+from registry.gates.result import NOT_AVAILABLE, GateResult
 
 if TYPE_CHECKING:
     from registry.gates.run import CheckContext

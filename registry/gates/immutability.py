@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.files import cards
-from registry.gates import GateResult
+from registry.gates.result import GateResult
 from registry.repo.registry import MODELS_DIR
 
 if TYPE_CHECKING:

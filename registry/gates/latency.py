@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
-from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, cleared, stage_policy
+from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, stage_policy
+from registry.gates.result import GateResult
 from registry.runner import run as runner
 
 if TYPE_CHECKING:

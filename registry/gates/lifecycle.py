@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
 from registry.files import stages, yamlio
-from registry.gates import GateResult, stage_policy
+from registry.gates.common import stage_policy
+from registry.gates.result import GateResult
 from registry.queries import audit
 from registry.repo.registry import MODELS_DIR
 

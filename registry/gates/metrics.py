@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
 from registry.files import config
-from registry.gates import MODEL_RUN_PREREQUISITES, GateResult, policy_task, stage_policy
+from registry.gates.common import MODEL_RUN_PREREQUISITES, policy_task, stage_policy
+from registry.gates.result import GateResult
 from registry.repo import storage
 from registry.repo.registry import MODEL_FILE, MODELS_DIR
 

@@ -20,7 +20,8 @@ from typing import Any
 from registry.errors import UsageError, ValidationError
 from registry.files import cards, config, stages, yamlio
 from registry.files.names import MODEL_NAME_RE, Version
-from registry.gates import NOT_AVAILABLE, GateResult, summary
+from registry.gates import summary
+from registry.gates.result import NOT_AVAILABLE, GateResult
 from registry.queries import consistency
 from registry.repo import git
 from registry.repo.registry import MODELS_DIR, Registry

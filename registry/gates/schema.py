@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry.gates import GateResult
+from registry.gates.result import GateResult
 from registry.queries.validate import check_file, kind_of
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
-from registry.gates import GateResult, stage_policy
+from registry.gates.common import stage_policy
+from registry.gates.result import GateResult
 from registry.repo.registry import MODELS_DIR
 from registry.signing import oms as signing
 

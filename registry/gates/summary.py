@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from registry.errors import RegistryError
 from registry.files.layout import MODELS_DIR
@@ -21,7 +21,51 @@ from registry.repo import git
 
 if TYPE_CHECKING:
     from registry.files.cards import Card
-    from registry.gates.run import CheckContext
+    from registry.files.stages import Stages
+    from registry.gates.result import GateResult
+    from registry.repo.registry import Registry
+
+
+
+class Move(Protocol):
+    """A stage change, as the summary reads it (registry.gates.run.StageChange)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def traffic(self) -> float | None: ...
+
+
+class Checked(Protocol):
+    """What the summary reads of a check that has run (registry.gates.run.CheckContext).
+
+    `registry check` calls the summary, so the summary names none of run's types: this is the
+    part of the context it uses, and mypy checks that CheckContext provides it.
+    """
+
+    reg: Registry
+    base: str
+    head: str
+    merge_base: str
+    results: list[GateResult]
+    recomputed: dict[tuple[str, str], frozenset[str]]
+
+    @property
+    def models(self) -> list[str]: ...
+    @property
+    def new_versions(self) -> list[tuple[str, str]]: ...
+    @property
+    def stage_changes(self) -> Sequence[Move]: ...
+    def stages_at(self, rev: str, model: str) -> Stages: ...
+    def card_at(self, rev: str, model: str, version: str) -> Card | None: ...
+    def read(self, rev: str, path: str) -> bytes | None: ...
+
 
 STAGE_RANK = {"production": 3, "canary": 2, "staging": 1}
 MAX_EXAMPLE_CHARS = 2000
@@ -64,7 +108,7 @@ class ModelChange:
     metrics: tuple[MetricRow, ...]
 
 
-def describe(ctx: CheckContext) -> tuple[ModelChange, ...]:
+def describe(ctx: Checked) -> tuple[ModelChange, ...]:
     """One entry per model the PR touches, read from base and head (nothing is run)."""
     changes = []
     for model in ctx.models:
@@ -95,7 +139,7 @@ def _move_text(version: str, source: str, target: str, traffic: float | None) ->
     return f"{version}: {source} → {target}{share}"
 
 
-def _reasons(ctx: CheckContext, model: str) -> tuple[str, ...]:
+def _reasons(ctx: Checked, model: str) -> tuple[str, ...]:
     """The `Reason:` of each PR commit that touches the model, else those commits' subjects."""
     out = git.run(["log", "--format=%s%x00%(trailers:key=Reason,valueonly,unfold)%x00",
                    f"{ctx.merge_base}..{ctx.head}", "--", f"{MODELS_DIR}/{model}/"], ctx.reg.root, check=False)
@@ -107,7 +151,7 @@ def _reasons(ctx: CheckContext, model: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _facts(ctx: CheckContext, rev: str, card: Card) -> VersionFacts:
+def _facts(ctx: Checked, rev: str, card: Card) -> VersionFacts:
     io = card.data.get("signature") or {}
     example = card.data.get("input_example")
     return VersionFacts(
@@ -122,7 +166,7 @@ def _facts(ctx: CheckContext, rev: str, card: Card) -> VersionFacts:
     )
 
 
-def _signer(ctx: CheckContext, rev: str, card: Card) -> str:
+def _signer(ctx: Checked, rev: str, card: Card) -> str:
     from registry.signing import oms as signing
 
     text = ctx.read(rev, f"{MODELS_DIR}/{card.name}/{card.version}/{signing.SIGNATURE_FILE}")

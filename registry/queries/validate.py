@@ -26,6 +26,7 @@ from registry.repo.blobcache import BlobCache
 from registry.repo.registry import MODEL_FILE, MODELS_DIR, Registry
 
 CACHE_NAME = "validate-cache"
+DVC_CACHE = ".dvc/cache"  # DVC's default local cache, where `registry register` leaves the weights
 _CARD = re.compile(rf"{MODELS_DIR}/([^/]+)/([^/]+)/card\.yaml")
 
 
@@ -221,13 +222,28 @@ class _WorkTree:
         return [(str(v), str(s)) for v, s in fact.data.get("assignments", [])]
 
     def dvc_digest(self, model: str, version: str, artifact: Artifact) -> tuple[str, int] | None:
-        """The pulled weights' sha256, cached on (path, size, mtime, inode): weights are large."""
+        """sha256 and size of the artifact's bytes in the work tree, as the card records them.
+
+        The gate checks the bytes the DVC pointer names (it fetches them by the pointer's md5), so
+        validate checks those too when DVC's local cache holds them, and the work-tree copy as
+        before: the first that disagrees with the card is the one reported. Weights not pulled
+        into the work tree are not checked.
+        """
         local = self.reg.root / MODELS_DIR / model / version / artifact.path
-        try:
-            info = local.lstat()
-        except OSError:
+        if _regular(local) is None:
             return None
-        if not stat.S_ISREG(info.st_mode):
+        pointer = self.facts.get(f"{MODELS_DIR}/{model}/{version}/{artifact.path}.dvc")
+        md5 = pointer.data.get("md5") if pointer is not None and not pointer.problems else None
+        cache_object = storage.object_url(str(self.reg.root / DVC_CACHE), md5) if isinstance(md5, str) else None
+        pointed = self._digest(Path(cache_object)) if cache_object else None
+        if pointed is not None and pointed != (artifact.sha256, artifact.size):
+            return pointed
+        return self._digest(local)
+
+    def _digest(self, local: Path) -> tuple[str, int] | None:
+        """A regular file's sha256 and size, cached on (path, size, mtime, inode): weights are large."""
+        info = _regular(local)
+        if info is None:
             return None
         key = f"digest:{self.reg.rel(local)}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
         hit = self.cache.store.get(key)
@@ -238,8 +254,17 @@ class _WorkTree:
         return digest, size
 
 
+def _regular(path: Path) -> os.stat_result | None:
+    """The file's lstat when it is a regular file (never through a symlink at its name)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
 def _consistency(reg: Registry, listed: _Listing, facts: dict[str, _Facts], cache: _Cache) -> list[Problem]:
-    """The one consistency rule (registry.consistency) over every file of the work tree."""
+    """The one consistency rule (registry.queries.consistency) over every file of the work tree."""
     tree = _WorkTree(reg, listed, facts, cache)
     files = tree.files()
     folders = consistency.folders_of(files)

@@ -3,6 +3,7 @@ is a registry file or an artifact its card lists (by full path), and a regular f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -12,8 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import Result, git, snapshot
-from tests.test_check import gated as gated  # the fixture, shared
-from tests.test_check import register
+from tests.gates.conftest import check, failures, register
 
 
 def gate_failures(cli: Callable[..., Result], repo: Path, tmp_path: Path) -> list[str]:
@@ -149,3 +149,52 @@ def test_a_nested_artifact_listed_by_its_path_passes_the_rule(gated: Path, tmp_p
     bad = Tree({**good.data, "models/m/1.0.0/model.onnx": b"bytes", "models/m/1.0.0/other/model.onnx": b"x"})
     assert sorted(p.path for p in consistency.version_problems(bad, "m", "1.0.0")) == [
         "models/m/1.0.0/model.onnx", "models/m/1.0.0/other/model.onnx"]
+
+
+def test_consistency_gate_digest_mismatch(gated: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    register(cli, gated, tmp_path, "1.1.0")
+    card = gated / "models/m/1.1.0/card.yaml"
+    data = yaml.safe_load(card.read_text())
+    old = next(a["sha256"] for a in data["artifacts"] if a["path"] == "model.safetensors")
+    card.write_text(card.read_text().replace(old, "f" * 64))
+    git(gated, "commit", "--quiet", "-am", "edit digest")
+    fails = failures(check(cli, gated, tmp_path))
+    # The one consistency rule's message (also `registry validate`'s): the card's line and field, the file.
+    assert any(m.startswith("models/m/1.1.0/card.yaml:") and "models/m/1.1.0/model.safetensors is " in m
+               and "f" * 64 in m for m in fails["consistency"])
+
+
+def test_validate_checks_the_bytes_the_dvc_pointer_names_as_the_gate_does(
+        gated: Path, tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """A card that claims the work tree's weights while the DVC pointer names other bytes: the gate reads
+    the bytes by the pointer (as CI does after `registry fetch`) and fails it; validate, offline, reads
+    them from DVC's local cache and says the same."""
+    register(cli, gated, tmp_path, "1.1.0")
+    weights, card = gated / "models/m/1.1.0/model.safetensors", gated / "models/m/1.1.0/card.yaml"
+    pointed = weights.read_bytes()
+    other = pointed[:-1] + bytes([pointed[-1] ^ 1])  # same size, other bytes; the pointer still names `pointed`
+    weights.write_bytes(other)
+    card.write_text(card.read_text().replace(sha256(pointed), sha256(other)))
+    git(gated, "commit", "--quiet", "-am", "Claim the work tree's weights")
+    before = snapshot(gated / "models")
+
+    result = cli("validate", "--json", cwd=gated)
+
+    assert result.code == 1, result.out
+    problems = [p for p in json.loads(result.out)["problems"] if p["field"] == "artifacts[0]"]
+    expected = (f"models/m/1.1.0/model.safetensors is {len(pointed)} bytes with sha256 {sha256(pointed)}; "
+                f"the card says {len(other)} bytes, {sha256(other)}")
+    assert [p["message"] for p in problems] == [expected]
+    assert snapshot(gated / "models") == before
+    # The gate, as CI runs it on a fresh clone after `registry fetch`: the very same words.
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(gated), str(clone))
+    assert cli("fetch", "--base", "origin/main", cwd=clone).code == 0
+    out = tmp_path / "clone.json"
+    assert cli("check", "--base", "origin/main", "--gate", "consistency", "--json", str(out), cwd=clone).code == 1
+    messages = [g["message"] for g in json.loads(out.read_text())["gates"] if g["status"] == "fail"]
+    assert f"{problems[0]['path']}:{problems[0]['line']}: artifacts[0]: {expected}" in messages
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

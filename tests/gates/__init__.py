@@ -1,0 +1,1 @@
+"""Tests of the pull-request gates: one module per gate (tests/gates/test_<gate>.py)."""
