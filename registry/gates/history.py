@@ -67,7 +67,7 @@ def _selected(reg: Registry, since: str | None, ref: str) -> tuple[str | None, s
     base = git.rev_parse(since, reg.root)
     if base is None:
         raise UsageError(f"--since {since!r}: no such commit, branch or tag, and not a date (YYYY-MM-DD)")
-    return None, set(git.run(["rev-list", "--first-parent", f"{base}..{ref}"], reg.root).split())
+    return None, git.commits_between(reg.root, base, ref)
 
 
 def _touches(commit: audit._Commit) -> bool:

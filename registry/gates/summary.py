@@ -141,10 +141,9 @@ def _move_text(version: str, source: str, target: str, traffic: float | None) ->
 
 def _reasons(ctx: Checked, model: str) -> tuple[str, ...]:
     """The `Reason:` of each PR commit that touches the model, else those commits' subjects."""
-    out = git.run(["log", "--format=%s%x00%(trailers:key=Reason,valueonly,unfold)%x00",
-                   f"{ctx.merge_base}..{ctx.head}", "--", f"{MODELS_DIR}/{model}/"], ctx.reg.root, check=False)
-    fields = out.split("\0")
-    subjects, reasons = fields[0::2], fields[1::2]
+    commits = git.subjects_and_trailer(ctx.reg.root, f"{ctx.merge_base}..{ctx.head}", "Reason",
+                                       f"{MODELS_DIR}/{model}/")
+    subjects, reasons = [s for s, _ in commits], [r for _, r in commits]
     found = [r.strip() for r in reasons if r.strip()]
     if not found:
         found = [s.strip() for s in subjects if s.strip()]

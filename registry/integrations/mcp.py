@@ -232,7 +232,7 @@ def propose(
         done = promote.promote(reg, name, version, stage, reason, traffic=traffic, push=True)
     finally:
         if git.current_branch(reg.root) != base:
-            git.run(["switch", "--quiet", base], reg.root)
+            git.switch(reg.root, base)
     assert done.branch is not None
     return Proposal(done.name, done.version, done.from_stage, done.to_stage, done.replaced, done.branch,
                     done.commit, done.stages, PROPOSAL_MESSAGE)
@@ -241,7 +241,7 @@ def propose(
 def clean_base(reg: Registry) -> str:
     """The branch a proposal starts from; refuses unless the work tree is clean, on it, and even with origin."""
     root = reg.root
-    if not git.ok(["remote", "get-url", "origin"], root):
+    if "origin" not in git.remote_names(root):
         raise UsageError(f"{root} has no origin remote: a proposal is a branch pushed there for review; "
                          "add one with `git remote add origin URL`")
     base = _default_branch(reg)
@@ -254,12 +254,11 @@ def clean_base(reg: Registry) -> str:
     if dirty:
         raise UsageError(f"the registry's work tree at {root} has uncommitted changes ({', '.join(dirty[:3])}); "
                          "commit or stash them first")
-    git.run(["fetch", "--quiet", "origin", base], root)
+    git.fetch_branch(root, base)
     upstream = git.rev_parse(f"refs/remotes/origin/{base}", root)
     if upstream is None:
         raise UsageError(f"origin has no branch {base}; push it first: `git push -u origin {base}`")
-    ahead, behind = (int(n) for n in git.run(
-        ["rev-list", "--left-right", "--count", f"{base}...refs/remotes/origin/{base}"], root).split())
+    ahead, behind = git.ahead_behind(root, base, f"refs/remotes/origin/{base}")
     if ahead:
         raise UsageError(f"{base} has {ahead} commit(s) not on origin/{base}; a proposal would carry them into "
                          f"review unseen: push them (`git push origin {base}`) or drop them first")
@@ -271,5 +270,4 @@ def clean_base(reg: Registry) -> str:
 
 def _default_branch(reg: Registry) -> str:
     """origin's HEAD branch where it is known, otherwise main."""
-    head = git.run(["symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD"], reg.root, check=False).strip()
-    return head.removeprefix("origin/") if head.startswith("origin/") else "main"
+    return git.remote_default_branch(reg.root) or "main"

@@ -47,8 +47,7 @@ def commit_as_of(reg: Registry, when: str, at: str = "HEAD") -> str:
     if git.rev_parse(at, reg.root) is None:
         raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
     # Committer time: when a merge (or a direct commit) landed on the branch. "<epoch> +0000" is exact.
-    found = "" if moment.timestamp() < 0 else git.run(
-        ["rev-list", "--first-parent", "-1", f"--before={int(moment.timestamp())} +0000", at, "--"], reg.root).strip()
+    found = "" if moment.timestamp() < 0 else git.last_commit_before(reg.root, at, int(moment.timestamp()))
     if not found:
         raise NothingServed(f"--as-of {when}: the registry's history starts later; nothing was served then")
     return found

@@ -109,14 +109,11 @@ class _Listing:
 def _tracked(reg: Registry) -> _Listing:
     index: dict[str, str] = {}
     modes: dict[str, str] = {}
-    for record in git.run(["ls-files", "-s", "-z"], reg.root).split("\0"):
-        if record:
-            meta, _, path = record.partition("\t")
-            mode, blob = meta.split()[:2]
-            index[path], modes[path] = blob, mode
+    for path, (mode, blob) in git.index_entries(reg.root).items():
+        index[path], modes[path] = blob, mode
 
     def listing(*args: str) -> set[str]:
-        return {p for p in git.run(["ls-files", "-z", *args], reg.root).split("\0") if p}
+        return git.listed_files(reg.root, *args)
 
     tracked = set(index)
     deleted = listing("-d")

@@ -305,3 +305,116 @@ def init_repository(root: Path, branch: str = "main") -> None:
 def set_config(root: Path, key: str, value: str) -> None:
     """Set a value in the repository's own configuration (.git/config)."""
     run(["config", key, value], root)
+
+
+# --- history and refs, for the readers above ---------------------------------------------
+
+
+def commits_between(root: Path, base: str, ref: str) -> set[str]:
+    """The commits on ref's first-parent line after base."""
+    return set(run(["rev-list", "--first-parent", f"{base}..{ref}"], root).split())
+
+
+def last_commit_before(root: Path, ref: str, epoch_seconds: int) -> str:
+    """The newest first-parent commit of ref committed at or before the time; "" when none."""
+    return run(["rev-list", "--first-parent", "-1", f"--before={epoch_seconds} +0000", ref, "--"], root).strip()
+
+
+def commit_date(root: Path, commit: str) -> str:
+    """The commit's committer date, ISO 8601."""
+    return run(["show", "-s", "--format=%cI", commit], root).strip()
+
+
+def subjects_and_trailer(root: Path, span: str, trailer: str, path: str) -> list[tuple[str, str]]:
+    """(subject, the trailer's unfolded value or "") of each commit in span that touches path."""
+    out = run(["log", f"--format=%s%x00%(trailers:key={trailer},valueonly,unfold)%x00", span, "--", path],
+              root, check=False)
+    fields = out.split("\0")
+    return list(zip(fields[0::2], fields[1::2], strict=False))
+
+
+def index_entries(root: Path) -> dict[str, tuple[str, str]]:
+    """Every path in the index: (mode, blob id)."""
+    entries = {}
+    for record in run(["ls-files", "-s", "-z"], root).split("\0"):
+        if record:
+            meta, _, path = record.partition("\t")
+            mode, blob = meta.split()[:2]
+            entries[path] = (mode, blob)
+    return entries
+
+
+def listed_files(root: Path, *options: str) -> set[str]:
+    """`git ls-files -z OPTIONS`: e.g. ("-d",) deleted, ("-o", "--exclude-standard") untracked."""
+    return {p for p in run(["ls-files", "-z", *options], root).split("\0") if p}
+
+
+def switch(root: Path, branch: str) -> None:
+    run(["switch", "--quiet", branch], root)
+
+
+def detach(root: Path, ref: str) -> None:
+    """Best effort: HEAD detached at ref (leaving a branch that is about to be deleted)."""
+    run(["switch", "--quiet", "--detach", ref], root, check=False)
+
+
+def delete_branch(root: Path, branch: str, *, check: bool = True) -> None:
+    run(["branch", "--quiet", "-D", branch], root, check=check)
+
+
+def set_branch(root: Path, branch: str, tip: str | None) -> None:
+    """Best effort: point refs/heads/BRANCH at tip, or delete it when tip is None."""
+    if tip is None:
+        run(["update-ref", "-d", f"refs/heads/{branch}"], root, check=False)
+    else:
+        run(["update-ref", f"refs/heads/{branch}", tip], root, check=False)
+
+
+def remote_default_branch(root: Path, remote: str = "origin") -> str | None:
+    """The remote's HEAD branch as this clone last saw it (refs/remotes/REMOTE/HEAD), if known."""
+    head = run(["symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD"], root, check=False).strip()
+    return head.removeprefix(f"{remote}/") if head.startswith(f"{remote}/") else None
+
+
+def remote_url(root: Path, remote: str = "origin") -> str | None:
+    url = run(["config", "--get", f"remote.{remote}.url"], root, check=False).strip()
+    return url or None
+
+
+def fetch_branch(root: Path, branch: str, remote: str = "origin") -> None:
+    run(["fetch", "--quiet", remote, branch], root)
+
+
+def ahead_behind(root: Path, branch: str, other: str) -> tuple[int, int]:
+    """Commits on branch not on other, and on other not on branch."""
+    ahead, behind = run(["rev-list", "--left-right", "--count", f"{branch}...{other}"], root).split()
+    return int(ahead), int(behind)
+
+
+def clone_no_checkout(url: str, dest: Path) -> None:
+    run(["clone", "--quiet", "--no-checkout", url, str(dest)], dest.parent)
+
+
+def fetch_into(root: Path, ref: str, local_ref: str, remote: str = "origin") -> None:
+    """Fetch remote's ref into local_ref (forced, no tags)."""
+    run(["fetch", "--quiet", "--no-tags", remote, f"+{ref}:{local_ref}"], root)
+
+
+def checkout_clean(root: Path, ref: str) -> None:
+    """The work tree exactly at ref, detached, with every untracked and ignored file gone."""
+    run(["checkout", "--quiet", "--force", "--detach", ref], root)
+    run(["clean", "-ffdxq"], root)
+
+
+def add_worktree(root: Path, path: Path, branch: str, base: str | None) -> None:
+    """A linked work tree at path on branch (created at base when base is given)."""
+    if base is None:
+        run(["worktree", "add", "--quiet", str(path), branch], root)
+    else:
+        run(["worktree", "add", "--quiet", "-b", branch, str(path), base], root)
+
+
+def remove_worktree(root: Path, path: Path) -> None:
+    """Best effort: drop a linked work tree and git's record of it."""
+    run(["worktree", "remove", "--force", str(path)], root, check=False)
+    run(["worktree", "prune"], root, check=False)

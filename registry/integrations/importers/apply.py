@@ -31,7 +31,7 @@ REMOTE = "origin"
 
 def check_push(reg: Registry, push: bool) -> None:
     """Refuse up front, before anything is downloaded, when the branches could not be pushed."""
-    if push and REMOTE not in git.run(["remote"], reg.root).split():
+    if push and REMOTE not in git.remote_names(reg.root):
         raise UsageError(f"the registry has no remote {REMOTE!r} to push the import branches to; "
                          f"add one (git remote add {REMOTE} URL) or leave out --push")
 
@@ -117,7 +117,7 @@ def _commit(reg: Registry, plan: ModelPlan, base: str, outcomes: dict[str, Versi
     pushed = False
     if push:
         try:
-            git.run(["push", "--quiet", "-u", REMOTE, plan.branch], reg.root)
+            git.push_branch(reg.root, plan.branch, REMOTE)
         except GitError as exc:
             raise RegistryError(f"{exc}\nThe import of {plan.name} is committed on branch {plan.branch}; "
                                 f"push it with `git push -u {REMOTE} {plan.branch}`") from None
@@ -182,9 +182,7 @@ def _commit_model_file(work: Registry, plan: ModelPlan, created_model: bool) -> 
         return None
     header = yamlio.schema_header(f"../../{schemas.REPO_SCHEMA_DIR}/model.schema.json")
     yamlio.atomic_write(model_path, header + yamlio.dumps(updated))
-    git.run(["add", "--", work.rel(model_path)], work.root)
-    git.run(["commit", "--quiet", "-m", f"Describe {plan.name} from {plan.label}\n\nReason: imported\n"], work.root)
-    return git.run(["rev-parse", "HEAD"], work.root).strip()
+    return git.commit_paths(work.root, [work.rel(model_path)], f"Describe {plan.name} from {plan.label}\n\nReason: imported\n")
 
 
 def _base_ref(reg: Registry, branch: str) -> str:
@@ -258,18 +256,13 @@ def _worktree(reg: Registry, branch: str, base: str) -> Iterator[Registry]:
     """A temporary checkout of branch (made from base when new) sharing the DVC cache and remotes."""
     holder = Path(tempfile.mkdtemp(prefix="registry-import-"))
     path = holder / "worktree"
-    if base == f"refs/heads/{branch}":
-        args = ["worktree", "add", "--quiet", str(path), branch]
-    else:
-        args = ["worktree", "add", "--quiet", "-b", branch, str(path), base]
     try:
-        git.run(args, reg.root)
+        git.add_worktree(reg.root, path, branch, None if base == f"refs/heads/{branch}" else base)
         try:
             _share_dvc(reg.root, path)
             yield Registry(path)
         finally:
-            git.run(["worktree", "remove", "--force", str(path)], reg.root, check=False)
-            git.run(["worktree", "prune"], reg.root, check=False)
+            git.remove_worktree(reg.root, path)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
 
@@ -307,7 +300,4 @@ def _share_dvc(main: Path, work: Path) -> None:
 
 def _restore_branch(reg: Registry, branch: str, old_tip: str | None) -> None:
     """Undo a failed import: the branch goes back to where it was, or away if it is new."""
-    if old_tip is None:
-        git.run(["update-ref", "-d", f"refs/heads/{branch}"], reg.root, check=False)
-    else:
-        git.run(["update-ref", f"refs/heads/{branch}", old_tip], reg.root, check=False)
+    git.set_branch(reg.root, branch, old_tip)

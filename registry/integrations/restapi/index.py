@@ -72,7 +72,7 @@ class Source:
     def local(cls, start: Path, ref: str, cache: Path | None) -> Source:
         """The registry containing start, fetched from its own folder."""
         reg = Registry.find(start)
-        link = git.run(["config", "--get", "remote.origin.url"], reg.root, check=False).strip() or None
+        link = git.remote_url(reg.root)
         url = str(reg.root)
         return cls(url, ref, cache or default_cache(url), link)
 

@@ -216,7 +216,7 @@ class Proposer:
                 raise Conflict(f"branch {branch} already exists: that change is already proposed; "
                                "merge or close its pull request (and delete the branch) first")
             if git.rev_parse(f"refs/heads/{branch}", reg.root):
-                git.run(["branch", "--quiet", "-D", branch], reg.root)  # left by a failed push
+                git.delete_branch(reg.root, branch)  # left by a failed push
             try:
                 done = promote.promote(reg, name, version, to, reason, traffic=traffic, push=True,
                                        author=(user.name, user.email))
@@ -226,8 +226,8 @@ class Proposer:
             except RegistryError as exc:
                 raise UpstreamError(str(exc)) from None
             finally:
-                git.run(["switch", "--quiet", "--detach", BASE_REF], reg.root, check=False)
-                git.run(["branch", "--quiet", "-D", branch], reg.root, check=False)  # it lives on origin
+                git.detach(reg.root, BASE_REF)
+                git.delete_branch(reg.root, branch, check=False)  # it lives on origin
         url = None
         if self.github is not None and done.branch:
             subject = promote.commit_message(name, version, to, reason, traffic).splitlines()[0]
@@ -239,9 +239,12 @@ class Proposer:
     def _on_origin(self, branch: str) -> bool:
         """Whether origin has the branch now (a remote-tracking ref may be stale after a merge)."""
         try:
-            return bool(git.run(["ls-remote", "--heads", "origin", f"refs/heads/{branch}"], self.work).strip())
+            found = git.remote_heads(self.work, f"refs/heads/{branch}")
         except GitError as exc:
             raise UpstreamError(str(exc)) from None
+        if found is None:
+            raise UpstreamError(f"git ls-remote origin failed: cannot tell whether branch {branch} exists there")
+        return bool(found)
 
     def _fresh_clone(self) -> Registry:
         """The work clone at the tip of --ref, with a clean tree."""
@@ -250,13 +253,12 @@ class Proposer:
                 shutil.rmtree(self.work)
             self.work.parent.mkdir(parents=True, exist_ok=True)
             try:
-                git.run(["clone", "--quiet", "--no-checkout", self.url, str(self.work)], self.work.parent)
+                git.clone_no_checkout(self.url, self.work)
             except GitError as exc:
                 raise UpstreamError(str(exc)) from None
         try:
-            git.run(["fetch", "--quiet", "--no-tags", "origin", f"+{self.ref}:{BASE_REF}"], self.work)
+            git.fetch_into(self.work, self.ref, BASE_REF)
         except GitError as exc:
             raise UpstreamError(str(exc)) from None
-        git.run(["checkout", "--quiet", "--force", "--detach", BASE_REF], self.work)
-        git.run(["clean", "-ffdxq"], self.work)
+        git.checkout_clean(self.work, BASE_REF)
         return Registry(self.work)

@@ -86,7 +86,7 @@ def read_catalog(reg: Registry, at: str = "HEAD") -> Catalog:
     commit = git.rev_parse(at, reg.root)
     if commit is None:
         raise UsageError(f"--at {at}: no such commit, branch or tag in this registry")
-    date = git.run(["show", "-s", "--format=%cI", commit], reg.root).strip()
+    date = git.commit_date(reg.root, commit)
     entries = git.ls_tree(commit, reg.root, [f"{MODELS_DIR}/"])
     # models/<name>/<rest>: files grouped by model, then by version folder.
     files: dict[str, dict[str, git.TreeEntry]] = {}
