@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from registry.signing import oms as signing
+from registry.signing.bundle import sign_folder
+from registry.signing.keys import generate_keypair, read_private_key
 from tests.conftest import Result, git, merge
 
 PREDICT = """\
@@ -80,7 +81,7 @@ def register_card(cli: Callable[..., Result], repo: Path, tmp_path: Path, versio
 def sign_m(repo: Path, tmp_path: Path, version: str) -> None:
     """Sign m@version with tmp_path's release key, in a commit of its own."""
     folder = repo / f"models/m/{version}"
-    signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
+    sign_folder(folder, "m", version, read_private_key(tmp_path / "release.key"))
     git(repo, "add", str(folder / "signature.json"))
     git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
 
@@ -89,7 +90,7 @@ def sign_m(repo: Path, tmp_path: Path, version: str) -> None:
 def gated(registry_dir: Path, tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> Path:
     """A registry with a policy, a trusted key, and m@1.0.0 registered, signed and merged."""
     (registry_dir / "keys").mkdir()
-    signing.generate_keypair(tmp_path / "release")
+    generate_keypair(tmp_path / "release")
     (registry_dir / "keys/release.pub").write_bytes((tmp_path / "release.pub").read_bytes())
     (registry_dir / "registry.yaml").write_text(POLICY)
     assert cli("codeowners", cwd=registry_dir).code == 0

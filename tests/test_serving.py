@@ -25,7 +25,8 @@ import pytest
 from registry import api
 from registry.errors import UsageError
 from registry.serving import puller as serving
-from registry.signing import oms as signing
+from registry.signing.bundle import sign_folder, verify_folder
+from registry.signing.keys import generate_keypair, key_id, load_public_keys, read_private_key
 from tests.conftest import CARD, Result, git, isolate
 
 BIG = 48 << 20  # 50 MB: a download takes a while, and the test stays quick
@@ -55,7 +56,7 @@ def _register(reg: api.Registry, inputs: Path, name: str, version: str, files: d
     reg.register(name, version, folder / "card.yaml", [folder / f for f in files], no_branch=True)
     if key is not None:
         version_dir = reg.version_dir(name, version)
-        signing.sign_folder(version_dir, name, version, signing.load_private_key(key))
+        sign_folder(version_dir, name, version, read_private_key(key))
         git(reg.root, "add", str(version_dir / "signature.json"))
         git(reg.root, "commit", "--quiet", "-m", f"Sign {name}@{version}")
 
@@ -76,8 +77,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # As GitHub does: partial clones are allowed, so the mirror really is blob-less.
         git(origin, "config", "uploadpack.allowFilter", "true")
         reg = api.init(base / "reg", dvc_remote=str(base / "dvc-remote"))
-        signing.generate_keypair(base / "release")
-        signing.generate_keypair(base / "rogue")
+        generate_keypair(base / "release")
+        generate_keypair(base / "rogue")
         release, rogue = base / "release.key", base / "rogue.key"
         inputs = base / "inputs"
         inputs.mkdir()
@@ -162,13 +163,13 @@ def test_first_pull_gives_identical_bytes_and_an_unchanged_poll_reads_nothing(
     assert got["weights.bin"] == (world.inputs / "m-1.0.0" / "weights.bin").read_bytes()
     assert got["config.json"] == b'{"v": "1.0.0"}\n'
     # The served folder is the signed folder: the signature verifies on it as it stands.
-    signing.verify_folder(current, "m", "1.0.0", signing.load_public_keys(world.trusted))
+    verify_folder(current, "m", "1.0.0", load_public_keys(world.trusted))
     state = json.loads((serve / "state.json").read_text())
     assert state["registry_commit"] == world.commit("v1") and state["stage"] == "production"
     model = state["models"]["m"]
     assert model["version"] == "1.0.0" and model["path"] == "m/versions/1.0.0" and "traffic" not in model
     assert model["sha256"]["weights.bin"] == hashlib.sha256(got["weights.bin"]).hexdigest()
-    assert model["signed_by"] == signing.key_id(signing.load_public_keys(world.trusted)[0])
+    assert model["signed_by"] == key_id(load_public_keys(world.trusted)[0])
     text = metrics.read_text()
     assert 'registry_serving_version_info{model="m",version="1.0.0",stage="production"} 1' in text
     assert "registry_pull_failures_total 0" in text

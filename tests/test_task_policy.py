@@ -11,7 +11,7 @@ import pytest
 
 from registry.files import config
 from registry.files.config import RegistryConfig, StagePolicy
-from registry.signing import oms as signing
+from registry.signing.keys import generate_keypair
 from tests import test_check
 from tests.conftest import Result, git, merge, snapshot
 from tests.test_check import check, failures, register_card
@@ -53,7 +53,7 @@ def regression(registry_dir: Path, tmp_path: Path, cli: Callable[..., Result],
                monkeypatch: pytest.MonkeyPatch) -> Path:
     """A registry with per-task policy and a trusted key; m@1.0.0 (regression, rmse 0.2) merged, signed."""
     (registry_dir / "keys").mkdir()
-    signing.generate_keypair(tmp_path / "release")
+    generate_keypair(tmp_path / "release")
     (registry_dir / "keys/release.pub").write_bytes((tmp_path / "release.pub").read_bytes())
     (registry_dir / "registry.yaml").write_text(POLICY)
     assert cli("codeowners", cwd=registry_dir).code == 0

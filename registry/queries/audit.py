@@ -401,14 +401,14 @@ def describe_policy_change(old: bytes | None, new: bytes | None,
 def key_labeller(read: Callable[[str], bytes | None]) -> Callable[[str], str]:
     """A trusted key's file name and key id(s) (first 8 hex digits), read from a commit."""
     from registry.errors import RegistryError
-    from registry.signing import oms as signing
+    from registry.signing.keys import key_id, parse_public_keys
 
     def label(path: str) -> str:
         data = read(path)
         if data is None:
             return path
         try:
-            ids = [signing.key_id(k)[:8] + "…" for k in signing.parse_public_keys(data, path)]
+            ids = [key_id(k)[:8] + "…" for k in parse_public_keys(data, path)]
         except RegistryError:
             return path
         return f"{', '.join(ids)} ({path})"

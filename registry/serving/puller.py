@@ -62,7 +62,15 @@ from registry.serving.store import (
     write_metrics,
     write_new,
 )
-from registry.signing import oms as signing
+from registry.signing.bundle import Bundle, Verifier, signed_card_names
+from registry.signing.keys import key_id, load_public_keys
+from registry.signing.manifest import (
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    is_signed_file,
+)
 
 __all__ = ["PullError", "PullResult", "Puller", "RewindError", "Served", "Stopped", "VerificationError",
            "pull", "stop_on_signals"]
@@ -210,7 +218,7 @@ class Puller:
             raise UsageError("give --trusted-keys or --insecure-skip-signature, not both")
         if isinstance(trusted_keys, str | Path):
             try:
-                return signing.load_public_keys(Path(trusted_keys))
+                return load_public_keys(Path(trusted_keys))
             except RegistryError as exc:
                 raise UsageError(f"--trusted-keys: {exc}") from None
         if not trusted_keys:
@@ -380,7 +388,7 @@ class Puller:
     def _trusted(self, signed_by: str | None) -> bool:
         if self.keys is None:
             return True
-        return signed_by is not None and signed_by in {signing.key_id(k) for k in self.keys}
+        return signed_by is not None and signed_by in {key_id(k) for k in self.keys}
 
     # --- resolve: which version folders, with what files --------------------------------
 
@@ -428,7 +436,7 @@ class Puller:
                 if artifact.storage == "dvc":
                     pointer = by_path[f"{artifact.path}.dvc"]
                     dvc_md5[artifact.path] = _pointer_md5(cat, pointer, f"{folder}/{pointer.path}")
-            git_files = tuple(b for b in blobs if signing.is_signed_file(b.path) or b.path == signing.SIGNATURE_FILE)
+            git_files = tuple(b for b in blobs if is_signed_file(b.path) or b.path == SIGNATURE_FILE)
             git_files = tuple(b for b in git_files if b.path not in dvc_md5)
             wanted.append(_Wanted(name, version, entry.get("traffic"), tree, folder, git_files, dvc_md5, artifacts))
         if remote is None and any(w.dvc_md5 for w in wanted):
@@ -545,23 +553,23 @@ class Puller:
             raise VerificationError(f"{want.ref}: {want.folder} has no card.yaml") from None
         if hashlib.sha256(card_bytes).hexdigest() != digests.get(CARD_FILE):
             raise VerificationError(f"{want.ref}: card.yaml changed while being verified")
-        said = signing.signed_card_names(card_bytes) or "nothing"
+        said = signed_card_names(card_bytes) or "nothing"
         if said != want.ref:
             raise VerificationError(f"{want.folder}/card.yaml names {said}, not {want.ref}")
         if self.keys is None:
             return None
-        source = f"{want.folder}/{signing.SIGNATURE_FILE}"
-        signature = folder / signing.SIGNATURE_FILE
+        source = f"{want.folder}/{SIGNATURE_FILE}"
+        signature = folder / SIGNATURE_FILE
         if not signature.is_file():
             raise VerificationError(f"{want.ref}: not signed ({source} is missing); serving loads only "
                                     "versions signed by a trusted key")
-        resources = tuple(signing.Resource(p, d) for p, d in digests.items() if signing.is_signed_file(p))
+        resources = tuple(Resource(p, d) for p, d in digests.items() if is_signed_file(p))
         try:
-            bundle = signing.Bundle.from_json(signature.read_bytes(), source)
-            verified = signing.Verifier(self.keys).verify(
-                bundle, signing.Manifest(want.name, want.version, resources), source)
-        except signing.SignatureError as exc:
-            trusted = ", ".join(signing.key_id(k)[:16] for k in self.keys)
+            bundle = Bundle.from_json(signature.read_bytes(), source)
+            verified = Verifier(self.keys).verify(
+                bundle, Manifest(want.name, want.version, resources), source)
+        except SignatureError as exc:
+            trusted = ", ".join(key_id(k)[:16] for k in self.keys)
             raise VerificationError(f"{want.ref}: {exc} (trusted keys: {trusted})") from None
         return verified.key_id
 

@@ -19,8 +19,16 @@ from registry.errors import RegistryError, StorageError, UsageError
 from registry.files import cards, config, yamlio
 from registry.repo import git, storage
 from registry.repo.registry import Registry
-from registry.signing import oms as signing
-from registry.signing.oms import SIGNATURE_FILE, SignatureError, SigningKeyError
+from registry.signing import keys as signing_keys
+from registry.signing.bundle import Bundle, Verifier, verify_folder
+from registry.signing.keys import SigningKeyError
+from registry.signing.manifest import (
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    hash_folder,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,7 +57,7 @@ class VerifiedVersion:
                 "key_id": self.key_id, "trusted_key": self.key_source, "files": list(self.files)}
 
 
-def check_against_card(manifest: signing.Manifest, card: cards.Card, where: str) -> None:
+def check_against_card(manifest: Manifest, card: cards.Card, where: str) -> None:
     """The files to sign are exactly the card and the artifacts it lists, with its digests."""
     listed = {a.path: a.sha256 for a in card.artifacts}
     actual = manifest.digests()
@@ -79,8 +87,8 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
     if keys_file is not None:
         if not keys_file.is_file():
             raise UsageError(f"--trusted-keys {keys_file}: no such file")
-        found = signing.load_public_keys(keys_file)
-        return TrustedKeys(found, {signing.key_id(k): str(keys_file) for k in found})
+        found = signing_keys.load_public_keys(keys_file)
+        return TrustedKeys(found, {signing_keys.key_id(k): str(keys_file) for k in found})
     listed = reg.config.trusted_keys
     if not listed:
         raise SigningKeyError(
@@ -101,9 +109,9 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
             raise SigningKeyError(_config_problem(reg, index, f"{rel} does not exist in the work tree")) from None
         except OSError as exc:
             raise SigningKeyError(_config_problem(reg, index, f"{rel}: cannot read: {exc.strerror}")) from None
-        for key in signing.parse_public_keys(data, rel):
+        for key in signing_keys.parse_public_keys(data, rel):
             found_keys.append(key)
-            sources.setdefault(signing.key_id(key), rel)
+            sources.setdefault(signing_keys.key_id(key), rel)
     return TrustedKeys(tuple(found_keys), sources)
 
 
@@ -145,17 +153,17 @@ def verify_version(
     unchecked: tuple[str, ...] = ()
     if fetch:
         with version_files(reg, name, version) as files, relative_errors(reg, files, folder):
-            verified = signing.verify_folder(files, name, version, trusted.keys, bundle_path)
+            verified = verify_folder(files, name, version, trusted.keys, bundle_path)
     else:
         card = reg.card(name, version)  # refuses a card that does not name NAME@VERSION
         recorded = {a.path: a.sha256 for a in card.artifacts}
         unchecked = tuple(p for p in absent_artifacts(folder) if p in recorded)
         with relative_errors(reg, folder):
-            bundle = signing.Bundle.from_json(bundle_path.read_bytes(), str(bundle_path))
-            on_disk = signing.hash_folder(folder, name, version)
-            taken = tuple(signing.Resource(p, recorded[p]) for p in unchecked)
-            manifest = signing.Manifest(name, version, on_disk.resources + taken, on_disk.ignored)
-            verified = signing.Verifier(trusted.keys).verify(bundle, manifest, str(bundle_path))
+            bundle = Bundle.from_json(bundle_path.read_bytes(), str(bundle_path))
+            on_disk = hash_folder(folder, name, version)
+            taken = tuple(Resource(p, recorded[p]) for p in unchecked)
+            manifest = Manifest(name, version, on_disk.resources + taken, on_disk.ignored)
+            verified = Verifier(trusted.keys).verify(bundle, manifest, str(bundle_path))
     return VerifiedVersion(name, version, verified.subject, verified.key_id,
                            trusted.sources.get(verified.key_id, "?"), verified.files, unchecked)
 

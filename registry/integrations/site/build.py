@@ -33,7 +33,15 @@ from registry.queries.audit import AuditEntry
 from registry.repo import git
 from registry.repo.blobcache import BlobCache
 from registry.repo.registry import MODEL_FILE, MODELS_DIR, ModelInfo, Registry, version_sort_key
-from registry.signing import oms as signing
+from registry.signing.bundle import Bundle, Verifier
+from registry.signing.keys import keys_in_commit
+from registry.signing.manifest import (
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    is_signed_file,
+)
 from registry.version import __version__
 
 GENERATOR = f"registry site {__version__}"
@@ -140,7 +148,7 @@ def read_catalog(reg: Registry, at: str = "HEAD") -> Catalog:
             tree = files[name]
             wanted += [tree[p].sha for p in (MODEL_FILE, stages.STAGES_FILE) if p in tree]
             wanted += [e.sha for p, e in tree.items() if p.endswith("/" + cards.CARD_FILE)
-                       or p.endswith("/" + signing.SIGNATURE_FILE)]
+                       or p.endswith("/" + SIGNATURE_FILE)]
         blobs = dict(zip(wanted, cat.read_many(wanted), strict=True))
 
         history: dict[str, list[AuditEntry]] = {}
@@ -211,7 +219,7 @@ def _trusted_keys(cat: git.CatFile, commit: str, paths: Sequence[str]) -> tuple[
     """The public keys registry.yaml trusts, read from the same commit; and why none, if none."""
     if not paths:
         return [], "registry.yaml lists no trusted_keys"
-    keys, problems = signing.keys_in_commit(paths, lambda path: cat.read(f"{commit}:{path}"), "this commit")
+    keys, problems = keys_in_commit(paths, lambda path: cat.read(f"{commit}:{path}"), "this commit")
     return keys, ("; ".join(problems) or None)
 
 
@@ -223,26 +231,26 @@ def _signature(cat: git.CatFile, name: str, card: cards.Card, folder: Mapping[st
     sha256 their card records: the card itself is a signed file, so a signature only
     verifies if the signed digests are the ones the card states.
     """
-    source = f"{MODELS_DIR}/{name}/{card.version}/{signing.SIGNATURE_FILE}"
-    entry = folder.get(signing.SIGNATURE_FILE)
+    source = f"{MODELS_DIR}/{name}/{card.version}/{SIGNATURE_FILE}"
+    entry = folder.get(SIGNATURE_FILE)
     if entry is None:
         return SignatureStatus("absent", "not signed")
     if not keys:
         return SignatureStatus("present", f"signed; not verified here: {key_problem}")
     try:
-        bundle = signing.Bundle.from_json(blobs.get(entry.sha) or b"", source)
+        bundle = Bundle.from_json(blobs.get(entry.sha) or b"", source)
         resources = []
         for path, item in sorted(folder.items()):
-            if not signing.is_signed_file(path):
+            if not is_signed_file(path):
                 continue
             if item.mode not in ("100644", "100755"):
-                raise signing.SignatureError(f"{source}: {path} is not a regular file (mode {item.mode})")
+                raise SignatureError(f"{source}: {path} is not a regular file (mode {item.mode})")
             data = cat.read(item.sha) or b""
-            resources.append(signing.Resource(path, hashlib.sha256(data).hexdigest()))
-        resources += [signing.Resource(a.path, a.sha256) for a in card.artifacts
+            resources.append(Resource(path, hashlib.sha256(data).hexdigest()))
+        resources += [Resource(a.path, a.sha256) for a in card.artifacts
                       if a.storage == "dvc" and a.path not in folder]
-        manifest = signing.Manifest(name, card.version, tuple(resources))
-        verified = signing.Verifier(keys).verify(bundle, manifest, source)
+        manifest = Manifest(name, card.version, tuple(resources))
+        verified = Verifier(keys).verify(bundle, manifest, source)
     except RegistryError as exc:
         return SignatureStatus("invalid", str(exc))
     return SignatureStatus("verified", f"verified with trusted key {verified.key_id[:16]}")
