@@ -1,8 +1,11 @@
 """Verifying a registered version's signature against the registry's trusted keys.
 
 The one place that decides a version's signature status ("verified by KEY", "invalid",
-"unverified", "unsigned"): `show`, the REST API, the site and the signature gate ask here."""
-
+"unverified", "unsigned") from the work tree: `registry show` and what shows a version
+through `registry.queries.inventory` (the REST API, MCP) ask `signature_status`;
+`registry verify` asks `verify_version`. The site (from a commit's blobs), the signature
+gate (keys from the base commit) and `registry pull` (keys given out of band, digests of
+what it downloaded) still verify on their own terms."""
 
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ from registry.errors import RegistryError, StorageError, UsageError
 from registry.files import cards, config, yamlio
 from registry.repo import git, storage
 from registry.repo.registry import Registry
-from registry.signing import keys as signing_keys
 from registry.signing.bundle import Bundle, Verifier, verify_folder
-from registry.signing.keys import SigningKeyError
+from registry.signing.keys import SigningKeyError, key_id, load_public_keys, parse_public_keys
 from registry.signing.manifest import (
     SIGNATURE_FILE,
     Manifest,
@@ -87,8 +89,8 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
     if keys_file is not None:
         if not keys_file.is_file():
             raise UsageError(f"--trusted-keys {keys_file}: no such file")
-        found = signing_keys.load_public_keys(keys_file)
-        return TrustedKeys(found, {signing_keys.key_id(k): str(keys_file) for k in found})
+        found = load_public_keys(keys_file)
+        return TrustedKeys(found, {key_id(k): str(keys_file) for k in found})
     listed = reg.config.trusted_keys
     if not listed:
         raise SigningKeyError(
@@ -109,9 +111,9 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
             raise SigningKeyError(_config_problem(reg, index, f"{rel} does not exist in the work tree")) from None
         except OSError as exc:
             raise SigningKeyError(_config_problem(reg, index, f"{rel}: cannot read: {exc.strerror}")) from None
-        for key in signing_keys.parse_public_keys(data, rel):
+        for key in parse_public_keys(data, rel):
             found_keys.append(key)
-            sources.setdefault(signing_keys.key_id(key), rel)
+            sources.setdefault(key_id(key), rel)
     return TrustedKeys(tuple(found_keys), sources)
 
 
