@@ -72,9 +72,9 @@ def test_hand_written_stages_file_is_read_by_content(registered: Path, cli: Call
 
 def test_the_audit_log_describes_a_task_policy_change_and_nothing_else() -> None:
     """`registry log --action policy` words: a new task override, not every default stage "removed"."""
-    from registry.queries import audit
+    from registry.queries.policy_changes import describe_policy_change
 
     tasks = b"policy:\n  tasks:\n    regression:\n      production:\n        metrics: {rmse: {max: 0.3}}\n"
-    assert audit.describe_policy_change(b"{}", tasks) == ["tasks regression production metrics rmse max set to 0.3"]
+    assert describe_policy_change(b"{}", tasks) == ["tasks regression production metrics rmse max set to 0.3"]
     production = b"policy:\n  production:\n    metrics: {accuracy: {min: 0.92}}\n"
-    assert audit.describe_policy_change(b"{}", production) == ["production accuracy min 0.9 → 0.92"]
+    assert describe_policy_change(b"{}", production) == ["production accuracy min 0.9 → 0.92"]

@@ -180,11 +180,11 @@ def test_json_keeps_every_existing_key(registered: Path, cli: Callable[..., Resu
 
 def test_registry_yaml_changes_are_policy_events(registered: Path, cli: Callable[..., Result],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from registry.signing import oms as signing
+    from registry.signing import keys as signing_keys
 
     (registered / "keys").mkdir()
-    _, public = signing.generate_keypair(registered / "keys" / "release")
-    key_id = signing.key_id(signing.load_public_keys(public)[0])
+    _, public = signing_keys.generate_keypair(registered / "keys" / "release")
+    key_id = signing_keys.key_id(signing_keys.load_public_keys(public)[0])
     config = registered / "registry.yaml"
     text = config.read_text()
     assert "min: 0.9\n" in text and "trusted_keys: []" in text and "admin: []" in text

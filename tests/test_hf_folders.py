@@ -15,7 +15,7 @@ import yaml
 
 from registry.files import cards
 from registry.files.schemas import validate
-from registry.signing import oms as signing
+from registry.signing.keys import generate_keypair
 from tests.conftest import Result, git, merge, snapshot
 
 NAME = "minilm"
@@ -114,7 +114,7 @@ def card(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def signer(tmp_path: Path) -> tuple[Path, Path]:
-    signing.generate_keypair(tmp_path / "release")
+    generate_keypair(tmp_path / "release")
     return tmp_path / "release.key", tmp_path / "release.pub"
 
 

@@ -20,7 +20,9 @@ import pytest
 from registry.errors import UsageError, ValidationError
 from registry.files import yamlio
 from registry.files.names import Version, check_version
-from registry.signing import oms as signing
+from registry.signing.bundle import PAYLOAD_TYPE, Bundle, Verifier, pae
+from registry.signing.keys import ecdsa, generate_keypair, load_public_keys, read_private_key
+from registry.signing.manifest import Manifest, Resource, SignatureError
 from tests import test_sign_cli
 from tests.conftest import git, snapshot
 from tests.test_sign_cli import NAME, Env, refused, state
@@ -126,21 +128,21 @@ def test_validate_reports_a_long_integer(signed: Env) -> None:
 
 @pytest.mark.parametrize("bundle", [NESTED, '{"mediaType": ' + NESTED + "}", '{"a": ' + LONG_INT + "}"])
 def test_one_reader_refuses_hostile_signature_json(bundle: str) -> None:
-    with pytest.raises(signing.SignatureError, match=r"^s\.json: not a JSON signature bundle: "
-                                                     r"(nested more than 32 levels deep|a number has too many digits)$"):
-        signing.Bundle.from_json(bundle.encode(), "s.json")
+    with pytest.raises(SignatureError, match=r"^s\.json: not a JSON signature bundle: "
+                                             r"(nested more than 32 levels deep|a number has too many digits)$"):
+        Bundle.from_json(bundle.encode(), "s.json")
 
 
 def test_a_signed_payload_nested_past_the_stack_is_refused(tmp_path: Path) -> None:
     key = tmp_path / "k"
-    signing.generate_keypair(key)
-    private = signing.load_private_key(tmp_path / "k.key")
+    generate_keypair(key)
+    private = read_private_key(tmp_path / "k.key")
     payload = NESTED.encode()
-    bundle = signing.Bundle(None, signing.PAYLOAD_TYPE, payload,
-                            private.sign(signing.pae(signing.PAYLOAD_TYPE, payload), signing._ecdsa(private)))
-    verifier = signing.Verifier(signing.load_public_keys(tmp_path / "k.pub"))
-    manifest = signing.Manifest("m", "1.0.0", (signing.Resource("card.yaml", "0" * 64),))
-    with pytest.raises(signing.SignatureError, match="the signed payload is not JSON: nested more than 32 levels"):
+    bundle = Bundle(None, PAYLOAD_TYPE, payload,
+                    private.sign(pae(PAYLOAD_TYPE, payload), ecdsa(private)))
+    verifier = Verifier(load_public_keys(tmp_path / "k.pub"))
+    manifest = Manifest("m", "1.0.0", (Resource("card.yaml", "0" * 64),))
+    with pytest.raises(SignatureError, match="the signed payload is not JSON: nested more than 32 levels"):
         verifier.verify(bundle, manifest, "s.json")
 
 

@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from registry.runner.metrics import MetricError, compute_metrics, evaluate
 from registry.runner.run import (
     OUTPUT_CAP_BYTES,
-    MetricError,
     RunResult,
-    compute_metrics,
-    evaluate,
     latency,
     onnx_smoke,
     percentile,

@@ -132,11 +132,11 @@ def test_register_pushes_to_s3_and_a_fresh_clone_pulls_the_same_bytes(
     tmp_path: Path, s3: S3, inputs: Path, cli: Callable[..., Result]
 ) -> None:
     from registry.repo import storage
-    from registry.signing import oms as signing
+    from registry.signing.keys import generate_keypair
 
     reg = s3_registry(tmp_path, s3, cli)
     assert s3.keys() == []
-    key_path, pub_path = signing.generate_keypair(tmp_path / "alice", None)
+    key_path, pub_path = generate_keypair(tmp_path / "alice", None)
     weights = (inputs / "model.safetensors").read_bytes()
     ok(cli, "register", NAME, "1.0.0", "--card", str(inputs / "card.yaml"),
        "--artifact", str(inputs / "model.safetensors"), "--artifact", str(inputs / "config.json"),

@@ -25,7 +25,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from registry.runner import run as runner
-from registry.runner.run import evaluate, latency, sandbox, smoke
+from registry.runner import sandbox as confinement_module
+from registry.runner.metrics import evaluate
+from registry.runner.run import latency, smoke
+from registry.runner.sandbox import sandbox
 
 DENIED = "PermissionError"
 
@@ -49,7 +52,7 @@ def output(result: runner.RunResult) -> object:
 def without_unshare(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """As on a machine where unprivileged user namespaces are off (Ubuntu's AppArmor default)."""
     sandbox.cache_clear()
-    monkeypatch.setattr(runner, "UNSHARE", ("registry-test-no-such-unshare", "--"))
+    monkeypatch.setattr(confinement_module, "UNSHARE", ("registry-test-no-such-unshare", "--"))
     yield
     sandbox.cache_clear()
 
@@ -90,10 +93,10 @@ def test_child_cannot_read_the_parents_environment(mode: str, tmp_path: Path, mo
 
 def test_parent_is_dumpable_again_after_the_run(tmp_path: Path) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    before = libc.prctl(runner.PR_GET_DUMPABLE, 0, 0, 0, 0)
+    before = libc.prctl(confinement_module.PR_GET_DUMPABLE, 0, 0, 0, 0)
     output(smoke(model_folder(tmp_path, "def load(p):\n    return 1\ndef predict(m, x):\n    return x\n"),
                  "predict.py", [1], timeout_s=60))
-    assert libc.prctl(runner.PR_GET_DUMPABLE, 0, 0, 0, 0) == before
+    assert libc.prctl(confinement_module.PR_GET_DUMPABLE, 0, 0, 0, 0) == before
 
 
 # --- the network ---------------------------------------------------------------------
@@ -121,7 +124,7 @@ def test_child_cannot_connect_to_a_listening_port(mode: str, tmp_path: Path, req
     confinement = sandbox()
     if mode == "namespaces" and not confinement.prefix:
         pytest.skip(f"unshare does not work here: {confinement.notes}")
-    if mode == "no-unshare" and confinement.landlock_abi < runner.LANDLOCK_NET_ABI:
+    if mode == "no-unshare" and confinement.landlock_abi < confinement_module.LANDLOCK_NET_ABI:
         pytest.skip(f"no Landlock network rules here (ABI {confinement.landlock_abi})")
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -244,7 +247,7 @@ PARENT = """\
 import json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 import child as _runner_child
-from registry.runner import run as runner
+from registry.runner import sandbox
 
 _runner_child.confine(os.getcwd(), 0)  # no capability, for this process and the peeking one
 
@@ -255,7 +258,7 @@ peek = [sys.executable, "-I", "-c", (
     "except OSError as exc:\\n"
     "    print(type(exc).__name__)\\n")]
 dumpable = subprocess.run(peek, capture_output=True, text=True, check=True).stdout
-with runner._not_dumpable():
+with sandbox.not_dumpable():
     hidden = subprocess.run(peek, capture_output=True, text=True, check=True).stdout
 print(json.dumps([dumpable, hidden]))
 """

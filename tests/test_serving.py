@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -25,7 +26,9 @@ import pytest
 from registry import api
 from registry.errors import UsageError
 from registry.serving import puller as serving
-from registry.signing import oms as signing
+from registry.serving.remote import CHUNK
+from registry.signing.bundle import sign_folder, verify_folder
+from registry.signing.keys import generate_keypair, key_id, load_public_keys, read_private_key
 from tests.conftest import CARD, Result, git, isolate
 
 BIG = 48 << 20  # 50 MB: a download takes a while, and the test stays quick
@@ -55,7 +58,7 @@ def _register(reg: api.Registry, inputs: Path, name: str, version: str, files: d
     reg.register(name, version, folder / "card.yaml", [folder / f for f in files], no_branch=True)
     if key is not None:
         version_dir = reg.version_dir(name, version)
-        signing.sign_folder(version_dir, name, version, signing.load_private_key(key))
+        sign_folder(version_dir, name, version, read_private_key(key))
         git(reg.root, "add", str(version_dir / "signature.json"))
         git(reg.root, "commit", "--quiet", "-m", f"Sign {name}@{version}")
 
@@ -76,8 +79,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # As GitHub does: partial clones are allowed, so the mirror really is blob-less.
         git(origin, "config", "uploadpack.allowFilter", "true")
         reg = api.init(base / "reg", dvc_remote=str(base / "dvc-remote"))
-        signing.generate_keypair(base / "release")
-        signing.generate_keypair(base / "rogue")
+        generate_keypair(base / "release")
+        generate_keypair(base / "rogue")
         release, rogue = base / "release.key", base / "rogue.key"
         inputs = base / "inputs"
         inputs.mkdir()
@@ -162,13 +165,13 @@ def test_first_pull_gives_identical_bytes_and_an_unchanged_poll_reads_nothing(
     assert got["weights.bin"] == (world.inputs / "m-1.0.0" / "weights.bin").read_bytes()
     assert got["config.json"] == b'{"v": "1.0.0"}\n'
     # The served folder is the signed folder: the signature verifies on it as it stands.
-    signing.verify_folder(current, "m", "1.0.0", signing.load_public_keys(world.trusted))
+    verify_folder(current, "m", "1.0.0", load_public_keys(world.trusted))
     state = json.loads((serve / "state.json").read_text())
     assert state["registry_commit"] == world.commit("v1") and state["stage"] == "production"
     model = state["models"]["m"]
     assert model["version"] == "1.0.0" and model["path"] == "m/versions/1.0.0" and "traffic" not in model
     assert model["sha256"]["weights.bin"] == hashlib.sha256(got["weights.bin"]).hexdigest()
-    assert model["signed_by"] == signing.key_id(signing.load_public_keys(world.trusted)[0])
+    assert model["signed_by"] == key_id(load_public_keys(world.trusted)[0])
     text = metrics.read_text()
     assert 'registry_serving_version_info{model="m",version="1.0.0",stage="production"} 1' in text
     assert "registry_pull_failures_total 0" in text
@@ -506,22 +509,84 @@ def test_watch_picks_up_a_promotion_and_exits_cleanly_on_sigterm(
     assert os.readlink(serve / "m" / "current") == "versions/1.1.0"
 
 
+def _open_fifo_for_writing(fifo: Path, proc: subprocess.Popen[str], timeout: float) -> int:
+    """The write end of fifo, once proc has opened it for reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            if exc.errno != errno.ENXIO or proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the pull never opened {fifo}: {exc}") from None
+            time.sleep(0.005)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    rest = memoryview(data)
+    while rest:
+        rest = rest[os.write(fd, rest):]
+
+
+def _wait_until_delivered(proc: subprocess.Popen[str], sig: int, timeout: float) -> None:
+    """Until the kernel has delivered sig to proc (its handler ran): nothing pending in /proc/PID/status."""
+    status = Path(f"/proc/{proc.pid}/status")
+    if not status.exists():
+        return
+    deadline = time.monotonic() + timeout
+    bit = 1 << (sig - 1)
+    while time.monotonic() < deadline:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        if not any(int(fields.get(name, "0").strip(), 16) & bit for name in ("SigPnd", "ShdPnd")):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"signal {sig} still pending for {proc.pid} after {timeout} s")
+
+
 def test_sigterm_during_a_download_abandons_it_safely(world: World, origin: Path, tmp_path: Path) -> None:
+    """The DVC remote's copy of big@1.1.0 is a named pipe this test feeds: the signal arrives with
+    the download half done, every time; the rest then arrives too, and is not used."""
     serve = tmp_path / "serve"
     merge_to(origin, world, "big1")
     pull(serve, origin, world, models=["big"])
     merge_to(origin, world, "big2")
+    weights = (world.inputs / "big-1.1.0" / "weights.bin").read_bytes()
+    md5 = hashlib.md5(weights, usedforsecurity=False).hexdigest()
+    blob = world.remote / "files" / "md5" / md5[:2] / md5[2:]
+    aside = blob.with_name(f"{blob.name}.aside")
+    blob.rename(aside)
+    os.mkfifo(blob)
     proc = subprocess.Popen(command("--stage", "production", "--to", serve, "--model", "big", "--trusted-keys",
-                                    world.trusted, "--watch", "--interval", "30"),
+                                    world.trusted, "--watch", "--interval", "30", "--json"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and time.monotonic() < deadline and not list(serve.glob(".tmp-big-*/weights.bin")) \
-            and os.readlink(serve / "big" / "current") == "versions/1.0.0":
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=20)
+    try:
+        fd = _open_fifo_for_writing(blob, proc, 30)
+        try:
+            first = CHUNK  # what the pull reads at a time: it then waits for the next chunk
+            _write_all(fd, weights[:first])
+            deadline = time.monotonic() + 30
+            while not any(p.stat().st_size == first for p in serve.glob(".tmp-big-*/weights.bin")):
+                assert time.monotonic() < deadline and proc.poll() is None, "the first bytes never arrived"
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGTERM)
+            _wait_until_delivered(proc, signal.SIGTERM, 10)
+            with contextlib.suppress(BrokenPipeError):  # the pull stops reading, as it should
+                _write_all(fd, weights[first:])
+        finally:
+            os.close(fd)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        blob.unlink()
+        aside.rename(blob)
     assert proc.returncode == 0, err
-    assert os.readlink(serve / "big" / "current") in ("versions/1.0.0", "versions/1.1.0")
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events == ["watching", "stopped"], out
+    assert os.readlink(serve / "big" / "current") == "versions/1.0.0"
     assert leftovers(serve) == [] and "Traceback" not in err
 
 

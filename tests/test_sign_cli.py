@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from registry.signing import oms as signing
+from registry.signing import keys as signing_keys
 from tests.conftest import Result, git, index_tree, merge, new_weights, snapshot
 
 NAME = "credit-approval"
@@ -146,10 +146,10 @@ def test_keys_generate_writes_a_p256_pair(env: Env) -> None:
     key, pub = env.keys / "release.key", env.keys / "release.pub"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"-----BEGIN PRIVATE KEY-----" in key.read_bytes()  # not encrypted without a passphrase
-    (public,) = signing.load_public_keys(pub)
+    (public,) = signing_keys.load_public_keys(pub)
     assert public.curve.name == "secp256r1"
-    assert signing.load_private_key(key).public_key() == public
-    key_id = signing.key_id(public)
+    assert signing_keys.read_private_key(key).public_key() == public
+    key_id = signing_keys.key_id(public)
     assert key_id[:16] in result.out and "not encrypted" in result.out
     assert "trusted_keys" in result.out
 
@@ -157,7 +157,7 @@ def test_keys_generate_writes_a_p256_pair(env: Env) -> None:
 def test_keys_generate_json(env: Env) -> None:
     data = json.loads(env.ok("keys", "generate", "--out", str(env.keys / "ci"), "--json").out)
     assert data == {"private_key": str(env.keys / "ci.key"), "public_key": str(env.keys / "ci.pub"),
-                    "key_id": signing.key_id(signing.load_public_keys(env.keys / "ci.pub")[0]),
+                    "key_id": signing_keys.key_id(signing_keys.load_public_keys(env.keys / "ci.pub")[0]),
                     "encrypted": False, "warnings": []}
 
 
@@ -172,15 +172,15 @@ def test_keys_generate_encrypts_with_the_named_variable(env: Env, monkeypatch: p
     key = env.keys / "release.key"
     assert b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in key.read_bytes()
     assert "correct horse" not in result.out + result.err and "encrypted with your passphrase" in result.out
-    signing.load_private_key(key, b"correct horse")
-    with pytest.raises(signing.SigningKeyError, match="wrong passphrase"):
-        signing.load_private_key(key, b"wrong")
+    signing_keys.read_private_key(key, b"correct horse")
+    with pytest.raises(signing_keys.SigningKeyError, match="wrong passphrase"):
+        signing_keys.read_private_key(key, b"wrong")
 
 
 def test_keys_generate_uses_registry_key_passphrase_when_set(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REGISTRY_KEY_PASSPHRASE", "s3cret")
     env.ok("keys", "generate", "--out", str(env.keys / "release"))
-    signing.load_private_key(env.keys / "release.key", b"s3cret")
+    signing_keys.read_private_key(env.keys / "release.key", b"s3cret")
 
 
 def test_keys_generate_warns_inside_a_git_work_tree(env: Env) -> None:
@@ -218,7 +218,7 @@ def test_register_signs_in_the_registration_commit(env: Env) -> None:
     assert git(env.reg, "log", "--format=%s", "-1").strip() == f"Register {NAME}@1.0.0"
     assert not git(env.reg, "status", "--porcelain")
     verified = env.ok("verify", f"{NAME}@1.0.0", "--trusted-keys", str(pub)).out
-    key_id = signing.key_id(signing.load_public_keys(pub)[0])
+    key_id = signing_keys.key_id(signing_keys.load_public_keys(pub)[0])
     assert f"signature verified by key {key_id[:16]} ({pub})" in verified
     assert "3 files: card.yaml, config.json, model.safetensors" in verified
 
@@ -265,7 +265,7 @@ def test_sign_commits_on_its_own_branch(signed: Env) -> None:
     assert git(env.reg, "rev-parse", "HEAD~1").strip() == main
     assert committed_files(env.reg) == [f"{V2}/signature.json"]
     message = git(env.reg, "log", "--format=%B", "-1")
-    key_id = signing.key_id(signing.load_public_keys(env.keys / "alice.pub")[0])
+    key_id = signing_keys.key_id(signing_keys.load_public_keys(env.keys / "alice.pub")[0])
     assert message.startswith(f"Sign {NAME}@1.1.0\n") and f"Signed-with-key: {key_id}" in message
     assert not git(env.reg, "status", "--porcelain")
     assert "signature verified" in env.ok("verify", f"{NAME}@1.1.0").out
@@ -295,7 +295,7 @@ def test_sign_force_replaces_the_signature(signed: Env) -> None:
     env.ok("verify", f"{NAME}@1.0.0", "--trusted-keys", str(bob_pub))
     result = env.run("verify", f"{NAME}@1.0.0")  # registry.yaml trusts alice only
     assert result.code == 1
-    bob_id = signing.key_id(signing.load_public_keys(bob_pub)[0])
+    bob_id = signing_keys.key_id(signing_keys.load_public_keys(bob_pub)[0])
     assert f"signed by unknown key {bob_id} (not among the 1 trusted key(s))" in result.err
 
 
@@ -378,7 +378,7 @@ def test_verify_with_the_registry_trusted_keys(signed: Env) -> None:
     env = signed
     before = state(env.reg, repo=env.reg)
     result = env.ok("verify", f"{NAME}@1.0.0")
-    key_id = signing.key_id(signing.load_public_keys(env.keys / "alice.pub")[0])
+    key_id = signing_keys.key_id(signing_keys.load_public_keys(env.keys / "alice.pub")[0])
     assert result.out.startswith(f"{NAME}@1.0.0: signature verified by key {key_id[:16]} (keys/alice.pub)")
     data = json.loads(env.ok("verify", f"{NAME}@1.0.0", "--json").out)
     assert data == {"name": NAME, "version": "1.0.0", "verified": True, "subject": f"{NAME}@1.0.0",
@@ -473,7 +473,7 @@ def signing_md5(pointer: Path) -> str:
 
 def test_show_reports_the_signature_status(signed: Env, tmp_path: Path) -> None:
     env = signed
-    key_id = signing.key_id(signing.load_public_keys(env.keys / "alice.pub")[0])
+    key_id = signing_keys.key_id(signing_keys.load_public_keys(env.keys / "alice.pub")[0])
     status = show_signature(env, f"{NAME}@1.0.0")
     assert status["status"] == f"verified by {key_id[:16]} (keys/alice.pub)"
     assert status["present"] is True and status["key_id"] == key_id and status["unchecked"] == []

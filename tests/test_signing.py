@@ -21,8 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from registry.errors import RegistryError
-from registry.signing import oms as signing
-from registry.signing.oms import SignatureError, SigningKeyError
+from registry.signing.bundle import PAYLOAD_TYPE, Verified, pae, sign_folder, verify_folder
+from registry.signing.keys import (
+    SigningKeyError,
+    generate_keypair,
+    load_public_keys,
+    read_private_key,
+)
+from registry.signing.manifest import Manifest, Resource, SignatureError
 
 NAME, VERSION = "demo", "1.0.0"
 WEIGHTS = bytes(range(256)) * 5000  # over 1 MiB: more than one read chunk
@@ -50,7 +56,7 @@ def make_version(root: Path, name: str = NAME, version: str = VERSION) -> Path:
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
     (tmp_path / "keys").mkdir()
-    return signing.generate_keypair(tmp_path / "keys" / "alice", None)
+    return generate_keypair(tmp_path / "keys" / "alice", None)
 
 
 @pytest.fixture
@@ -59,13 +65,13 @@ def folder(tmp_path: Path) -> Path:
 
 
 def sign(folder: Path, key_path: Path, name: str = NAME, version: str = VERSION) -> Path:
-    return signing.sign_folder(folder, name, version, signing.load_private_key(key_path))
+    return sign_folder(folder, name, version, read_private_key(key_path))
 
 
 def verify(
     folder: Path, pub_path: Path, name: str = NAME, version: str = VERSION, **kw: Any
-) -> signing.Verified:
-    return signing.verify_folder(folder, name, version, signing.load_public_keys(pub_path), **kw)
+) -> Verified:
+    return verify_folder(folder, name, version, load_public_keys(pub_path), **kw)
 
 
 def bundle_of(folder: Path) -> dict[str, Any]:
@@ -84,8 +90,8 @@ def resign(folder: Path, key_path: Path, change: Callable[[dict[str, Any]], None
     statement = payload_of(bundle)
     change(statement)
     payload = json.dumps(statement).encode()
-    key = signing.load_private_key(key_path)
-    sig = key.sign(signing.pae(signing.PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    key = read_private_key(key_path)
+    sig = key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
     bundle["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
     bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
     (folder / "signature.json").write_text(json.dumps(bundle))
@@ -150,12 +156,12 @@ def test_bundle_is_the_oms_format(folder: Path, keys: tuple[Path, Path]) -> None
 
 
 def test_resources_ordered_by_path_parts_like_model_signing() -> None:
-    manifest = signing.Manifest(
+    manifest = Manifest(
         "m",
         "1.0.0",
         (
-            signing.Resource("a-b/x", "00" * 32),
-            signing.Resource("a/b", "11" * 32),
+            Resource("a-b/x", "00" * 32),
+            Resource("a/b", "11" * 32),
         ),
     )
     # "a-b/x" < "a/b" as strings, but model_signing compares path parts: "a" < "a-b".
@@ -179,7 +185,7 @@ def test_flipped_byte_in_artifact_names_the_file(folder: Path, keys: tuple[Path,
 
 def test_wrong_key_refused(folder: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
     key_path, _ = keys
-    _, other_pub = signing.generate_keypair(tmp_path / "mallory", None)
+    _, other_pub = generate_keypair(tmp_path / "mallory", None)
     sign(folder, key_path)
     assert "signed by unknown key" in refused(folder, other_pub)
 
@@ -188,7 +194,7 @@ def test_key_hint_forged_to_a_trusted_key_is_a_bad_signature(
     folder: Path, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     _, pub_path = keys
-    mallory_key, _ = signing.generate_keypair(tmp_path / "mallory", None)
+    mallory_key, _ = generate_keypair(tmp_path / "mallory", None)
     sign(folder, mallory_key)
     bundle = bundle_of(folder)
     bundle["verificationMaterial"]["publicKey"]["hint"] = hashlib.sha256(
@@ -329,7 +335,7 @@ def test_missing_signature(folder: Path, keys: tuple[Path, Path]) -> None:
 
 
 def test_private_key_mode_0600(tmp_path: Path) -> None:
-    key_path, pub_path = signing.generate_keypair(tmp_path / "k", None)
+    key_path, pub_path = generate_keypair(tmp_path / "k", None)
     assert (key_path.name, pub_path.name) == ("k.key", "k.pub")
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
@@ -338,50 +344,50 @@ def test_private_key_mode_0600(tmp_path: Path) -> None:
 
 
 def test_generate_refuses_to_overwrite(tmp_path: Path) -> None:
-    key_path, _ = signing.generate_keypair(tmp_path / "k", None)
+    key_path, _ = generate_keypair(tmp_path / "k", None)
     before = key_path.read_bytes()
     with pytest.raises(SigningKeyError, match="already exists"):
-        signing.generate_keypair(tmp_path / "k", None)
+        generate_keypair(tmp_path / "k", None)
     assert key_path.read_bytes() == before
 
 
 def test_encrypted_key_needs_passphrase(folder: Path, tmp_path: Path) -> None:
-    key_path, pub_path = signing.generate_keypair(tmp_path / "k", b"s3cret")
+    key_path, pub_path = generate_keypair(tmp_path / "k", b"s3cret")
     assert key_path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     with pytest.raises(SigningKeyError, match="key is encrypted; give its passphrase"):
-        signing.load_private_key(key_path)
+        read_private_key(key_path)
     with pytest.raises(SigningKeyError, match="wrong passphrase"):
-        signing.load_private_key(key_path, b"guess")
-    signing.sign_folder(folder, NAME, VERSION, signing.load_private_key(key_path, b"s3cret"))
+        read_private_key(key_path, b"guess")
+    sign_folder(folder, NAME, VERSION, read_private_key(key_path, b"s3cret"))
     assert verify(folder, pub_path).subject == "demo@1.0.0"
 
 
 def test_trusted_keys_file_with_several_pems(folder: Path, tmp_path: Path) -> None:
-    _, alice_pub = signing.generate_keypair(tmp_path / "alice", None)
-    bob_key, bob_pub = signing.generate_keypair(tmp_path / "bob", None)
+    _, alice_pub = generate_keypair(tmp_path / "alice", None)
+    bob_key, bob_pub = generate_keypair(tmp_path / "bob", None)
     trusted = tmp_path / "trusted.pem"
     trusted.write_bytes(b"# release team\n" + alice_pub.read_bytes() + b"\n" + bob_pub.read_bytes())
-    keys = signing.load_public_keys(trusted)
+    keys = load_public_keys(trusted)
     assert len(keys) == 2
     sign(folder, bob_key)
     assert (
-        signing.verify_folder(folder, NAME, VERSION, keys).key_id
+        verify_folder(folder, NAME, VERSION, keys).key_id
         == hashlib.sha256(bob_pub.read_bytes()).hexdigest()
     )
     assert "signed by unknown key" in refused(folder, alice_pub)
 
 
 def test_trusted_keys_file_refuses_private_keys_and_junk(tmp_path: Path) -> None:
-    key_path, pub_path = signing.generate_keypair(tmp_path / "k", None)
+    key_path, pub_path = generate_keypair(tmp_path / "k", None)
     mixed = tmp_path / "mixed.pem"
     mixed.write_bytes(pub_path.read_bytes() + key_path.read_bytes())
     with pytest.raises(SigningKeyError, match="key 2: is a PRIVATE KEY, expected a PUBLIC KEY"):
-        signing.load_public_keys(mixed)
+        load_public_keys(mixed)
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key\n")
     with pytest.raises(SigningKeyError, match="no PEM public key found"):
-        signing.load_public_keys(junk)
+        load_public_keys(junk)
 
 
 # --- interop with model_signing 1.1 ----------------------------------------------

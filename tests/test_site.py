@@ -91,7 +91,8 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built
 
     import registry
     from registry import api
-    from registry.signing import oms as signing
+    from registry.signing.bundle import sign_folder
+    from registry.signing.keys import generate_keypair, read_private_key
 
     base = tmp_path_factory.mktemp("site-registry")
     with pytest.MonkeyPatch.context() as mp:
@@ -116,8 +117,8 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built
         def promote(name: str, version: str, to: str, reason: str, **options: object) -> None:
             reg.promote(name, version, to, reason, no_branch=True, **options)
 
-        trusted_key, trusted_pub = signing.generate_keypair(base / "release")
-        other_key, _ = signing.generate_keypair(base / "intruder")
+        trusted_key, trusted_pub = generate_keypair(base / "release")
+        other_key, _ = generate_keypair(base / "intruder")
 
         register("credit-approval", "1.0.0", BASE_CARD.format(metrics=CREDIT_METRICS["1.0.0"]))
         built.commits["first"] = git(root, "rev-parse", "HEAD").strip()
@@ -136,8 +137,8 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built
         built.commits["unsigned"] = _commit_all(root, "Trust the release key", "keys/release.pub", "registry.yaml")
 
         def sign(version: str, key: Path) -> None:
-            signing.sign_folder(reg.version_dir("credit-approval", version), "credit-approval", version,
-                                signing.load_private_key(key))
+            sign_folder(reg.version_dir("credit-approval", version), "credit-approval", version,
+                        read_private_key(key))
             _commit_all(root, f"Sign credit-approval@{version}",
                         f"models/credit-approval/{version}/signature.json")
 

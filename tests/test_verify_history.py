@@ -44,14 +44,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     from registry import api
     from registry.changes import sign as sign_module
-    from registry.signing import oms as signing
+    from registry.signing.keys import generate_keypair
 
     root = tmp_path_factory.mktemp("history-template")
     with pytest.MonkeyPatch.context() as monkeypatch:
         isolate(monkeypatch, root / "home")
         reg = api.init(root / "reg", dvc_remote=str(root / "dvc-remote"))
         repo = reg.root
-        signing.generate_keypair(root / "release")
+        generate_keypair(root / "release")
         (repo / "keys").mkdir()
         shutil.copy(root / "release.pub", repo / "keys/release.pub")
         config = repo / "registry.yaml"

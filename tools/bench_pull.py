@@ -53,13 +53,14 @@ def median_ms(action: Callable[[], object], runs: int) -> float:
 def build(base: Path, megabytes: int) -> tuple[Path, Path, Path]:
     """(origin, public key, the DVC remote) with m@1.0.0 in production and m@1.1.0 in staging."""
     from registry import api
-    from registry.signing import oms as signing
+    from registry.signing.bundle import sign_folder
+    from registry.signing.keys import generate_keypair, read_private_key
 
     origin = base / "origin.git"
     git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
     git(origin, "config", "uploadpack.allowFilter", "true")
     reg = api.init(base / "reg", dvc_remote=str(base / "dvc-remote"))
-    key, public = signing.generate_keypair(base / "release")
+    key, public = generate_keypair(base / "release")
     for version in ("1.0.0", "1.1.0"):
         folder = base / f"in-{version}"
         folder.mkdir()
@@ -69,7 +70,7 @@ def build(base: Path, megabytes: int) -> tuple[Path, Path, Path]:
                 out.write(block[:-8] + i.to_bytes(8, "little"))
         (folder / "card.yaml").write_text(CARD)
         reg.register("m", version, folder / "card.yaml", [folder / "weights.bin"], no_branch=True)
-        signing.sign_folder(reg.version_dir("m", version), "m", version, signing.load_private_key(key))
+        sign_folder(reg.version_dir("m", version), "m", version, read_private_key(key))
         git(reg.root, "add", "-A")
         git(reg.root, "commit", "--quiet", "-m", f"Sign m@{version}")
         reg.promote("m", version, "staging", "bench", no_branch=True)
@@ -89,8 +90,10 @@ def main() -> None:
                        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
                        "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com"})
     try:
-        from registry.serving.puller import Puller, signing
+        from registry.serving.puller import Puller
         from registry.serving.remote import hash_file
+        from registry.signing.bundle import verify_folder
+        from registry.signing.keys import load_public_keys
 
         print(f"building a registry with two signed {options.mb} MiB versions in {base} ...", flush=True)
         origin, public, remote = build(base, options.mb)
@@ -118,7 +121,7 @@ def main() -> None:
         git(reg, "push", "--quiet", "origin", "main")
         promote_s = timed(puller.poll)
         assert os.readlink(serve / "m" / "current") == "versions/1.1.0"
-        signing.verify_folder(serve / "m" / "current", "m", "1.1.0", signing.load_public_keys(public))
+        verify_folder(serve / "m" / "current", "m", "1.1.0", load_public_keys(public))
 
         print(f"\nunchanged poll        {poll_ms:8.1f} ms   (median of {options.polls}; target <= 100 ms)")
         print(f"  baseline ls-remote  {ls_remote_ms:8.1f} ms   poll / ls-remote = {poll_ms / ls_remote_ms:.2f}x")

@@ -22,8 +22,8 @@ from registry.files import cards, yamlio
 from registry.repo import git
 from registry.repo.registry import Registry
 from registry.signing import keys
-from registry.signing import oms as signing
-from registry.signing.oms import SIGNATURE_FILE
+from registry.signing.bundle import Signer
+from registry.signing.manifest import SIGNATURE_FILE, hash_folder
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -86,9 +86,9 @@ def sign_version(
     private_key = keys.load_private_key(key_path, passphrase)
     # Everything is hashed and checked before anything changes: a refusal leaves no trace.
     with version_files(reg, name, version) as files, relative_errors(reg, files, folder):
-        manifest = signing.hash_folder(files, name, version)
+        manifest = hash_folder(files, name, version)
     check_against_card(manifest, card, rel)
-    bundle = signing.Signer(private_key).sign(manifest)
+    bundle = Signer(private_key).sign(manifest)
 
     def restore() -> None:
         if previous is None:
@@ -109,9 +109,9 @@ def sign_version(
 
 def sign_new_version(folder: Path, card: cards.Card, private_key: ec.EllipticCurvePrivateKey) -> str:
     """Sign a folder `register` has just written; returns the key id. The caller commits it."""
-    manifest = signing.hash_folder(folder, card.name, card.version)
+    manifest = hash_folder(folder, card.name, card.version)
     check_against_card(manifest, card, str(folder))
-    bundle = signing.Signer(private_key).sign(manifest)
+    bundle = Signer(private_key).sign(manifest)
     yamlio.atomic_write(folder / SIGNATURE_FILE, bundle.to_json())
     return bundle.key_id or ""
 

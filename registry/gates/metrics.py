@@ -117,7 +117,7 @@ def _data_rev(ctx: CheckContext, eval_set: EvalSet) -> tuple[str, str]:
 
 def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set: EvalSet) -> tuple[list[str], str]:
     """Run the model on one evaluation set and compare with the card's claims."""
-    from registry.runner import run as runner
+    from registry.runner import metrics as runner
 
     path = eval_set.path
     names = list(eval_set.metrics or card.metrics)

@@ -8,7 +8,9 @@ from registry.errors import RegistryError
 from registry.gates.common import stage_policy
 from registry.gates.result import GateResult
 from registry.repo.registry import MODELS_DIR
-from registry.signing import oms as signing
+from registry.signing.bundle import verify_folder
+from registry.signing.keys import keys_in_commit
+from registry.signing.manifest import SIGNATURE_FILE
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,8 +20,8 @@ if TYPE_CHECKING:
 
 def trusted_keys(ctx: CheckContext) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
     """Keys named by base's registry.yaml, read from base's tree (a PR cannot add its own key)."""
-    return signing.keys_in_commit(ctx.config.trusted_keys, lambda path: ctx.read(ctx.base, path),
-                                  "the base commit")
+    return keys_in_commit(ctx.config.trusted_keys, lambda path: ctx.read(ctx.base, path),
+                          "the base commit")
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
@@ -33,7 +35,7 @@ def run(ctx: CheckContext) -> list[GateResult]:
             continue
         required = bool(policy and policy.require_signature)
         why = f"the {target} policy requires a signature" if required else "no signature is required"
-        path = f"{MODELS_DIR}/{model}/{version}/{signing.SIGNATURE_FILE}"
+        path = f"{MODELS_DIR}/{model}/{version}/{SIGNATURE_FILE}"
         if ctx.read(ctx.head, path) is None:
             status = "fail" if required else "skip"
             hint = f"; sign it with `registry sign {model}@{version} --key KEY`" if required else ""
@@ -46,7 +48,7 @@ def run(ctx: CheckContext) -> list[GateResult]:
             continue
         try:
             folder = ctx.version_folder(model, version)
-            signing.verify_folder(folder, model, version, keys)
+            verify_folder(folder, model, version, keys)
         except RegistryError as exc:
             # Name the folder as the registry does, not the temporary copy it may have been read from.
             message = str(exc).replace(str(ctx.version_folder(model, version)), path.rsplit("/", 1)[0])

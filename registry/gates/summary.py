@@ -166,13 +166,14 @@ def _facts(ctx: Checked, rev: str, card: Card) -> VersionFacts:
 
 
 def _signer(ctx: Checked, rev: str, card: Card) -> str:
-    from registry.signing import oms as signing
+    from registry.signing.bundle import Bundle
+    from registry.signing.manifest import SIGNATURE_FILE
 
-    text = ctx.read(rev, f"{MODELS_DIR}/{card.name}/{card.version}/{signing.SIGNATURE_FILE}")
+    text = ctx.read(rev, f"{MODELS_DIR}/{card.name}/{card.version}/{SIGNATURE_FILE}")
     if text is None:
         return "unsigned"
     try:
-        key = signing.Bundle.from_json(text, "signature.json").key_id
+        key = Bundle.from_json(text, "signature.json").key_id
     except (RegistryError, RecursionError):
         return "unreadable signature"
     verdict = next((r.status for r in ctx.results if r.gate == "signature" and r.model == card.name

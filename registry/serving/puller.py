@@ -11,9 +11,10 @@
 One poll: ``git ls-remote`` the ref; if it still names the commit last applied,
 stop there (no fetch, no download, no write). Otherwise fetch it into a blob-less
 mirror, refuse it unless it descends from the commit last applied, resolve the stage
-with `registry.manifest.build`, and for each model whose version changed download
+(`registry.serving.resolve`), and for each model whose version changed download
 its files into ``DIR/.tmp-*`` (hashing as they arrive), check each artifact's size
-and sha256 against the card, the signature against keys given out of band, rename
+and sha256 against the card, the signature against keys given out of band
+(`registry.serving.verify`), rename
 the folder to ``DIR/<name>/versions/<version>`` and, once every model is ready,
 switch each ``DIR/<name>/current`` symlink and write ``DIR/state.json``. Any failure
 before the switch changes nothing that is served; its message says what was refused
@@ -37,14 +38,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError, UsageError
-from registry.files import stages
-from registry.files.layout import CARD_FILE
 from registry.files.names import check_model_name
 from registry.queries import manifest
-from registry.repo import git, storage
-from registry.repo.registry import MODELS_DIR, Registry
-from registry.serving.mirror import Blob, Mirror, SourceError, remote_head
-from registry.serving.remote import ProgressFn, Remote, copy_hashing, from_config, hash_file
+from registry.repo import git
+from registry.serving.mirror import Mirror, SourceError, remote_head
+from registry.serving.remote import ProgressFn, Remote, copy_hashing
+from registry.serving.resolve import resolve
 from registry.serving.store import (
     CURRENT,
     ModelRecord,
@@ -62,7 +61,15 @@ from registry.serving.store import (
     write_metrics,
     write_new,
 )
-from registry.signing import oms as signing
+from registry.serving.verify import (
+    VerificationError,
+    Wanted,
+    check_artifact,
+    check_version,
+    is_trusted,
+    load_trusted_keys,
+    verify_in_place,
+)
 
 __all__ = ["PullError", "PullResult", "Puller", "RewindError", "Served", "Stopped", "VerificationError",
            "pull", "stop_on_signals"]
@@ -70,10 +77,6 @@ __all__ = ["PullError", "PullResult", "Puller", "RewindError", "Served", "Stoppe
 SERVABLE = manifest.SERVABLE
 MIRROR_DIR = "registry.repo.git"
 EventFn = Callable[[dict[str, Any]], None]
-
-
-class VerificationError(PullError):
-    """A version's files do not match its card, or its signature does not verify."""
 
 
 class RewindError(PullError):
@@ -107,35 +110,9 @@ class PullResult:
     events: tuple[dict[str, Any], ...] = ()
 
 
-@dataclass(frozen=True)
-class _Artifact:
-    path: str
-    size: int
-    sha256: str
-    storage: str
-
-
-@dataclass(frozen=True)
-class _Wanted:
-    """What one model must serve at the commit: the version folder's git files and its DVC artifacts."""
-
-    name: str
-    version: str
-    traffic: float | None
-    tree: str  # git tree id of models/<name>/<version>: names every byte of the folder
-    folder: str
-    git_files: tuple[Blob, ...]
-    dvc_md5: Mapping[str, str]  # artifact path -> DVC md5 (from its pointer)
-    artifacts: tuple[_Artifact, ...]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}@{self.version}"
-
-
 @dataclass
 class _Ready:
-    want: _Wanted
+    want: Wanted
     record: VersionRecord
     downloaded_files: int = 0
     downloaded_bytes: int = 0
@@ -146,13 +123,6 @@ class _Ready:
 class _Progress:
     installed: dict[tuple[str, str], VersionRecord] = field(default_factory=dict)
     commit: str | None = None
-
-
-def _safe_relative(path: str, where: str) -> str:
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") or "\0" in p or "\\" in p for p in parts):
-        raise VerificationError(f"{where}: unsafe path {path!r} in the version folder; refused")
-    return path
 
 
 class Puller:
@@ -180,7 +150,7 @@ class Puller:
             check_model_name(name)
         if not ref or ref.startswith("-") or any(c.isspace() for c in ref):
             raise UsageError(f"--ref {ref!r}: not a branch or tag name")
-        self.keys = self._load_keys(trusted_keys, insecure_skip_signature)
+        self.keys = load_trusted_keys(trusted_keys, insecure_skip_signature)
         self.store = ServingDir(Path(to).expanduser().absolute())
         self.stage = stage
         self.source = _normalise_source(source) if source is not None else None
@@ -195,27 +165,6 @@ class Puller:
         self._failures: int | None = None
         self._last_success: float | None = None
         self._refused: tuple[str, str] | None = None
-
-    @staticmethod
-    def _load_keys(trusted_keys: str | Path | Sequence[ec.EllipticCurvePublicKey] | None,
-                   insecure: bool) -> tuple[ec.EllipticCurvePublicKey, ...] | None:
-        if trusted_keys is None:
-            if not insecure:
-                raise UsageError(
-                    "--trusted-keys FILE is required: serving loads only versions whose signature verifies "
-                    "against keys you trust (given here, never taken from the registry); "
-                    "--insecure-skip-signature loads unsigned versions, checking sizes and digests only")
-            return None
-        if insecure:
-            raise UsageError("give --trusted-keys or --insecure-skip-signature, not both")
-        if isinstance(trusted_keys, str | Path):
-            try:
-                return signing.load_public_keys(Path(trusted_keys))
-            except RegistryError as exc:
-                raise UsageError(f"--trusted-keys: {exc}") from None
-        if not trusted_keys:
-            raise UsageError("--trusted-keys: no keys given")
-        return tuple(trusted_keys)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -355,7 +304,7 @@ class Puller:
                     "pass --allow-rewind to accept it")
             rewound = True
         with git.CatFile(mirror.path) as cat:
-            wanted, remote = self._resolve(mirror, cat, commit, source)
+            wanted, remote = resolve(mirror, cat, commit, source, self.stage, self.scope, self._check_stop)
             ready = [self._prepare(cat, want, state, remote, progress) for want in wanted]
         return self._apply(state, source, refname, commit, ready, fetched, rewound)
 
@@ -365,7 +314,7 @@ class Puller:
         for name in state.in_scope(self.scope):
             model = state.models[name]
             record = state.record(name, model.version)
-            if record is None or not self._trusted(record.signed_by):
+            if record is None or not is_trusted(self.keys, record.signed_by):
                 return False
             if self.store.current_version(name) != model.version:
                 return False
@@ -377,74 +326,16 @@ class Puller:
         return PullResult(False, state.registry_commit, state.registry_commit, self.stage,
                           self._served(state), events=(event,))
 
-    def _trusted(self, signed_by: str | None) -> bool:
-        if self.keys is None:
-            return True
-        return signed_by is not None and signed_by in {signing.key_id(k) for k in self.keys}
-
-    # --- resolve: which version folders, with what files --------------------------------
-
-    def _resolve(self, mirror: Mirror, cat: git.CatFile, commit: str, source: str) -> tuple[list[_Wanted], Remote | None]:
-        root = mirror.subtrees(cat, f"{commit}^{{tree}}")
-        model_trees = mirror.subtrees(cat, root[MODELS_DIR][1]) if MODELS_DIR in root else {}
-        names = [n for n in sorted(model_trees) if not self.scope or n in self.scope]
-        unknown = [n for n in self.scope if n not in model_trees]
-        if unknown:
-            raise PullError(f"--model {unknown[0]}: no such model in the registry at {commit[:12]}")
-        model_entries = {n: mirror.subtrees(cat, model_trees[n][1]) for n in names}
-        config_blob = mirror.subtrees(cat, root[".dvc"][1]).get("config") if ".dvc" in root else None
-        # Blobs in two batches: the stage files (and DVC config), then the folders they name.
-        mirror.prefetch([t[stages.STAGES_FILE][1] for t in model_entries.values() if stages.STAGES_FILE in t]
-                        + ([config_blob[1]] if config_blob else []))
-        folders: list[str] = []
-        for name, entries in model_entries.items():
-            if stages.STAGES_FILE not in entries:
-                continue
-            text = cat.read(entries[stages.STAGES_FILE][1]) or b""
-            held = stages.parse(text, f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}")
-            folders += [entries[v][1] for v in held.versions_in(self.stage) if v in entries]
-        mirror.prefetch(b.oid for f in folders for b in mirror.walk(cat, f))
-        self._check_stop()
-        served = manifest.build(Registry(mirror.path), self.stage, at=commit, names=tuple(names)).as_json()["models"]
-        missing = [n for n in self.scope if n not in served]
-        if missing:
-            raise PullError(f"--model {missing[0]}: has no {self.stage} version at registry commit {commit[:12]}")
-        remote = from_config(cat.read(config_blob[1]) if config_blob else None, source)
-        wanted = []
-        for name, entry in sorted(served.items()):
-            version = entry["version"]
-            tree = model_entries[name][version][1]
-            folder = entry["path"]
-            blobs = mirror.walk(cat, tree)
-            for blob in blobs:
-                _safe_relative(blob.path, folder)
-                if blob.mode not in ("100644", "100755"):
-                    raise VerificationError(f"{folder}/{blob.path}: not a regular file (git mode {blob.mode}); refused")
-            artifacts = tuple(_Artifact(_safe_relative(a["path"], folder), int(a["size"]), a["sha256"], a["storage"])
-                              for a in entry["artifacts"])
-            by_path = {b.path: b for b in blobs}
-            dvc_md5 = {}
-            for artifact in artifacts:
-                if artifact.storage == "dvc":
-                    pointer = by_path[f"{artifact.path}.dvc"]
-                    dvc_md5[artifact.path] = _pointer_md5(cat, pointer, f"{folder}/{pointer.path}")
-            git_files = tuple(b for b in blobs if signing.is_signed_file(b.path) or b.path == signing.SIGNATURE_FILE)
-            git_files = tuple(b for b in git_files if b.path not in dvc_md5)
-            wanted.append(_Wanted(name, version, entry.get("traffic"), tree, folder, git_files, dvc_md5, artifacts))
-        if remote is None and any(w.dvc_md5 for w in wanted):
-            raise PullError(".dvc/config names no default remote; the artifacts cannot be downloaded")
-        return wanted, remote
-
     # --- prepare: a verified folder at versions/<version> ------------------------------
 
-    def _prepare(self, cat: git.CatFile, want: _Wanted, state: State | None, remote: Remote | None,
+    def _prepare(self, cat: git.CatFile, want: Wanted, state: State | None, remote: Remote | None,
                  progress: _Progress) -> _Ready:
         self._check_stop()
         known = state.record(want.name, want.version) if state else None
         folder = self.store.version_dir(want.name, want.version)
         serving = self.store.current_version(want.name) == want.version
         if folder.is_dir():
-            if known is not None and known.tree == want.tree and self._trusted(known.signed_by):
+            if known is not None and known.tree == want.tree and is_trusted(self.keys, known.signed_by):
                 return _Ready(want, known)
             if serving and known is not None and known.tree != want.tree:
                 raise VerificationError(
@@ -452,7 +343,7 @@ class Puller:
                     f"{known.tree[:12]}, is now {want.tree[:12]}); a merged version is immutable: "
                     "register a new version instead")
             try:
-                record, hashed = self._verify_in_place(want, folder)
+                record, hashed = verify_in_place(want, folder, self.keys, self._check_stop)
             except VerificationError:
                 if serving:
                     raise
@@ -464,7 +355,7 @@ class Puller:
         progress.installed[(want.name, want.version)] = ready.record
         return ready
 
-    def _download(self, cat: git.CatFile, want: _Wanted, remote: Remote | None) -> _Ready:
+    def _download(self, cat: git.CatFile, want: Wanted, remote: Remote | None) -> _Ready:
         tmp = self.store.new_temp(f"{want.name}-{want.version}")
         digests: dict[str, str] = {}
         sizes: dict[str, int] = {}
@@ -490,80 +381,13 @@ class Puller:
                 size, digest = copy_hashing(src, target, artifact.size, label, self._check_stop, self.progress)
             sizes[path], digests[path] = size, digest
             got_bytes += size
-            self._check_artifact(want, artifact, size, digest, f"the DVC remote's copy at {remote.location(md5)}")
-        signed_by = self._verify(want, tmp, digests, sizes)
+            check_artifact(want, artifact, size, digest, f"the DVC remote's copy at {remote.location(md5)}")
+        signed_by = check_version(want, tmp, digests, sizes, self.keys)
         for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
             fsync_dir(Path(dirpath))
         self.store.install(tmp, want.name, want.version)
         record = VersionRecord(want.tree, dict(sorted(digests.items())), signed_by)
         return _Ready(want, record, downloaded_files=len(want.dvc_md5), downloaded_bytes=got_bytes)
-
-    def _verify_in_place(self, want: _Wanted, folder: Path) -> tuple[VersionRecord, int]:
-        """A folder already at versions/<version> that state.json does not vouch for: hash and check it."""
-        expected = {b.path for b in want.git_files} | set(want.dvc_md5)
-        digests: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        for dirpath, _dirs, files in os.walk(folder):
-            for name in files:
-                path = Path(dirpath, name)
-                relative = path.relative_to(folder).as_posix()
-                if path.is_symlink() or relative not in expected:
-                    raise VerificationError(f"{folder}: holds {relative}, which {want.ref} does not have")
-                sizes[relative], digests[relative] = hash_file(path, self._check_stop)
-        absent = sorted(expected - set(digests))
-        if absent:
-            raise VerificationError(f"{folder}: lacks {', '.join(absent)}")
-        blobs = {b.path: b for b in want.git_files}
-        for relative, blob in blobs.items():
-            data = (folder / relative).read_bytes()
-            if hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest() != blob.oid:
-                raise VerificationError(f"{folder}/{relative}: differs from the registry's {want.folder}/{relative}")
-        for artifact in want.artifacts:
-            self._check_artifact(want, artifact, sizes[artifact.path], digests[artifact.path], str(folder / artifact.path))
-        signed_by = self._verify(want, folder, digests, sizes)
-        return VersionRecord(want.tree, dict(sorted(digests.items())), signed_by), len(digests)
-
-    def _check_artifact(self, want: _Wanted, artifact: _Artifact, size: int, digest: str, where: str) -> None:
-        if size != artifact.size:
-            raise VerificationError(
-                f"{want.ref}: {artifact.path}: size is {size} bytes, expected {artifact.size} "
-                f"(card.yaml); {where} is not the registered artifact")
-        if digest != artifact.sha256:
-            raise VerificationError(
-                f"{want.ref}: {artifact.path}: sha256 is {digest}, expected {artifact.sha256} "
-                f"(card.yaml); {where} is not the registered artifact")
-
-    def _verify(self, want: _Wanted, folder: Path, digests: Mapping[str, str], sizes: Mapping[str, int]) -> str | None:
-        for artifact in want.artifacts:
-            if artifact.path not in digests:
-                raise VerificationError(f"{want.ref}: {artifact.path}: listed in card.yaml but not in {want.folder}")
-            self._check_artifact(want, artifact, sizes[artifact.path], digests[artifact.path], f"{want.folder}/{artifact.path}")
-        card_path = folder / CARD_FILE
-        try:
-            card_bytes = card_path.read_bytes()
-        except FileNotFoundError:
-            raise VerificationError(f"{want.ref}: {want.folder} has no card.yaml") from None
-        if hashlib.sha256(card_bytes).hexdigest() != digests.get(CARD_FILE):
-            raise VerificationError(f"{want.ref}: card.yaml changed while being verified")
-        said = signing.signed_card_names(card_bytes) or "nothing"
-        if said != want.ref:
-            raise VerificationError(f"{want.folder}/card.yaml names {said}, not {want.ref}")
-        if self.keys is None:
-            return None
-        source = f"{want.folder}/{signing.SIGNATURE_FILE}"
-        signature = folder / signing.SIGNATURE_FILE
-        if not signature.is_file():
-            raise VerificationError(f"{want.ref}: not signed ({source} is missing); serving loads only "
-                                    "versions signed by a trusted key")
-        resources = tuple(signing.Resource(p, d) for p, d in digests.items() if signing.is_signed_file(p))
-        try:
-            bundle = signing.Bundle.from_json(signature.read_bytes(), source)
-            verified = signing.Verifier(self.keys).verify(
-                bundle, signing.Manifest(want.name, want.version, resources), source)
-        except signing.SignatureError as exc:
-            trusted = ", ".join(signing.key_id(k)[:16] for k in self.keys)
-            raise VerificationError(f"{want.ref}: {exc} (trusted keys: {trusted})") from None
-        return verified.key_id
 
     # --- apply: switch, record, prune ---------------------------------------------------
 
@@ -708,10 +532,6 @@ def _model_json(model: ModelRecord) -> dict[str, Any]:
     if model.traffic is not None:
         data["traffic"] = model.traffic
     return data
-
-
-def _pointer_md5(cat: git.CatFile, pointer: Blob, path: str) -> str:
-    return storage.parse_pointer(cat.read(pointer.oid) or b"", path).md5
 
 
 def _normalise_source(source: str) -> str:

@@ -1,8 +1,11 @@
 """Verifying a registered version's signature against the registry's trusted keys.
 
 The one place that decides a version's signature status ("verified by KEY", "invalid",
-"unverified", "unsigned"): `show`, the REST API, the site and the signature gate ask here."""
-
+"unverified", "unsigned") from the work tree: `registry show` and what shows a version
+through `registry.queries.inventory` (the REST API, MCP) ask `signature_status`;
+`registry verify` asks `verify_version`. The site (from a commit's blobs), the signature
+gate (keys from the base commit) and `registry pull` (keys given out of band, digests of
+what it downloaded) still verify on their own terms."""
 
 from __future__ import annotations
 
@@ -19,8 +22,15 @@ from registry.errors import RegistryError, StorageError, UsageError
 from registry.files import cards, config, yamlio
 from registry.repo import git, storage
 from registry.repo.registry import Registry
-from registry.signing import oms as signing
-from registry.signing.oms import SIGNATURE_FILE, SignatureError, SigningKeyError
+from registry.signing.bundle import Bundle, Verified, Verifier, verify_folder
+from registry.signing.keys import SigningKeyError, key_id, load_public_keys, parse_public_keys
+from registry.signing.manifest import (
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    hash_folder,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -49,7 +59,7 @@ class VerifiedVersion:
                 "key_id": self.key_id, "trusted_key": self.key_source, "files": list(self.files)}
 
 
-def check_against_card(manifest: signing.Manifest, card: cards.Card, where: str) -> None:
+def check_against_card(manifest: Manifest, card: cards.Card, where: str) -> None:
     """The files to sign are exactly the card and the artifacts it lists, with its digests."""
     listed = {a.path: a.sha256 for a in card.artifacts}
     actual = manifest.digests()
@@ -79,8 +89,8 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
     if keys_file is not None:
         if not keys_file.is_file():
             raise UsageError(f"--trusted-keys {keys_file}: no such file")
-        found = signing.load_public_keys(keys_file)
-        return TrustedKeys(found, {signing.key_id(k): str(keys_file) for k in found})
+        found = load_public_keys(keys_file)
+        return TrustedKeys(found, {key_id(k): str(keys_file) for k in found})
     listed = reg.config.trusted_keys
     if not listed:
         raise SigningKeyError(
@@ -101,9 +111,9 @@ def trusted_keys(reg: Registry, keys_file: Path | None = None) -> TrustedKeys:
             raise SigningKeyError(_config_problem(reg, index, f"{rel} does not exist in the work tree")) from None
         except OSError as exc:
             raise SigningKeyError(_config_problem(reg, index, f"{rel}: cannot read: {exc.strerror}")) from None
-        for key in signing.parse_public_keys(data, rel):
+        for key in parse_public_keys(data, rel):
             found_keys.append(key)
-            sources.setdefault(signing.key_id(key), rel)
+            sources.setdefault(key_id(key), rel)
     return TrustedKeys(tuple(found_keys), sources)
 
 
@@ -145,21 +155,21 @@ def verify_version(
     unchecked: tuple[str, ...] = ()
     if fetch:
         with version_files(reg, name, version) as files, relative_errors(reg, files, folder):
-            verified = signing.verify_folder(files, name, version, trusted.keys, bundle_path)
+            verified = verify_folder(files, name, version, trusted.keys, bundle_path)
     else:
         card = reg.card(name, version)  # refuses a card that does not name NAME@VERSION
         with relative_errors(reg, folder):
-            bundle = signing.Bundle.from_json(bundle_path.read_bytes(), str(bundle_path))
-            on_disk = signing.hash_folder(folder, name, version)
+            bundle = Bundle.from_json(bundle_path.read_bytes(), str(bundle_path))
+            on_disk = hash_folder(folder, name, version)
             verified, unchecked = verify_at_card_digests(trusted.keys, bundle, str(bundle_path), on_disk, card,
                                                          absent_artifacts(folder))
     return VerifiedVersion(name, version, verified.subject, verified.key_id,
                            trusted.sources.get(verified.key_id, "?"), verified.files, unchecked)
 
 
-def verify_at_card_digests(keys: Sequence[ec.EllipticCurvePublicKey], bundle: signing.Bundle, source: str,
-                           present: signing.Manifest, card: cards.Card,
-                           absent: Iterable[str]) -> tuple[signing.Verified, tuple[str, ...]]:
+def verify_at_card_digests(keys: Sequence[ec.EllipticCurvePublicKey], bundle: Bundle, source: str,
+                           present: Manifest, card: cards.Card,
+                           absent: Iterable[str]) -> tuple[Verified, tuple[str, ...]]:
     """Verify a bundle over the files at hand (``present``) and the DVC-tracked artifacts that
     are not (``absent``: paths whose pointer is there but the file is not), each of those taken
     at the sha256 the card records (the card is itself signed); an absent file the card does not
@@ -168,9 +178,9 @@ def verify_at_card_digests(keys: Sequence[ec.EllipticCurvePublicKey], bundle: si
     """
     recorded = {a.path: a.sha256 for a in card.artifacts}
     unchecked = tuple(p for p in absent if p in recorded)
-    taken = tuple(signing.Resource(p, recorded[p]) for p in unchecked)
-    manifest = signing.Manifest(present.name, present.version, present.resources + taken, present.ignored)
-    return signing.Verifier(keys).verify(bundle, manifest, source), unchecked
+    taken = tuple(Resource(p, recorded[p]) for p in unchecked)
+    manifest = Manifest(present.name, present.version, present.resources + taken, present.ignored)
+    return Verifier(keys).verify(bundle, manifest, source), unchecked
 
 
 def signature_status(reg: Registry, name: str, version: str) -> dict[str, Any]:

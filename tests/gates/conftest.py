@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry.signing import oms as signing
+from registry.signing.bundle import sign_folder
+from registry.signing.keys import generate_keypair, read_private_key
 from tests.conftest import Result, git, merge, snapshot
 
 PREDICT = """\
@@ -96,7 +97,7 @@ evaluation:
 def _policy_and_key(repo: Path, tmp_path: Path, cli: Callable[..., Result], policy: str) -> None:
     """registry.yaml, tmp_path's release key trusted, CODEOWNERS: one commit on main."""
     (repo / "keys").mkdir()
-    signing.generate_keypair(tmp_path / "release")
+    generate_keypair(tmp_path / "release")
     (repo / "keys/release.pub").write_bytes((tmp_path / "release.pub").read_bytes())
     (repo / "registry.yaml").write_text(policy)
     assert cli("codeowners", cwd=repo).code == 0
@@ -174,7 +175,7 @@ def register_regression(cli: Callable[..., Result], repo: Path, tmp_path: Path, 
 def sign_m(repo: Path, tmp_path: Path, version: str) -> None:
     """Sign m@version with tmp_path's release key, in a commit of its own."""
     folder = repo / f"models/m/{version}"
-    signing.sign_folder(folder, "m", version, signing.load_private_key(tmp_path / "release.key"))
+    sign_folder(folder, "m", version, read_private_key(tmp_path / "release.key"))
     git(repo, "add", str(folder / "signature.json"))
     git(repo, "commit", "--quiet", "-m", f"Sign m@{version}")
 

@@ -27,7 +27,15 @@ from registry.repo.registry import (
     parse_model_info,
     version_sort_key,
 )
-from registry.signing import oms as signing
+from registry.signing.bundle import Bundle
+from registry.signing.keys import keys_in_commit
+from registry.signing.manifest import (
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    is_signed_file,
+)
 from registry.signing.verify import verify_at_card_digests
 
 # --- what the catalog shows --------------------------------------------------------
@@ -110,7 +118,7 @@ def read_catalog(reg: Registry, at: str = "HEAD") -> Catalog:
             tree = files[name]
             wanted += [tree[p].sha for p in (MODEL_FILE, stages.STAGES_FILE) if p in tree]
             wanted += [e.sha for p, e in tree.items() if p.endswith("/" + cards.CARD_FILE)
-                       or p.endswith("/" + signing.SIGNATURE_FILE)]
+                       or p.endswith("/" + SIGNATURE_FILE)]
         blobs = dict(zip(wanted, cat.read_many(wanted), strict=True))
 
         history: dict[str, list[AuditEntry]] = {}
@@ -172,7 +180,7 @@ def _trusted_keys(cat: git.CatFile, commit: str, paths: Sequence[str]) -> tuple[
     """The public keys registry.yaml trusts, read from the same commit; and why none, if none."""
     if not paths:
         return [], "registry.yaml lists no trusted_keys"
-    keys, problems = signing.keys_in_commit(paths, lambda path: cat.read(f"{commit}:{path}"), "this commit")
+    keys, problems = keys_in_commit(paths, lambda path: cat.read(f"{commit}:{path}"), "this commit")
     return keys, ("; ".join(problems) or None)
 
 
@@ -185,25 +193,25 @@ def _signature(cat: git.CatFile, name: str, card: cards.Card, folder: Mapping[st
     itself is a signed file, so a signature only verifies if the signed digests are the ones
     the card states.
     """
-    source = f"{MODELS_DIR}/{name}/{card.version}/{signing.SIGNATURE_FILE}"
-    entry = folder.get(signing.SIGNATURE_FILE)
+    source = f"{MODELS_DIR}/{name}/{card.version}/{SIGNATURE_FILE}"
+    entry = folder.get(SIGNATURE_FILE)
     if entry is None:
         return SignatureStatus("absent", "not signed")
     if not keys:
         return SignatureStatus("present", f"signed; not verified here: {key_problem}")
     try:
-        bundle = signing.Bundle.from_json(blobs.get(entry.sha) or b"", source)
+        bundle = Bundle.from_json(blobs.get(entry.sha) or b"", source)
         resources = []
         for path, item in sorted(folder.items()):
-            if not signing.is_signed_file(path):
+            if not is_signed_file(path):
                 continue
             if item.mode not in ("100644", "100755"):
-                raise signing.SignatureError(f"{source}: {path} is not a regular file (mode {item.mode})")
+                raise SignatureError(f"{source}: {path} is not a regular file (mode {item.mode})")
             data = cat.read(item.sha) or b""
-            resources.append(signing.Resource(path, hashlib.sha256(data).hexdigest()))
+            resources.append(Resource(path, hashlib.sha256(data).hexdigest()))
         absent = sorted(p.removesuffix(".dvc") for p in folder
                         if p.endswith(".dvc") and p.removesuffix(".dvc") not in folder)
-        present = signing.Manifest(name, card.version, tuple(resources))
+        present = Manifest(name, card.version, tuple(resources))
         verified, _ = verify_at_card_digests(keys, bundle, source, present, card, absent)
     except RegistryError as exc:
         return SignatureStatus("invalid", str(exc))

@@ -1,9 +1,8 @@
-"""Sign and verify a version folder in the OpenSSF model-signing (OMS) format.
+"""The signature bundle: a Sigstore bundle with a DSSE envelope of an in-toto statement, signed and checked.
 
-What is signed is a `Manifest`: the version's name and the sha256 of every file
-of its folder. `hash_folder` builds one from disk; `Signer` turns one into a
-Sigstore bundle; `Verifier` checks a bundle against one. Bundles are byte for
-byte what ``model_signing`` 1.1 (``model_signing sign key``) writes, so either
+`Signer` turns a `Manifest` into a bundle; `Verifier` checks a bundle against one;
+`sign_folder` and `verify_folder` do both for a version folder on disk. Bundles are byte
+for byte what ``model_signing`` 1.1 (``model_signing sign key``) writes, so either
 tool verifies what the other signed:
 
 - bundle: ``{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
@@ -14,14 +13,6 @@ tool verifies what the other signed:
   ``files``, sha256, no symlinks, ``ignore_paths``) and ``resources``, one
   ``{name, algorithm, digest}`` per file, ordered by path;
 - subject digest = sha256 over the resources' raw digests in that order.
-
-Which files are signed is fixed here, not chosen by the signer: every regular
-file of the folder except ``signature.json`` at its top, DVC pointers (``*.dvc``,
-which only restate the artifacts) and ``.gitignore`` files (DVC writes them
-beside what it tracks). We list the files left out as ``ignore_paths`` only so
-that ``model_signing verify`` needs no flags; our verification ignores that list
-and refuses any bundle whose resources are not exactly the folder's signed
-files. Symlinks and special files are refused when signing and verifying.
 
 The subject we write is ``NAME@VERSION``. ``model_signing`` names the folder
 (``VERSION``) instead; both are accepted, because `verify_folder` also checks
@@ -35,147 +26,45 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError
 from registry.files import yamlio
 from registry.files.layout import CARD_FILE
-from registry.repo import storage
+from registry.signing.keys import SigningKeyError, check_curve, ecdsa, key_id
+from registry.signing.manifest import (
+    HASH_ALGORITHM,
+    SIGNATURE_FILE,
+    Manifest,
+    Resource,
+    SignatureError,
+    hash_folder,
+    is_signed_file,
+    path_order,
+    root_digest,
+)
 
-SIGNATURE_FILE = "signature.json"
+__all__ = ["BUNDLE_MEDIA_TYPE", "MAX_JSON_DEPTH", "PAYLOAD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "Bundle",
+           "Signer", "Verified", "Verifier", "pae", "read_json", "sign_folder", "signed_card_names", "statement",
+           "verify_folder"]
+
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-HASH_ALGORITHM = "sha256"
 _BUNDLE_KEYS = {"mediaType", "verificationMaterial", "dsseEnvelope"}
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 # A bundle is six levels deep; anything far deeper is not one (and would exhaust the stack).
 MAX_JSON_DEPTH = 32
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
-# The curves model_signing accepts, each with the hash it pairs with.
-_CURVE_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "secp256r1": hashes.SHA256,
-    "secp384r1": hashes.SHA384,
-    "secp521r1": hashes.SHA512,
-}
-
-
-class SignatureError(RegistryError):
-    """A signature is missing, malformed, untrusted or does not match the files."""
-
-
-class SigningKeyError(RegistryError):
-    """A key file is missing, unreadable, of the wrong kind or needs a passphrase."""
-
-
-# --- what is signed ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One signed file: its path relative to the version folder and its sha256."""
-
-    name: str
-    digest: str
-    algorithm: str = HASH_ALGORITHM
-
-
-def _path_order(name: str) -> tuple[str, ...]:
-    # model_signing orders resources as PurePosixPath does: part by part.
-    return tuple(name.split("/"))
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A version and the digests of its signed files, in canonical order.
-
-    ``ignored`` names the files present but left out by rule; it is written for
-    model_signing's verifier and never trusted when we verify.
-    """
-
-    name: str
-    version: str
-    resources: tuple[Resource, ...]
-    ignored: tuple[str, ...] = (SIGNATURE_FILE,)
-
-    def __post_init__(self) -> None:
-        names = [r.name for r in self.resources]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate resources in manifest: {names}")
-        ordered = tuple(sorted(self.resources, key=lambda r: _path_order(r.name)))
-        object.__setattr__(self, "resources", ordered)
-        object.__setattr__(self, "ignored", tuple(sorted(set(self.ignored), key=_path_order)))
-
-    @property
-    def subject_name(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def subject_digest(self) -> str:
-        return _root_digest(self.resources)
-
-    def digests(self) -> dict[str, str]:
-        return {r.name: r.digest for r in self.resources}
-
-
-def _root_digest(resources: Iterable[Resource]) -> str:
-    root = hashlib.sha256()
-    for resource in resources:
-        root.update(bytes.fromhex(resource.digest))
-    return root.hexdigest()
-
-
-def is_signed_file(relative: str) -> bool:
-    """Whether a file (path relative to the version folder, with /) is covered."""
-    base = relative.rsplit("/", 1)[-1]
-    return relative != SIGNATURE_FILE and not base.endswith(".dvc") and base != ".gitignore"
-
-
-def _walk(folder: Path, prefix: str = "") -> Iterator[tuple[str, Path]]:
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            relative = f"{prefix}{entry.name}"
-            if entry.is_symlink():
-                raise SignatureError(
-                    f"{entry.path}: is a symlink; signed folders hold regular files only"
-                    " (copy the file in instead)"
-                )
-            if entry.is_dir(follow_symlinks=False):
-                yield from _walk(Path(entry.path), f"{relative}/")
-            elif entry.is_file(follow_symlinks=False):
-                yield relative, Path(entry.path)
-            else:
-                raise SignatureError(f"{entry.path}: is not a regular file or folder")
-
-
-def hash_folder(folder: Path, name: str, version: str) -> Manifest:
-    """The manifest of a version folder as it is on disk now."""
-    if not folder.is_dir():
-        raise SignatureError(f"{folder}: no such version folder")
-    resources: list[Resource] = []
-    ignored: list[str] = [SIGNATURE_FILE]
-    for relative, path in _walk(folder):
-        if is_signed_file(relative):
-            resources.append(Resource(relative, storage.file_digest(path)[0]))
-        else:
-            ignored.append(relative)
-    return Manifest(name, version, tuple(resources), tuple(ignored))
-
-
-# --- the bundle ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -300,151 +189,6 @@ def statement(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-# --- keys ------------------------------------------------------------------------
-
-
-def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
-    """The bundle's key hint: hex sha256 of the SubjectPublicKeyInfo PEM."""
-    return hashlib.sha256(_public_pem(public_key)).hexdigest()
-
-
-def _public_pem(public_key: ec.EllipticCurvePublicKey) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _ecdsa(public_key: ec.EllipticCurvePublicKey) -> ec.ECDSA:
-    return ec.ECDSA(_CURVE_HASHES[public_key.curve.name]())
-
-
-def _check_curve(public_key: object, source: str) -> ec.EllipticCurvePublicKey:
-    if not isinstance(public_key, ec.EllipticCurvePublicKey):
-        raise SigningKeyError(f"{source}: not an elliptic-curve key (use P-256)")
-    if public_key.curve.name not in _CURVE_HASHES:
-        raise SigningKeyError(
-            f"{source}: curve {public_key.curve.name} is not supported (use P-256)"
-        )
-    return public_key
-
-
-def generate_keypair(out_prefix: Path | str, passphrase: bytes | None = None) -> tuple[Path, Path]:
-    """Write a new P-256 key pair to PREFIX.key (0600, PKCS8) and PREFIX.pub.
-
-    Refuses to overwrite either file.
-    """
-    prefix = Path(out_prefix)
-    key_path = prefix.with_name(prefix.name + ".key")
-    pub_path = prefix.with_name(prefix.name + ".pub")
-    for path in (key_path, pub_path):
-        if path.exists():
-            raise SigningKeyError(f"{path}: already exists; choose another prefix or remove it")
-    private_key = ec.generate_private_key(ec.SECP256R1())
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
-    private_pem = private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-    _write_new(key_path, private_pem, 0o600)
-    try:
-        _write_new(pub_path, _public_pem(private_key.public_key()), 0o644)
-    except BaseException:
-        key_path.unlink(missing_ok=True)
-        raise
-    return key_path, pub_path
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    # mkstemp creates the file 0600, so a private key is never readable by others,
-    # not even for a moment; link() publishes it whole and never overwrites.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise SigningKeyError(
-                f"{path}: already exists; choose another prefix or remove it"
-            ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _read_key_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise SigningKeyError(f"{path}: cannot read key file: {e.strerror}") from None
-
-
-def load_private_key(path: Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
-    data = _read_key_file(path)
-    try:
-        key = serialization.load_pem_private_key(data, passphrase or None)
-    except TypeError:
-        if passphrase:
-            raise SigningKeyError(f"{path}: key is not encrypted; give no passphrase") from None
-        raise SigningKeyError(f"{path}: key is encrypted; give its passphrase") from None
-    except (ValueError, UnsupportedAlgorithm):
-        if passphrase and b"ENCRYPTED" in data:
-            raise SigningKeyError(f"{path}: wrong passphrase") from None
-        raise SigningKeyError(f"{path}: not a PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise SigningKeyError(f"{path}: not an elliptic-curve key (use P-256)")
-    _check_curve(key.public_key(), str(path))
-    return key
-
-
-def load_public_keys(path: Path) -> tuple[ec.EllipticCurvePublicKey, ...]:
-    """Every PEM public key in a file (one or more, concatenated)."""
-    return parse_public_keys(_read_key_file(path), str(path))
-
-
-def keys_in_commit(paths: Sequence[str], read: Callable[[str], bytes | None],
-                   commit: str) -> tuple[list[ec.EllipticCurvePublicKey], list[str]]:
-    """The public keys registry.yaml's trusted_keys name, each file read from a commit's tree
-    by `read` (None: not there), and a problem for each file missing or not a key file.
-    `commit` names the commit in those problems ("the base commit")."""
-    keys: list[ec.EllipticCurvePublicKey] = []
-    problems = []
-    for path in paths:
-        data = read(path)
-        if data is None:
-            problems.append(f"registry.yaml trusts {path}, which is not in {commit}")
-            continue
-        try:
-            keys += parse_public_keys(data, path)
-        except RegistryError as exc:
-            problems.append(str(exc))
-    return keys, problems
-
-
-def parse_public_keys(data: bytes, path: str) -> tuple[ec.EllipticCurvePublicKey, ...]:
-    """Every PEM public key in data (e.g. a key file read from a git tree)."""
-    blocks = list(_PEM_BLOCK.finditer(data))
-    if not blocks:
-        raise SigningKeyError(f"{path}: no PEM public key found")
-    keys: list[ec.EllipticCurvePublicKey] = []
-    for number, block in enumerate(blocks, start=1):
-        where = f"{path}: key {number}"
-        label = block.group(1).decode()
-        if label != "PUBLIC KEY":
-            raise SigningKeyError(f"{where}: is a {label}, expected a PUBLIC KEY")
-        try:
-            key = serialization.load_pem_public_key(block.group(0))
-        except (ValueError, UnsupportedAlgorithm) as e:
-            raise SigningKeyError(f"{where}: unreadable public key: {e}") from None
-        keys.append(_check_curve(key, where))
-    return tuple(keys)
-
-
 # --- signing and verifying -------------------------------------------------------
 
 
@@ -452,14 +196,14 @@ class Signer:
     """Signs manifests with one private key."""
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
-        _check_curve(private_key.public_key(), "signing key")
+        check_curve(private_key.public_key(), "signing key")
         self._private_key = private_key
         self.key_id = key_id(private_key.public_key())
 
     def sign(self, manifest: Manifest) -> Bundle:
         payload = json.dumps(statement(manifest), sort_keys=True, separators=(",", ":")).encode()
         signature = self._private_key.sign(
-            pae(PAYLOAD_TYPE, payload), _ecdsa(self._private_key.public_key())
+            pae(PAYLOAD_TYPE, payload), ecdsa(self._private_key.public_key())
         )
         return Bundle(self.key_id, PAYLOAD_TYPE, payload, signature)
 
@@ -513,7 +257,7 @@ class Verifier:
         signed = pae(bundle.payload_type, bundle.payload)
         for hint, candidate in candidates.items():
             try:
-                candidate.verify(bundle.signature, signed, _ecdsa(candidate))
+                candidate.verify(bundle.signature, signed, ecdsa(candidate))
             except InvalidSignature:
                 continue
             return hint
@@ -557,7 +301,7 @@ def _parse_statement(payload: bytes, source: str) -> tuple[str, tuple[Resource, 
     if len(set(names)) != len(names):
         raise SignatureError(f"{source}: a file is listed twice in the signature")
     # Recomputed in the bundle's own order, as model_signing does.
-    if subject_digest != _root_digest(resources):
+    if subject_digest != root_digest(resources):
         raise SignatureError(f"{source}: subject digest does not match the signed resources")
     return name, resources
 
@@ -577,8 +321,8 @@ def _resource(item: object, source: str) -> Resource:
 def _compare(signed: Sequence[Resource], manifest: Manifest, source: str) -> None:
     expected = {r.name: r.digest for r in signed}
     actual = manifest.digests()
-    unsigned = sorted(set(actual) - set(expected), key=_path_order)
-    absent = sorted(set(expected) - set(actual), key=_path_order)
+    unsigned = sorted(set(actual) - set(expected), key=path_order)
+    absent = sorted(set(expected) - set(actual), key=path_order)
     excluded = [name for name in absent if not is_signed_file(name)]
     missing = [name for name in absent if is_signed_file(name)]
     if absent or unsigned:
@@ -594,14 +338,11 @@ def _compare(signed: Sequence[Resource], manifest: Manifest, source: str) -> Non
         )
     changed = [
         f"{name}: sha256 is {actual[name]}, signed {expected[name]}"
-        for name in sorted(expected, key=_path_order)
+        for name in sorted(expected, key=path_order)
         if expected[name] != actual[name]
     ]
     if changed:
         raise SignatureError(f"{source}: file changed since signing: " + "; ".join(changed))
-
-
-# --- folders -----------------------------------------------------------------------
 
 
 def sign_folder(
