@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +146,31 @@ def test_gc_apply_usage_errors_change_nothing(registry_dir: Path, cli: Callable[
     assert result.code == 2 and "no branch main to read merged purge marks from" in result.err
     assert "Traceback" not in result.err
     assert snapshot(registry_dir / "models", tmp_path / "dvc-remote") == before
+
+
+@pytest.mark.parametrize("remote", ["http", "folder"])
+def test_gc_apply_with_the_remote_unreachable_deletes_nothing(remote: str, registry_dir: Path, inputs: Path,
+                                                              cli: Callable[..., Result],
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An HTTP remote refusing connections, or a remote folder that is gone (an unmounted share)."""
+    repo = registry_dir
+    two_old_versions_keep_one(repo, inputs, cli, monkeypatch)
+    assert cli("gc", cwd=repo).code == 0
+    merge(repo, git(repo, "branch", "--list", "gc/*", "--format=%(refname:short)").strip(), monkeypatch, pr=3)
+    git(repo, "push", "--quiet", "origin", "main")
+    if remote == "http":
+        with socket.socket() as probe:  # a local port nobody listens on: the connection is refused
+            probe.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{probe.getsockname()[1]}/dvc"
+    else:
+        url = str(tmp_path / "unmounted/dvc-remote")
+    (repo / ".dvc/config.local").write_text(f"['remote \"storage\"']\n    url = {url}\n")
+    before = snapshot(repo / "models", repo / ".dvc/cache")
+
+    result = cli("gc", "--apply", cwd=repo)
+
+    assert result.code == 1, result.out + result.err
+    assert result.err.startswith("error: DVC could not reach the remote's objects at "), result.err
+    assert "nothing was deleted" in result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert snapshot(repo / "models", repo / ".dvc/cache") == before  # nothing deleted locally

@@ -210,6 +210,7 @@ def delete_objects(root: Path, md5s: Sequence[str]) -> int:
             removed = 0
             try:
                 remote = repo.cloud.get_remote_odb(command="gc")
+                _reachable(remote)
                 for md5 in md5s:
                     if remote.exists(md5):
                         remote.delete(md5)
@@ -223,3 +224,14 @@ def delete_objects(root: Path, md5s: Sequence[str]) -> int:
             return removed
         finally:
             repo.close()
+
+
+def _reachable(odb: Any) -> None:
+    """Refuse a remote whose objects folder cannot be read: its file system may answer
+    "not there" for every object when it cannot be reached at all (fsspec's HTTP file
+    system does), and gc would then delete the local copies of objects still stored."""
+    try:
+        odb.fs.info(odb.path)
+    except FileNotFoundError:
+        raise StorageError(f"DVC could not reach the remote's objects at {odb.path} (the folder is missing or "
+                           "the remote is unreachable); nothing was deleted. Check the remote in .dvc/config") from None
