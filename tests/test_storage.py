@@ -104,7 +104,7 @@ def test_fetch_at_reports_dvc_failures_and_lets_bugs_through(monkeypatch: pytest
         raise failure[0]
 
     monkeypatch.setattr(dvc.api, "open", open_)
-    with pytest.raises(StorageError, match="could not fetch w.bin at 0123abcd: path missing"):
+    with pytest.raises(StorageError, match=r"could not fetch w\.bin at 0123abcd: path missing"):
         storage.fetch_at(tmp_path, "w.bin", "0123abcd" * 5, dest)
     failure[0] = AttributeError("a bug")
     with pytest.raises(AttributeError):
