@@ -69,22 +69,16 @@ def fake_dvc(monkeypatch: pytest.MonkeyPatch) -> type[FakeRepo]:
     return FakeRepo
 
 
+@pytest.mark.parametrize("fail", [UploadError(1), ConnectionRefusedError(111, "Connection refused")],
+                         ids=["dvc", "unreachable"])
 @pytest.mark.parametrize("where", sorted(CALLS))
-def test_a_dvc_failure_is_a_storage_error(where: str, fake_dvc: type[FakeRepo], tmp_path: Path,
+def test_a_dvc_failure_is_a_storage_error(where: str, fail: BaseException, fake_dvc: type[FakeRepo], tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fake_dvc, "where", where)
-    monkeypatch.setattr(fake_dvc, "fail", UploadError(1))
-    with pytest.raises(StorageError, match="DVC could not"):
+    monkeypatch.setattr(fake_dvc, "fail", fail)
+    with pytest.raises(StorageError, match="DVC could not") as info:
         CALLS[where](tmp_path)
-
-
-@pytest.mark.parametrize("where", sorted(CALLS))
-def test_an_unreachable_remote_is_a_storage_error(where: str, fake_dvc: type[FakeRepo], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fake_dvc, "where", where)
-    monkeypatch.setattr(fake_dvc, "fail", ConnectionRefusedError(111, "Connection refused"))
-    with pytest.raises(StorageError, match="Connection refused"):
-        CALLS[where](tmp_path)
+    assert str(fail) in str(info.value)
 
 
 @pytest.mark.parametrize("where", sorted(CALLS))

@@ -1,4 +1,4 @@
-"""The commands that change the registry (init, register, promote, rollback, deprecate, archive, gc, codeowners, workflow)."""
+"""The commands that change the registry: init, register, promote and the lifecycle, gc, codeowners, workflow."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from registry.cli.main import (  # the helpers the command modules share
+    _next_step,
     _open,
     _print_json,
     _progress,
     _size,
+    _where,
     echo,
     json_option,
 )
@@ -69,16 +71,14 @@ def register(name: str, version: str | None, card: Path, artifacts: tuple[Path, 
                      "commit": done.commit, "artifacts": [a.as_dict() for a in done.card.artifacts],
                      "warnings": list(done.warnings)})
         return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    echo(f"Registered {done.name}@{done.version} {where} (commit {done.commit[:8]})")
+    echo(f"Registered {done.name}@{done.version} {_where(done.branch)} (commit {done.commit[:8]})")
     if done.signed_by:
         echo(f"  signed with key {done.signed_by}")
     for artifact in done.card.artifacts:
         echo(f"  {artifact.path}  {_size(artifact.size)}  {artifact.storage}  sha256:{artifact.sha256[:16]}")
     for warning in done.warnings:
         echo(f"warning: {warning}", err=True)
-    if done.branch and not push:
-        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+    _next_step(done.branch, push)
 
 
 @click.command()
@@ -182,8 +182,7 @@ def gc_command(dry_run: bool, no_branch: bool, apply_merged: bool, as_json: bool
         echo(f"{verb} {c.model}@{c.version}  {c.stage}, created {c.created}  {_size(c.size)}")
     echo(f"{len(result.candidates)} version(s) {verb} ({_size(result.size)}); {result.kept} kept")
     if commit:
-        where = f"on branch {branch}" if branch else "on the current branch"
-        echo(f"Purge marks committed {where} (commit {commit[:8]}); nothing is deleted yet. Open a pull "
+        echo(f"Purge marks committed {_where(branch)} (commit {commit[:8]}); nothing is deleted yet. Open a pull "
              "request; once it is merged, run `registry gc --apply` to delete the weights")
 
 
@@ -232,11 +231,9 @@ def _echo_promoted(done: Any, as_json: bool, push: bool, on_replace: str) -> Non
                      "commit": done.commit, "stages": done.stages.as_dict(),
                      "warnings": list(done.warnings)})
         return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
-    echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {where} (commit {done.commit[:8]})")
+    echo(f"{done.name}@{done.version}: {done.from_stage} → {done.to_stage} {_where(done.branch)} (commit {done.commit[:8]})")
     if done.replaced:
         echo(f"  {done.name}@{done.replaced}: production → {on_replace}")
     for warning in done.warnings:
         echo(f"warning: {warning}", err=True)
-    if done.branch and not push:
-        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+    _next_step(done.branch, push)

@@ -124,6 +124,17 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _where(branch: str | None) -> str:
+    """Where a change was committed, for the line that reports it."""
+    return f"on branch {branch}" if branch else "on the current branch"
+
+
+def _next_step(branch: str | None, pushed: bool) -> None:
+    """After a commit on a new branch that was not pushed: what to do next."""
+    if branch and not pushed:
+        echo(f"Next: git push -u origin {branch}, then open a pull request")
+
+
 def _version_ref(ref: str) -> tuple[str, str]:
     from registry.files.names import parse_ref
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from registry.cli.main import (  # the helpers the command modules share
+    _next_step,
     _open,
     _print_json,
     _version_ref,
+    _where,
     echo,
     json_option,
 )
@@ -68,12 +70,10 @@ def sign_command(ref: str, key: Path, passphrase_env: str | None, force: bool, n
         _print_json({"name": done.name, "version": done.version, "branch": done.branch, "commit": done.commit,
                      "key_id": done.key_id, "files": list(done.files), "replaced": done.replaced})
         return
-    where = f"on branch {done.branch}" if done.branch else "on the current branch"
     verb = "Re-signed" if done.replaced else "Signed"
-    echo(f"{verb} {done.name}@{done.version} with key {done.key_id[:16]} {where} (commit {done.commit[:8]})")
+    echo(f"{verb} {done.name}@{done.version} with key {done.key_id[:16]} {_where(done.branch)} (commit {done.commit[:8]})")
     echo(f"  {len(done.files)} files: {', '.join(done.files)}")
-    if done.branch and not push:
-        echo(f"Next: git push -u origin {done.branch}, then open a pull request")
+    _next_step(done.branch, push)
 
 
 @click.command(name="verify")
