@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,3 +146,74 @@ def test_gc_apply_usage_errors_change_nothing(registry_dir: Path, cli: Callable[
     assert result.code == 2 and "no branch main to read merged purge marks from" in result.err
     assert "Traceback" not in result.err
     assert snapshot(registry_dir / "models", tmp_path / "dvc-remote") == before
+
+
+def purge_merged(repo: Path, inputs: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    """1.0.0's purge mark is merged and pushed; 1.1.0 is kept."""
+    two_old_versions_keep_one(repo, inputs, cli, monkeypatch)
+    assert cli("gc", cwd=repo).code == 0
+    merge(repo, git(repo, "branch", "--list", "gc/*", "--format=%(refname:short)").strip(), monkeypatch, pr=3)
+    git(repo, "push", "--quiet", "origin", "main")
+
+
+@pytest.mark.parametrize("remote", ["http", "folder"])
+def test_gc_apply_with_the_remote_unreachable_deletes_nothing(remote: str, registry_dir: Path, inputs: Path,
+                                                              cli: Callable[..., Result],
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An HTTP remote refusing connections, or a remote folder that is gone (an unmounted share)."""
+    repo = registry_dir
+    purge_merged(repo, inputs, cli, monkeypatch)
+    if remote == "http":
+        with socket.socket() as probe:  # a local port nobody listens on: the connection is refused
+            probe.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{probe.getsockname()[1]}/dvc"
+    else:
+        url = str(tmp_path / "unmounted/dvc-remote")
+    (repo / ".dvc/config.local").write_text(f"['remote \"storage\"']\n    url = {url}\n")
+    before = snapshot(repo / "models", repo / ".dvc/cache")
+
+    result = cli("gc", "--apply", cwd=repo)
+
+    assert result.code == 1, result.out + result.err
+    assert result.err.startswith("error: DVC could not reach the remote's objects at "), result.err
+    assert "nothing was deleted" in result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert snapshot(repo / "models", repo / ".dvc/cache") == before  # nothing deleted locally
+
+
+def test_gc_apply_stops_when_git_cannot_read_a_card(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
+                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A git failure is not "no card": skipping the kept card would drop its objects from the kept set."""
+    from registry.repo import git as gitmodule
+
+    repo = registry_dir
+    purge_merged(repo, inputs, cli, monkeypatch)
+    before = snapshot(repo / "models", repo / ".dvc/cache", tmp_path / "dvc-remote")
+    monkeypatch.setattr(gitmodule.CatFile, "read", lambda self, spec: None)  # as when cat-file dies
+
+    result = cli("gc", "--apply", cwd=repo)
+
+    assert result.code == 1, result.out + result.err
+    assert "git could not read refs/remotes/origin/main:models/credit-approval/" in result.err
+    assert "nothing was deleted" in result.err
+    assert snapshot(repo / "models", repo / ".dvc/cache", tmp_path / "dvc-remote") == before
+
+
+def test_gc_apply_keeps_what_an_invalid_card_s_pointers_name(registry_dir: Path, inputs: Path,
+                                                             cli: Callable[..., Result],
+                                                             monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A kept version whose card does not parse still holds its objects, even those a purged one shares."""
+    repo = registry_dir
+    purge_merged(repo, inputs, cli, monkeypatch)
+    kept = repo / "models/credit-approval/1.1.0"
+    (kept / "model.safetensors.dvc").write_text((repo / "models/credit-approval/1.0.0/model.safetensors.dvc").read_text())
+    (kept / "card.yaml").write_text((kept / "card.yaml").read_text() + "bogus: [\n")
+    git(repo, "commit", "--quiet", "--no-verify", "-am", "A broken card that shares 1.0.0's weights")
+    git(repo, "push", "--quiet", "origin", "main")
+    stored = snapshot(tmp_path / "dvc-remote")
+
+    result = cli("gc", "--apply", cwd=repo)
+
+    assert result.code == 0, result.out + result.err
+    assert "0 object(s) removed from the DVC remote" in result.out
+    assert snapshot(tmp_path / "dvc-remote") == stored

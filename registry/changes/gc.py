@@ -20,13 +20,14 @@ History is never rewritten, so the audit trail stays whole and the purge is an a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from registry.changes import branches
-from registry.errors import UsageError, ValidationError
+from registry.errors import GitError, UsageError, ValidationError
 from registry.files import cards, yamlio
 from registry.files.config import RegistryConfig
 from registry.repo import git, storage
@@ -180,23 +181,29 @@ def apply(reg: Registry) -> Applied:
     keep: set[str] = set()
     prefix = f"{MODELS_DIR}/"
     entries = [e for e in git.ls_tree(ref, reg.root, [prefix]) if e.kind == "blob"]
-    pointers = {e.path: e.sha for e in entries if e.path.endswith(".dvc")}
+    pointers = {e.path: e for e in entries if e.path.endswith(".dvc")}
     with git.CatFile(reg.root) as cat:
         for entry in entries:
             parts = entry.path.split("/")
             if len(parts) != 4 or parts[3] != cards.CARD_FILE:
                 continue
             try:
-                card = cards.parse(cat.read(entry.sha) or b"", f"{ref}:{entry.path}")
+                card = cards.parse(_read(cat, ref, entry), f"{ref}:{entry.path}")
             except ValidationError:
-                continue  # the gates refuse an invalid card; its objects are not touched
+                # The gates refuse an invalid card; its version is not purged, and whatever
+                # its pointers name stays (a version sharing those objects must not lose them).
+                folder = f"{MODELS_DIR}/{parts[1]}/{parts[2]}/"
+                for pointer_entry in (p for p in entries if p.path.startswith(folder) and p.path.endswith(".dvc")):
+                    with contextlib.suppress(ValidationError):
+                        keep.add(storage.parse_pointer(_read(cat, ref, pointer_entry), pointer_entry.path).md5)
+                continue
             objects: dict[str, str] = {}
             for artifact in card.artifacts:
                 pointer_path = f"{MODELS_DIR}/{parts[1]}/{parts[2]}/{artifact.path}.dvc"
                 if artifact.storage != "dvc" or pointer_path not in pointers:
                     continue
                 try:
-                    pointer = storage.parse_pointer(cat.read(pointers[pointer_path]) or b"", pointer_path)
+                    pointer = storage.parse_pointer(_read(cat, ref, pointers[pointer_path]), pointer_path)
                 except ValidationError:
                     continue
                 objects[pointer.md5] = artifact.path
@@ -216,3 +223,11 @@ def apply(reg: Registry) -> Applied:
             elif local.is_dir():
                 shutil.rmtree(local)
     return Applied(ref, tuple((m, v) for m, v, _ in purged), removed)
+
+
+def _read(cat: git.CatFile, ref: str, entry: git.TreeEntry) -> bytes:
+    """A blob ls-tree just listed: None from cat-file is git failing, not a missing file."""
+    data = cat.read(entry.sha)
+    if data is None:
+        raise GitError(f"git could not read {ref}:{entry.path} (object {entry.sha[:12]}); nothing was deleted")
+    return data

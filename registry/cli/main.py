@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from registry.errors import RegistryError
+from registry.errors import RegistryError, UsageError
 from registry.version import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
+INTERNAL_ERROR = 3  # the exit code of a bug
 _JSON_FLAG = False
 
 
@@ -50,35 +52,35 @@ def _open() -> Any:
 # Commands live in their own modules and are imported only when they run: a read
 # command must not pay for defining forty others (see docs/benchmarks.md).
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "api": ("registry.cli.commands", "api_command"),
-    "archive": ("registry.cli.commands", "archive"),
-    "check": ("registry.cli.commands", "check"),
-    "codeowners": ("registry.cli.commands", "codeowners"),
-    "convert": ("registry.cli.commands", "convert_command"),
-    "demo": ("registry.cli.commands", "demo"),
-    "deprecate": ("registry.cli.commands", "deprecate"),
-    "fetch": ("registry.cli.commands", "fetch_command"),
-    "gc": ("registry.cli.commands", "gc_command"),
-    "import": ("registry.cli.commands", "import_group"),
-    "init": ("registry.cli.commands", "init"),
-    "keys": ("registry.cli.commands", "keys_group"),
+    "api": ("registry.cli.integrations", "api_command"),
+    "archive": ("registry.cli.changes", "archive"),
+    "check": ("registry.cli.gates", "check"),
+    "codeowners": ("registry.cli.changes", "codeowners"),
+    "convert": ("registry.cli.gates", "convert_command"),
+    "demo": ("registry.cli.integrations", "demo"),
+    "deprecate": ("registry.cli.changes", "deprecate"),
+    "fetch": ("registry.cli.gates", "fetch_command"),
+    "gc": ("registry.cli.changes", "gc_command"),
+    "import": ("registry.cli.integrations", "import_group"),
+    "init": ("registry.cli.changes", "init"),
+    "keys": ("registry.cli.signing", "keys_group"),
     "log": ("registry.cli.read", "log"),
     "ls": ("registry.cli.read", "ls_command"),
     "manifest": ("registry.cli.read", "manifest"),
-    "mcp": ("registry.cli.commands", "mcp_command"),
-    "promote": ("registry.cli.commands", "promote"),
-    "pull": ("registry.cli.commands", "pull_command"),
+    "mcp": ("registry.cli.integrations", "mcp_command"),
+    "promote": ("registry.cli.changes", "promote"),
+    "pull": ("registry.cli.serving", "pull_command"),
     "record-approvals": ("registry.cli.audit", "record_approvals"),
-    "register": ("registry.cli.commands", "register"),
-    "rollback": ("registry.cli.commands", "rollback"),
-    "scan": ("registry.cli.commands", "scan_command"),
+    "register": ("registry.cli.changes", "register"),
+    "rollback": ("registry.cli.changes", "rollback"),
+    "scan": ("registry.cli.gates", "scan_command"),
     "show": ("registry.cli.read", "show"),
-    "sign": ("registry.cli.commands", "sign_command"),
-    "site": ("registry.cli.commands", "site"),
+    "sign": ("registry.cli.signing", "sign_command"),
+    "site": ("registry.cli.integrations", "site"),
     "validate": ("registry.cli.read", "validate"),
-    "verify": ("registry.cli.commands", "verify_command"),
+    "verify": ("registry.cli.signing", "verify_command"),
     "verify-history": ("registry.cli.audit", "verify_history"),
-    "workflow": ("registry.cli.commands", "workflow_command"),
+    "workflow": ("registry.cli.changes", "workflow_command"),
 }
 
 
@@ -122,10 +124,63 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _where(branch: str | None) -> str:
+    """Where a change was committed, for the line that reports it."""
+    return f"on branch {branch}" if branch else "on the current branch"
+
+
+def _next_step(branch: str | None, pushed: bool) -> None:
+    """After a commit on a new branch that was not pushed: what to do next."""
+    if branch and not pushed:
+        echo(f"Next: git push -u origin {branch}, then open a pull request")
+
+
+def _version_ref(ref: str) -> tuple[str, str]:
+    from registry.files.names import parse_ref
+
+    name, version = parse_ref(ref)
+    if version is None:
+        raise UsageError(f"{ref}: give a version, NAME@VERSION (e.g. {name}@1.0.0)")
+    return name, version
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on a terminal for long copies; nothing when piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from registry.files.safetext import printable
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True,
+                  # Not through rich: DVC initialises colorama inside this block, and its exit-time
+                  # reset would then be printed by rich as a visible "[0m".
+                  redirect_stdout=False, redirect_stderr=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(escape(printable(name)), total=total)
+            bar.update(tasks[name], completed=done)
+
+        yield update
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every error is handled here, once."""
+    """Entry point: every error is handled here, once.
+
+    Exit codes: 0 success, 1 a failed check or a user error (RegistryError), 2 a usage
+    error, 3 a bug (anything else), 130 interrupted. --traceback prints the traceback of any
+    error first; with --json the error is `{"error": message}` on stdout.
+    """
+    global _JSON_FLAG
+    _JSON_FLAG = False  # set by a command's --json (main may run many times in one process)
     args = sys.argv[1:] if argv is None else argv
-    wants_json = "--json" in args
     show_traceback = "--traceback" in args
     try:
         cli.main(args=args, prog_name="registry", standalone_mode=False)
@@ -135,25 +190,31 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        if wants_json:
-            _print_json({"error": exc.format_message()})
-        else:
-            exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code, args, show_traceback, click_error=exc)
     except RegistryError as exc:
-        if show_traceback:
-            raise
-        if wants_json:
-            _print_json({"error": str(exc)})
-        else:
-            for line in str(exc).splitlines():
-                echo(f"error: {line}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, args, show_traceback)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:
-        if show_traceback:
-            raise
-        echo(f"internal error: {type(exc).__name__}: {exc}\n"
-             "This is a bug; run again with --traceback and report it.", err=True)
-        sys.exit(3)
+    except Exception as exc:  # the one place a bug is caught: reported as one, exit 3
+        _fail(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR, args, show_traceback,
+              hint="" if show_traceback else "This is a bug; run again with --traceback and report it.")
+
+
+def _fail(message: str, code: int, args: list[str], show_traceback: bool, *,
+          click_error: click.ClickException | None = None, hint: str = "") -> NoReturn:
+    """Report the error being handled and exit with code."""
+    if show_traceback:
+        import traceback
+
+        click.echo(traceback.format_exc().rstrip("\n"), err=True)
+    if _JSON_FLAG or "--json" in args:
+        _print_json({"error": message})
+    elif click_error is not None:
+        click_error.show()
+    else:
+        prefix = "" if code == INTERNAL_ERROR else "error: "
+        for line in message.splitlines():
+            echo(f"{prefix}{line}", err=True)
+        if hint:
+            echo(hint, err=True)
+    sys.exit(code)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from registry.errors import ValidationError
+
 CODEOWNERS_FILE = ".github/CODEOWNERS"
 
 
@@ -46,7 +48,12 @@ def parse(text: str) -> list[tuple[str, list[str]]]:
     return rules
 
 
-def owners_of(data: object) -> list[str]:
-    if isinstance(data, dict) and isinstance(data.get("owners"), list):
-        return [o for o in data["owners"] if isinstance(o, str)]
-    return []
+def owners_of(data: object, path: str = "model.yaml") -> list[str]:
+    """The owners a model.yaml names. ValidationError when they are not a list of handles:
+    dropping what cannot be read would drop required approvers without a word."""
+    if data is None or (isinstance(data, dict) and "owners" not in data):
+        return []
+    owners = data.get("owners") if isinstance(data, dict) else None
+    if not isinstance(owners, list) or not all(isinstance(o, str) for o in owners):
+        raise ValidationError.one(path, "owners must be a list of handles such as '@org/team'", None, "owners")
+    return list(owners)

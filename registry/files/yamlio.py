@@ -6,7 +6,7 @@ over a size limit refused before parsing, integers longer than Python can print 
 check their format), and every error located by file, line and field.
 
 Writing: a ``# yaml-language-server: $schema=…`` header, stable key order, atomic
-replace (temp file in the same directory, fsync, rename).
+replace through files.fsutil (temp file in the same directory, fsync, rename, fsync the directory).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import ValidationError
+from registry.files import fsutil
 from registry.files.yamllimits import MAX_EXPANDED_NODES as MAX_EXPANDED_NODES
 from registry.files.yamllimits import MAX_INT_DIGITS as MAX_INT_DIGITS
 from registry.files.yamllimits import MAX_YAML_BYTES as MAX_YAML_BYTES
@@ -96,26 +97,5 @@ def schema_header(schema_ref: str) -> str:
 
 
 def atomic_write(path: Path, text: str | bytes) -> None:
-    """Replace path with text: temp file beside it, fsync, rename. Never half-written."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; a registry file gets the mode any new file would get.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    """Replace path with text, never half-written: the one atomic write (files.fsutil)."""
+    fsutil.atomic_write(path, text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 from typing import TYPE_CHECKING
 
+from registry.errors import ValidationError
 from registry.files import codeowners, config, yamlio
 from registry.gates.result import GateResult
 from registry.repo import git
@@ -58,17 +59,42 @@ def _roles_at(ctx: CheckContext, rev: str) -> dict[str, tuple[str, ...]]:
 
 
 def _owners_at(ctx: CheckContext, rev: str) -> dict[str, list[str]]:
+    """Each model's owners at rev. A model.yaml the head cannot be read for owners keeps the
+    base's: a PR that breaks the file must not shrink who must approve (`_unreadable` reports it)."""
     names = [e.path.split("/", 1)[1] for e in git.ls_tree(rev, ctx.reg.root, [f"{MODELS_DIR}/"], recursive=False)
              if e.kind == "tree"]
     blobs = ctx.cat.read_many([f"{rev}:{MODELS_DIR}/{n}/{MODEL_FILE}" for n in names])
-    owners = {}
+    owners: dict[str, list[str]] = {}
+    broken = []
     for name, blob in zip(names, blobs, strict=True):
         if blob is not None:
             try:
-                owners[name] = codeowners.owners_of(yamlio.loads(blob))
-            except Exception:
-                owners[name] = []
+                owners[name] = codeowners.owners_of(yamlio.loads(blob), f"{MODELS_DIR}/{name}/{MODEL_FILE}")
+            except ValidationError:
+                broken.append(name)
+    base = _owners_at(ctx, ctx.base) if broken and rev != ctx.base else {}
+    for name in broken:
+        owners[name] = base.get(name, [])
     return owners
+
+
+def _unreadable(ctx: CheckContext) -> list[GateResult]:
+    """A changed model.yaml whose owners cannot be read: the base's owners stand, and the gate says so."""
+    results = []
+    for change in ctx.changes:
+        parts = change.path.split("/")
+        if len(parts) != 3 or parts[0] != MODELS_DIR or parts[2] != MODEL_FILE:
+            continue
+        blob = ctx.read(ctx.head, change.path)
+        try:
+            codeowners.owners_of(yamlio.loads(blob) if blob is not None else None, change.path)
+        except ValidationError as exc:
+            base = _owners_at(ctx, ctx.base).get(parts[1], [])
+            results.append(GateResult(
+                "approval", parts[1], None, "fail",
+                f"{exc.problems[0].message}: owners unreadable, so the base branch's owners still apply "
+                f"({', '.join(base) or 'none'}); fix the file", change.path, exc.problems[0].line))
+    return results
 
 
 def _stale(ctx: CheckContext) -> bool:
@@ -91,6 +117,10 @@ def _stale(ctx: CheckContext) -> bool:
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
+    return _unreadable(ctx) + _approvers(ctx)
+
+
+def _approvers(ctx: CheckContext) -> list[GateResult]:
     if _stale(ctx):
         return [GateResult("approval", None, None, "fail",
                            f"{codeowners.CODEOWNERS_FILE} is out of date with registry.yaml roles and model owners; "

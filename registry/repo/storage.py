@@ -50,8 +50,27 @@ def _quiet_dvc() -> Iterator[None]:
         yield
 
 
-def _error(action: str, exc: Exception) -> StorageError:
+def _error(action: str, exc: BaseException) -> StorageError:
     return StorageError(f"DVC could not {action}: {exc}")
+
+
+def dvc_errors() -> tuple[type[BaseException], ...]:
+    """What DVC raises when the user has to act (the failures `dvc`'s own CLI reports as such).
+
+    DvcException and its subclasses (remote config, missing paths, transfers), OSError (file
+    systems, unreachable remotes: aiohttp's connection errors are OSErrors too), the remote
+    file systems' own errors, a corrupt cache, scmrepo's git errors and an HTTP remote's
+    answers. Anything else is a bug, ours or DVC's, and reaches the CLI as one (exit 3).
+    """
+    from aiohttp import ClientError
+    from dvc.exceptions import DvcException
+    from dvc_data.hashfile.cache import DiskError
+    from dvc_objects.errors import ObjectDBError, ObjectFormatError
+    from dvc_objects.fs.errors import AuthError, ConfigError, RemoteMissingDepsError
+    from scmrepo.exceptions import SCMError
+
+    return (DvcException, OSError, AuthError, ConfigError, RemoteMissingDepsError, DiskError, ObjectDBError,
+            ObjectFormatError, SCMError, ClientError)
 
 
 def init(root: Path, remote_url: str) -> None:
@@ -67,7 +86,7 @@ def init(root: Path, remote_url: str) -> None:
                     conf["core"]["remote"] = DEFAULT_REMOTE
             finally:
                 repo.close()
-        except Exception as exc:
+        except dvc_errors() as exc:
             raise _error("initialise the repository", exc) from exc
 
 
@@ -81,16 +100,16 @@ def add_and_push(root: Path, paths: Sequence[Path]) -> None:
         targets = [str(p) for p in paths]
         try:
             repo = Repo(str(root))
-        except Exception as exc:
+        except dvc_errors() as exc:
             raise _error("open the repository", exc) from exc
         try:
             try:
                 repo.add(targets)
-            except Exception as exc:
+            except dvc_errors() as exc:
                 raise _error(f"track {', '.join(p.name for p in paths)}", exc) from exc
             try:
                 repo.push(targets=[t + ".dvc" for t in targets])
-            except Exception as exc:
+            except dvc_errors() as exc:
                 raise _error(
                     "push to the remote; check that the remote in .dvc/config is reachable", exc
                 ) from exc
@@ -103,10 +122,13 @@ def pull(root: Path, targets: Sequence[str]) -> None:
     with _quiet_dvc():
         from dvc.repo import Repo
 
-        repo = Repo(str(root))
+        try:
+            repo = Repo(str(root))
+        except dvc_errors() as exc:
+            raise _error("open the repository", exc) from exc
         try:
             repo.pull(targets=[str(root / t) for t in targets])
-        except Exception as exc:
+        except dvc_errors() as exc:
             raise _error("pull", exc) from exc
         finally:
             repo.close()
@@ -162,9 +184,12 @@ def fetch_at(root: Path, path: str, rev: str, dest: Path) -> None:
             with dvc.api.open(path, repo=str(root), rev=rev, mode="rb") as src, open(dest, "wb") as out:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
-        except Exception as exc:
+        except dvc_errors() as exc:
             dest.unlink(missing_ok=True)
             raise _error(f"fetch {path} at {rev[:8]}", exc) from exc
+        except BaseException:
+            dest.unlink(missing_ok=True)  # no half-written copy, whatever stopped it
+            raise
 
 
 def delete_objects(root: Path, md5s: Sequence[str]) -> int:
@@ -177,11 +202,15 @@ def delete_objects(root: Path, md5s: Sequence[str]) -> int:
     with _quiet_dvc():
         from dvc.repo import Repo
 
-        repo = Repo(str(root))
+        try:
+            repo = Repo(str(root))
+        except dvc_errors() as exc:
+            raise _error("open the repository", exc) from exc
         try:
             removed = 0
             try:
                 remote = repo.cloud.get_remote_odb(command="gc")
+                _reachable(remote)
                 for md5 in md5s:
                     if remote.exists(md5):
                         remote.delete(md5)
@@ -190,8 +219,19 @@ def delete_objects(root: Path, md5s: Sequence[str]) -> int:
                 for md5 in md5s:
                     if local.exists(md5):
                         local.delete(md5)
-            except Exception as exc:
+            except dvc_errors() as exc:
                 raise _error("remove objects from the remote", exc) from exc
             return removed
         finally:
             repo.close()
+
+
+def _reachable(odb: Any) -> None:
+    """Refuse a remote whose objects folder cannot be read: its file system may answer
+    "not there" for every object when it cannot be reached at all (fsspec's HTTP file
+    system does), and gc would then delete the local copies of objects still stored."""
+    try:
+        odb.fs.info(odb.path)
+    except FileNotFoundError:
+        raise StorageError(f"DVC could not reach the remote's objects at {odb.path} (the folder is missing or "
+                           "the remote is unreachable); nothing was deleted. Check the remote in .dvc/config") from None
