@@ -16,16 +16,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None:
+def atomic_write(path: Path, data: str | bytes, mode: int | None = None, temp_prefix: str | None = None) -> None:
     """Replace path with data, never half-written and durable once this returns.
 
     A temp file beside path (so the rename stays on one file system) is written and fsynced,
     renamed over path, and the folder fsynced so the rename survives a crash. The file gets
-    `mode`, by default the mode any new file would get (0666 less the umask).
+    `mode`, by default the mode any new file would get (0666 less the umask). `temp_prefix`
+    names the temp file where a folder's owner recognises its own leftovers by name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix or f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600; fchmod before any byte is written.
         os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
@@ -38,6 +39,15 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None) -> None
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_new(path: Path, data: bytes, executable: bool = False) -> None:
+    """Create path (never overwrite an existing file) with data, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755 if executable else 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _umask() -> int:

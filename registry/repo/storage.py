@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,23 +150,48 @@ def parse_pointer(text: str | bytes, path: str) -> Pointer:
     return Pointer(str(out.get("path", "")), md5, size)
 
 
-def remote_url(config_text: str | bytes | None) -> str | None:
-    """The default remote's URL from a .dvc/config text (DVC's INI dialect)."""
-    if not config_text:
-        return None
-    text = config_text.decode() if isinstance(config_text, bytes) else config_text
+@dataclass(frozen=True)
+class DvcConfig:
+    """A .dvc/config as DVC reads it: `core` options and each remote's, by lower-cased name."""
+
+    core: dict[str, str]
+    remotes: dict[str, dict[str, str]]
+
+    @property
+    def default_remote(self) -> str | None:
+        """core.remote, lower-cased as DVC matches remote names; None when unset."""
+        return str(self.core.get("remote", "")).lower() or None
+
+
+def parse_dvc_config(text: str | bytes) -> DvcConfig:
+    """The one reader of .dvc/config (DVC's INI dialect); a ValueError says why it is unreadable."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(text)
-    except configparser.Error:
-        return None
-    name = parser.get("core", "remote", fallback=None)
-    if not name:
-        return None
+        parser.read_string(text.decode() if isinstance(text, bytes) else text)
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+    core: dict[str, str] = {}
+    remotes: dict[str, dict[str, str]] = {}
     for section in parser.sections():
-        if section.strip().strip("'") == f'remote "{name}"':
-            return parser.get(section, "url", fallback=None)
-    return None
+        title = section.strip().strip("'\"")
+        options = dict(parser.items(section))
+        if title == "core":
+            core = options
+        elif title.startswith("remote "):
+            remotes[title[len("remote "):].strip().strip('"').lower()] = options
+    return DvcConfig(core, remotes)
+
+
+def remote_url(config_text: str | bytes | None) -> str | None:
+    """The default remote's URL from a .dvc/config text; None when there is none or it is unreadable."""
+    if not config_text:
+        return None
+    try:
+        config = parse_dvc_config(config_text)
+    except ValueError:
+        return None
+    name = config.default_remote
+    return config.remotes.get(name, {}).get("url") if name else None
 
 
 def object_url(remote: str | None, md5: str) -> str | None:
@@ -235,3 +261,32 @@ def _reachable(odb: Any) -> None:
     except FileNotFoundError:
         raise StorageError(f"DVC could not reach the remote's objects at {odb.path} (the folder is missing or "
                            "the remote is unreachable); nothing was deleted. Check the remote in .dvc/config") from None
+
+
+def share_cache(main: Path, work: Path) -> None:
+    """The worktree uses the main checkout's DVC cache and its remotes, resolved to absolute
+    paths (a relative remote URL would point elsewhere from a worktree in a temp folder)."""
+    local = main / ".dvc" / "config.local"
+    if local.is_file():
+        shutil.copyfile(local, work / ".dvc" / "config.local")
+    with _quiet_dvc():
+        from dvc.repo import Repo
+
+        try:
+            source = Repo(str(main))
+            try:
+                cache_dir = str(source.cache.local_cache_dir)
+                urls = {name: str(conf["url"]) for name, conf in source.config["remote"].items() if "url" in conf}
+            finally:
+                source.close()
+            target = Repo(str(work))
+            try:
+                with target.config.edit("local") as conf:
+                    conf["cache"]["dir"] = cache_dir
+                    for name, url in urls.items():
+                        if "://" not in url:
+                            conf["remote"].setdefault(name, {})["url"] = url
+            finally:
+                target.close()
+        except dvc_errors() as exc:
+            raise StorageError(f"DVC could not prepare the import's checkout: {exc}") from exc

@@ -38,6 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError, UsageError
+from registry.files.fsutil import fsync_dir, write_new
 from registry.files.names import check_model_name
 from registry.queries import manifest
 from registry.repo import git
@@ -53,13 +54,11 @@ from registry.serving.store import (
     Stopped,
     Unwritable,
     VersionRecord,
-    fsync_dir,
     is_write_error,
     now_iso,
     probe_file,
     unwritable,
     write_metrics,
-    write_new,
 )
 from registry.serving.verify import (
     VerificationError,

@@ -9,7 +9,6 @@ Every byte is read once: hashed and written as it arrives.
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import os
 from collections.abc import Callable
@@ -66,20 +65,12 @@ def from_config(text: bytes | None, source: str) -> Remote | None:
     """The default remote of a .dvc/config; a relative local path is resolved against the source."""
     if not text:
         return None
-    parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(text.decode())
-    except (configparser.Error, UnicodeDecodeError) as exc:
+        parsed = storage.parse_dvc_config(text)
+    except ValueError as exc:
         raise PullError(f".dvc/config: unreadable: {exc}") from None
-    config: dict[str, Any] = {"core": {}, "remote": {}}
-    for section in parser.sections():
-        title = section.strip().strip("'\"")
-        options = dict(parser.items(section))
-        if title == "core":
-            config["core"] = options
-        elif title.startswith("remote "):
-            config["remote"][title[len("remote "):].strip().strip('"').lower()] = options
-    name = str(config["core"].get("remote", "")).lower()
+    config: dict[str, Any] = {"core": parsed.core, "remote": dict(parsed.remotes)}
+    name = parsed.default_remote
     if not name:
         return None
     remote = config["remote"].get(name)

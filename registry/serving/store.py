@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError, UsageError
+from registry.files.fsutil import atomic_write, fsync_dir
 from registry.files.names import MODEL_NAME_RE
 
 STATE_FILE = "state.json"
@@ -242,39 +243,6 @@ class State:
 # --- durable writes -----------------------------------------------------------------
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_new(path: Path, data: bytes, executable: bool = False) -> None:
-    """Create path (never overwrite) with data, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755 if executable else 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def atomic_replace(path: Path, data: bytes, temp_prefix: str) -> None:
-    """Replace path whole: a temp file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.parent / f"{temp_prefix}{secrets.token_hex(6)}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -390,7 +358,7 @@ class ServingDir:
 
     def write_state(self, state: State) -> None:
         text = json.dumps(state.as_json(), indent=2, sort_keys=False) + "\n"
-        atomic_replace(self.state_path, text.encode(), f"{TMP_PREFIX}state-")
+        atomic_write(self.state_path, text, mode=0o644, temp_prefix=f"{TMP_PREFIX}state-")
 
     def new_temp(self, label: str) -> Path:
         path = self.root / f"{TMP_PREFIX}{label}-{secrets.token_hex(4)}"
@@ -519,5 +487,5 @@ def write_metrics(path: Path, stage: str, served: Mapping[str, str], last_succes
     # Leftovers of a writer that was killed: ours by name.
     for stale in path.parent.glob(f".{path.name}.{TMP_PREFIX}*"):
         stale.unlink(missing_ok=True)
-    atomic_replace(path, ("\n".join(lines) + "\n").encode(), f".{path.name}.{TMP_PREFIX}")
+    atomic_write(path, "\n".join(lines) + "\n", mode=0o644, temp_prefix=f".{path.name}.{TMP_PREFIX}")
 

@@ -23,7 +23,7 @@ from registry.integrations.importers.plan import (
     check_card,
     promotions,
 )
-from registry.repo import git
+from registry.repo import git, storage
 from registry.repo.registry import MODEL_FILE, MODELS_DIR, Registry, version_sort_key
 
 REMOTE = "origin"
@@ -259,43 +259,12 @@ def _worktree(reg: Registry, branch: str, base: str) -> Iterator[Registry]:
     try:
         git.add_worktree(reg.root, path, branch, None if base == f"refs/heads/{branch}" else base)
         try:
-            _share_dvc(reg.root, path)
+            storage.share_cache(reg.root, path)
             yield Registry(path)
         finally:
             git.remove_worktree(reg.root, path)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
-
-
-def _share_dvc(main: Path, work: Path) -> None:
-    """The worktree uses the main checkout's DVC cache and its remotes, resolved to absolute
-    paths (a relative remote URL would point elsewhere from a worktree in a temp folder)."""
-    from registry.repo.storage import _quiet_dvc
-
-    local = main / ".dvc" / "config.local"
-    if local.is_file():
-        shutil.copyfile(local, work / ".dvc" / "config.local")
-    with _quiet_dvc():
-        from dvc.repo import Repo
-
-        try:
-            source = Repo(str(main))
-            try:
-                cache_dir = str(source.cache.local_cache_dir)
-                urls = {name: str(conf["url"]) for name, conf in source.config["remote"].items() if "url" in conf}
-            finally:
-                source.close()
-            target = Repo(str(work))
-            try:
-                with target.config.edit("local") as conf:
-                    conf["cache"]["dir"] = cache_dir
-                    for name, url in urls.items():
-                        if "://" not in url:
-                            conf["remote"].setdefault(name, {})["url"] = url
-            finally:
-                target.close()
-        except Exception as exc:
-            raise RegistryError(f"DVC could not prepare the import's checkout: {exc}") from exc
 
 
 def _restore_branch(reg: Registry, branch: str, old_tip: str | None) -> None:
