@@ -50,6 +50,24 @@ def write_new(path: Path, data: bytes, executable: bool = False) -> None:
         os.fsync(handle.fileno())
 
 
+def publish_new(path: Path, data: bytes, mode: int) -> None:
+    """Create path whole with data and mode, never overwriting: FileExistsError if it exists.
+
+    The temp file is created 0600 and given `mode` before any byte is written, so a private
+    key is never readable by others, not even for a moment; link() publishes it whole."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

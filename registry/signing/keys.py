@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError, UsageError
+from registry.files.fsutil import publish_new
 from registry.repo import git
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
@@ -103,23 +103,10 @@ def generate_keypair(out_prefix: Path | str, passphrase: bytes | None = None) ->
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    # mkstemp creates the file 0600, so a private key is never readable by others,
-    # not even for a moment; link() publishes it whole and never overwrites.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise SigningKeyError(
-                f"{path}: already exists; choose another prefix or remove it"
-            ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        publish_new(path, data, mode)
+    except FileExistsError:
+        raise SigningKeyError(f"{path}: already exists; choose another prefix or remove it") from None
 
 
 def _read_key_file(path: Path) -> bytes:
