@@ -1,3 +1,5 @@
+"""`python -m registry`: the same command as `registry`."""
+
 from registry.cli.main import main
 
 main()
