@@ -652,3 +652,58 @@ scan: {allow_globals: []}
 trusted_keys: []
 roles: {admin: ["@acme/ml-admins"], data-scientist: [], developer: [], viewer: []}
 """
+
+
+REGISTRATION_REF = "refs/bench/one-model-registration"
+
+
+def registration_pr(path: Path, model: str, ref: str = REGISTRATION_REF) -> str:
+    """A commit on top of HEAD that registers one new version of `model` (the next major), as
+    `registry register` would: its card and a small safetensors file kept in git. Made with git
+    plumbing (a private index) so the work tree stays as generated; `ref` is pointed at it."""
+    import hashlib
+    import os
+    import struct
+    import tempfile
+
+    from registry.files.names import Version
+
+    def git(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=path, input=stdin, capture_output=True, check=True,
+                              env=env).stdout.decode().strip()
+
+    folders = [line.split("\t")[1].rsplit("/", 1)[1]
+               for line in git("ls-tree", "HEAD", f"models/{model}/").splitlines() if line.split()[1] == "tree"]
+    latest = max(folders, key=Version.parse)
+    version = f"{int(latest.split('.')[0]) + 1}.0.0"
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (-len(header) % 8)
+    weights = struct.pack("<Q", len(header)) + header + struct.pack("<2f", 0.5, -0.5)
+    lines, in_artifacts = [], False
+    for line in git("show", f"HEAD:models/{model}/{latest}/card.yaml").splitlines():
+        if in_artifacts and line.startswith(("- ", "  ")):
+            continue  # the old version's artifact list
+        in_artifacts = False
+        if line.startswith("version:"):
+            line = f"version: {version}"
+        elif line == "artifacts:":
+            in_artifacts = True
+            lines += ["artifacts:", f"- path: {ARTIFACT}", f"  size: {len(weights)}",
+                      f"  sha256: {hashlib.sha256(weights).hexdigest()}", "  storage: git"]
+            continue
+        lines.append(line)
+    card = git("hash-object", "-w", "--stdin", stdin=("\n".join(lines) + "\n").encode())
+    blob = git("hash-object", "-w", "--stdin", stdin=weights)
+    folder = f"models/{model}/{version}"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"), GIT_AUTHOR_NAME="bench",
+                   GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="bench",
+                   GIT_COMMITTER_EMAIL="bench@example.com")
+        git("read-tree", "HEAD", env=env)
+        git("update-index", "--add", "--cacheinfo", f"100644,{card},{folder}/card.yaml", env=env)
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{folder}/{ARTIFACT}", env=env)
+        tree = git("write-tree", env=env)
+        commit = git("commit-tree", tree, "-p", "HEAD", "-m", f"Register {model} {version}",
+                     "-m", "Reason: bench", env=env)
+    git("update-ref", ref, commit)
+    return ref
