@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_a_tree_reads_a_commit_and_the_work_tree_alike(tmp_path: Path) -> None:
     (tmp_path / "top.yaml").write_text("x: 1\n")
     git.run(["add", "."], tmp_path)
     git.run(["commit", "--quiet", "-m", "one"], tmp_path)
-    with tree.Reader(tmp_path) as reader:
+    with closing(tree.Reader(tmp_path)) as reader:
         commit, work = reader.at(git.rev_parse("HEAD", tmp_path)), reader.at(None)
         for side in (commit, work):
             assert side.read("models/m/model.yaml") == b"owners: []\n"

@@ -659,22 +659,16 @@ REGISTRATION_REF = "refs/bench/one-model-registration"
 
 def registration_pr(path: Path, model: str, ref: str = REGISTRATION_REF) -> str:
     """A commit on top of HEAD that registers one new version of `model` (the next major), as
-    `registry register` would: its card and a small safetensors file kept in git. Made with git
-    plumbing (a private index) so the work tree stays as generated; `ref` is pointed at it."""
+    `registry register` would: its card and a small safetensors file kept in git."""
     import hashlib
-    import os
     import struct
-    import tempfile
 
     from registry.files.names import Version
 
-    def git(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
-        return subprocess.run(["git", *args], cwd=path, input=stdin, capture_output=True, check=True,
-                              env=env).stdout.decode().strip()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, check=True).stdout.decode().strip()
 
-    folders = [line.split("\t")[1].rsplit("/", 1)[1]
-               for line in git("ls-tree", "HEAD", f"models/{model}/").splitlines() if line.split()[1] == "tree"]
-    latest = max(folders, key=Version.parse)
+    latest = max(version_folders(path, model), key=Version.parse)
     version = f"{int(latest.split('.')[0]) + 1}.0.0"
     header = json.dumps({"weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     header += b" " * (-len(header) % 8)
@@ -692,18 +686,37 @@ def registration_pr(path: Path, model: str, ref: str = REGISTRATION_REF) -> str:
                       f"  sha256: {hashlib.sha256(weights).hexdigest()}", "  storage: git"]
             continue
         lines.append(line)
-    card = git("hash-object", "-w", "--stdin", stdin=("\n".join(lines) + "\n").encode())
-    blob = git("hash-object", "-w", "--stdin", stdin=weights)
     folder = f"models/{model}/{version}"
+    files = {f"{folder}/card.yaml": ("\n".join(lines) + "\n").encode(), f"{folder}/{ARTIFACT}": weights}
+    return commit_on_head(path, files, f"Register {model} {version}", ref)
+
+
+def version_folders(path: Path, model: str) -> list[str]:
+    """The version folders of a model at HEAD."""
+    out = subprocess.run(["git", "ls-tree", "HEAD", f"models/{model}/"], cwd=path, capture_output=True,
+                         check=True).stdout.decode()
+    return [line.split("\t")[1].rsplit("/", 1)[1] for line in out.splitlines() if line.split()[1] == "tree"]
+
+
+def commit_on_head(path: Path, files: dict[str, bytes], subject: str, ref: str) -> str:
+    """A commit on top of HEAD that writes these files (with a "Reason: bench" trailer), made with
+    git plumbing and a private index so the work tree stays as generated; `ref` is pointed at it."""
+    import os
+    import tempfile
+
+    def git(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=path, input=stdin, capture_output=True, check=True,
+                              env=env).stdout.decode().strip()
+
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, GIT_INDEX_FILE=str(Path(tmp) / "index"), GIT_AUTHOR_NAME="bench",
                    GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="bench",
                    GIT_COMMITTER_EMAIL="bench@example.com")
         git("read-tree", "HEAD", env=env)
-        git("update-index", "--add", "--cacheinfo", f"100644,{card},{folder}/card.yaml", env=env)
-        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{folder}/{ARTIFACT}", env=env)
+        for name, data in files.items():
+            blob = git("hash-object", "-w", "--stdin", stdin=data)
+            git("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}", env=env)
         tree = git("write-tree", env=env)
-        commit = git("commit-tree", tree, "-p", "HEAD", "-m", f"Register {model} {version}",
-                     "-m", "Reason: bench", env=env)
+        commit = git("commit-tree", tree, "-p", "HEAD", "-m", subject, "-m", "Reason: bench", env=env)
     git("update-ref", ref, commit)
     return ref

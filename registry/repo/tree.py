@@ -12,7 +12,6 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from registry.errors import GitError
 from registry.repo import git
@@ -59,14 +58,6 @@ class Reader:
         if self._cat is not None:
             self._cat.close()
             self._cat = None
-
-    def __enter__(self) -> Reader:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 class Tree:
