@@ -1,14 +1,12 @@
 """`registry check` reads only what the diff touches: counted through the one reader, not timed.
 
 The registries come from tools/synth.py (the benchmark's generator), N and 3N models; the PR
-registers one version of one model. A check that read every model.yaml (as the approval gate
+(tools/synth_pr.py) registers one version of one model. A check that read every model.yaml (as the approval gate
 once did) or listed the whole models/ folder would read three times as much in the larger one.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -20,15 +18,6 @@ from registry.repo.blobcache import BlobCache
 from registry.repo.registry import Registry
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
-
-
-def _synth():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("synth", TOOLS / "synth.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("synth", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _reads(monkeypatch: pytest.MonkeyPatch, root: Path, head: str) -> tuple[int, int, check.Report]:
@@ -56,11 +45,14 @@ def _reads(monkeypatch: pytest.MonkeyPatch, root: Path, head: str) -> tuple[int,
 def test_a_one_version_registration_reads_the_same_in_a_registry_three_times_larger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synth = _synth()
+    monkeypatch.syspath_prepend(str(TOOLS))
+    import synth
+    import synth_pr
+
     counts = []
     for models in (4, 12):
         built = synth.ensure_registry(tmp_path, models, 2)
-        head = synth.registration_pr(built.path, built.busiest_model)
+        head = synth_pr.registration_pr(built.path, built.busiest_model)
         objects, entries, report = _reads(monkeypatch, built.path, head)
         assert report.passed, [r for r in report.results if r.status == "fail"]
         assert {r.gate for r in report.results} == set(check.GATE_ORDER)
