@@ -652,3 +652,4 @@ scan: {allow_globals: []}
 trusted_keys: []
 roles: {admin: ["@acme/ml-admins"], data-scientist: [], developer: [], viewer: []}
 """
+

@@ -320,8 +320,9 @@ def model_data(text: str | bytes | None, path: str) -> dict[str, Any]:
     return dict(data or {})
 
 
-def model_evaluation(text: str | bytes | None, path: str, registry: Evaluation) -> Evaluation:
-    """The evaluation policy for one model: registry.yaml's, tightened by its model.yaml's."""
-    if text is None:
+def model_evaluation(data: dict[str, Any] | None, path: str, registry: Evaluation) -> Evaluation:
+    """The evaluation policy for one model: registry.yaml's, tightened by its model.yaml's
+    (data: the validated model.yaml, from model_data; None when there is none)."""
+    if data is None:
         return registry
-    return Evaluation.from_data(model_data(text, path).get("evaluation"), path, within=registry)
+    return Evaluation.from_data(data.get("evaluation"), path, within=registry)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from registry.errors import ValidationError
 from registry.files import codeowners, config, yamlio
 from registry.gates.result import GateResult
-from registry.repo import git
 from registry.repo.registry import MODEL_FILE, MODELS_DIR
 
 if TYPE_CHECKING:
@@ -43,26 +42,31 @@ def _matches(pattern: str, path: str) -> bool:
     pattern = pattern.lstrip("/")
     if pattern.endswith("/"):
         return path.startswith(pattern) if anchored else ("/" + path).find("/" + pattern) >= 0
+    if not any(c in pattern for c in "*?["):  # a literal: what fnmatch would say, without a regex each
+        return path == pattern or (not anchored and path.rsplit("/", 1)[-1] == pattern)
     return fnmatch.fnmatch(path, pattern) or (not anchored and fnmatch.fnmatch(path.rsplit("/", 1)[-1], pattern))
 
 
-def _generate_at(ctx: CheckContext, rev: str) -> str:
-    return codeowners.generate(_roles_at(ctx, rev), _owners_at(ctx, rev))
+def _generate_at(ctx: CheckContext, rev: str, models: list[str] | None = None) -> str:
+    """CODEOWNERS as `registry codeowners` writes it at rev; with `models`, only their lines (the
+    lines of other models never match a path under those models' folders)."""
+    return codeowners.generate(_roles_at(ctx, rev), _owners_at(ctx, rev, models))
 
 
 def _roles_at(ctx: CheckContext, rev: str) -> dict[str, tuple[str, ...]]:
     text = ctx.read(rev, config.CONFIG_FILE) or b"{}"
     try:
-        return config.parse(text).roles
+        return ctx.parse_config(text).roles
     except ValidationError:  # the schema gate fails the file; CODEOWNERS is compared as for defaults
         return config.RegistryConfig.from_data({}).roles
 
 
-def _owners_at(ctx: CheckContext, rev: str) -> dict[str, list[str]]:
-    """Each model's owners at rev. A model.yaml the head cannot be read for owners keeps the
-    base's: a PR that breaks the file must not shrink who must approve (`_unreadable` reports it)."""
-    names = [e.path.split("/", 1)[1] for e in git.ls_tree(rev, ctx.reg.root, [f"{MODELS_DIR}/"], recursive=False)
-             if e.kind == "tree"]
+def _owners_at(ctx: CheckContext, rev: str, models: list[str] | None = None) -> dict[str, list[str]]:
+    """Each model's owners at rev (only `models`' when given). A model.yaml the head cannot be read
+    for owners keeps the base's: a PR that breaks the file must not shrink who must approve
+    (`_unreadable` reports it)."""
+    names = models if models is not None else [
+        e.path.split("/", 1)[1] for e in ctx.files_at(rev, MODELS_DIR, recursive=False) if e.kind == "tree"]
     blobs = ctx.cat.read_many([f"{rev}:{MODELS_DIR}/{n}/{MODEL_FILE}" for n in names])
     owners: dict[str, list[str]] = {}
     broken = []
@@ -72,7 +76,7 @@ def _owners_at(ctx: CheckContext, rev: str) -> dict[str, list[str]]:
                 owners[name] = codeowners.owners_of(yamlio.loads(blob), f"{MODELS_DIR}/{name}/{MODEL_FILE}")
             except ValidationError:
                 broken.append(name)
-    base = _owners_at(ctx, ctx.base) if broken and rev != ctx.base else {}
+    base = _owners_at(ctx, ctx.base, broken) if broken and rev != ctx.base else {}
     for name in broken:
         owners[name] = base.get(name, [])
     return owners
@@ -89,7 +93,7 @@ def _unreadable(ctx: CheckContext) -> list[GateResult]:
         try:
             codeowners.owners_of(yamlio.loads(blob) if blob is not None else None, change.path)
         except ValidationError as exc:
-            base = _owners_at(ctx, ctx.base).get(parts[1], [])
+            base = _owners_at(ctx, ctx.base, [parts[1]]).get(parts[1], [])
             results.append(GateResult(
                 "approval", parts[1], None, "fail",
                 f"{exc.problems[0].message}: owners unreadable, so the base branch's owners still apply "
@@ -99,21 +103,23 @@ def _unreadable(ctx: CheckContext) -> list[GateResult]:
 
 def _stale(ctx: CheckContext) -> bool:
     """Whether this PR leaves CODEOWNERS disagreeing with roles or the owners of models it already lists."""
-    actual = (ctx.read(ctx.head, codeowners.CODEOWNERS_FILE) or b"").decode(errors="replace")
-    expected = _generate_at(ctx, ctx.head)
-    if actual == expected:
-        return False
-    if any(c.path == codeowners.CODEOWNERS_FILE for c in ctx.changes):
-        return True  # an edit of the file must be what `registry codeowners` writes
+    edited = any(c.path == codeowners.CODEOWNERS_FILE for c in ctx.changes)
     touched_roles = any(c.path == config.CONFIG_FILE for c in ctx.changes) and \
         _roles_at(ctx, ctx.base) != _roles_at(ctx, ctx.head)
     # Owners of a model already on the base branch changed: its lines must follow in this PR.
-    base_owners = _owners_at(ctx, ctx.base)
-    head_owners = _owners_at(ctx, ctx.head) if any(
-        c.path.startswith(f"{MODELS_DIR}/") and c.path.endswith(f"/{MODEL_FILE}") for c in ctx.changes) else {}
-    touched_owners = any(name in base_owners and base_owners[name] != owners
-                         for name, owners in head_owners.items())
-    return touched_roles or touched_owners
+    # Only a model whose model.yaml differs between base and head can have other owners there.
+    touched_owners = False
+    if any(c.path.startswith(f"{MODELS_DIR}/") and c.path.endswith(f"/{MODEL_FILE}") for c in ctx.changes):
+        differing = ctx.differing(f"{MODELS_DIR}/*/{MODEL_FILE}")
+        names = sorted({p.split("/")[1] for p in differing if p.count("/") == 2})
+        base_owners = _owners_at(ctx, ctx.base, names)
+        head_owners = _owners_at(ctx, ctx.head, names)
+        touched_owners = any(name in base_owners and base_owners[name] != owners
+                             for name, owners in head_owners.items())
+    if not (edited or touched_roles or touched_owners):
+        return False  # nothing here makes the file's state this PR's to fix (whatever it says)
+    actual = (ctx.read(ctx.head, codeowners.CODEOWNERS_FILE) or b"").decode(errors="replace")
+    return actual != _generate_at(ctx, ctx.head)  # an edit must be what `registry codeowners` writes
 
 
 def run(ctx: CheckContext) -> list[GateResult]:
@@ -127,7 +133,7 @@ def _approvers(ctx: CheckContext) -> list[GateResult]:
                            "run `registry codeowners` and commit the result", codeowners.CODEOWNERS_FILE)]
     # GitHub reads CODEOWNERS from the base branch: a PR cannot name its own approvers.
     enforced = ctx.read(ctx.base, codeowners.CODEOWNERS_FILE)
-    text = enforced.decode(errors="replace") if enforced is not None else _generate_at(ctx, ctx.base)
+    text = enforced.decode(errors="replace") if enforced is not None else _generate_at(ctx, ctx.base, ctx.models)
     rules = codeowners.parse(text)
     needed: dict[str, list[str]] = {}
     for change in ctx.changes:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from registry.errors import RegistryError
 from registry.files import config
-from registry.files.layout import MODEL_FILE, MODELS_DIR
 from registry.gates.result import GateResult
 
 if TYPE_CHECKING:
@@ -55,8 +54,7 @@ def stage_policy(ctx: CheckContext, model: str, version: str | None, target: str
 
 def base_model_data(ctx: CheckContext, model: str) -> dict[str, Any]:
     """The model's model.yaml on the base branch ({} for a new model); a ValidationError if invalid."""
-    model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
-    return config.model_data(ctx.read(ctx.base, model_file), model_file)
+    return ctx.model_data(ctx.base, model) or {}
 
 
 def policy_task(ctx: CheckContext, model: str, version: str | None) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from registry.errors import Problem, ValidationError
-from registry.files import cards, stages
+from registry.files import stages
 from registry.files.cards import Artifact
 from registry.gates.result import GateResult
 from registry.queries import consistency
@@ -50,7 +50,7 @@ class HeadTree:
         if path not in self._cards:
             text = self.read(path)
             try:
-                card = cards.parse(text, path) if text is not None else None
+                card = self.ctx.parse_card(text, path) if text is not None else None
             except ValidationError:
                 card = None
             self._cards[path] = CardFacts(card.name, card.version, card.artifacts) if card else None

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from registry.errors import RegistryError
 from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, stage_policy
 from registry.gates.result import GateResult
-from registry.runner import run as runner
 
 if TYPE_CHECKING:
     from registry.gates.run import CheckContext
@@ -48,6 +47,8 @@ def run(ctx: CheckContext) -> list[GateResult]:
         except RegistryError as exc:
             results.append(GateResult("latency", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
             continue
+        from registry.runner import run as runner  # numpy: only when a model runs
+
         timeout = max(float(policy.smoke_timeout_s), 1.0) * 2
         outcome = runner.latency(folder, entrypoint, card.data.get("input_example"), runs, timeout)
         file = f"models/{model}/{version}/{entrypoint}"

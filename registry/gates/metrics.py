@@ -101,7 +101,7 @@ def _regressions(card: Card, current: Card, policy: StagePolicy) -> list[str]:
 def evaluation_for(ctx: CheckContext, model: str, card: Card) -> Evaluation:
     """The sets this version is recomputed on: base's registry.yaml and model.yaml, then the card's."""
     model_file = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
-    policy = config.model_evaluation(ctx.read(ctx.base, model_file), model_file, ctx.config.evaluation)
+    policy = config.model_evaluation(ctx.model_data(ctx.base, model), model_file, ctx.config.evaluation)
     card_path = f"{MODELS_DIR}/{model}/{card.version}/card.yaml"
     card_evaluation = card.data.get("evaluation")
     return policy.with_card(dict(card_evaluation) if isinstance(card_evaluation, dict) else None, card_path)

@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from registry.errors import UsageError, ValidationError
-from registry.files import cards, config, stages, yamlio
+from registry.errors import Problem, UsageError, ValidationError
+from registry.files import cards, config, schemas, stages, yamlio
+from registry.files.config import RegistryConfig
 from registry.files.names import MODEL_NAME_RE, Version
 from registry.gates import summary
 from registry.gates.result import NOT_AVAILABLE, GateResult
-from registry.queries import consistency
-from registry.repo import git
-from registry.repo.registry import MODELS_DIR, Registry
+from registry.queries import consistency, validate
+from registry.repo import git, tree
+from registry.repo.blobcache import BlobCache
+from registry.repo.registry import MODEL_FILE, MODELS_DIR, Registry
+
+# Files that passed the schema check, by blob id, under $GIT_DIR/registry/ (bounded: it must not grow).
+CHECK_CACHE = "check-cache"
+CHECK_CACHE_LIMIT = 2048
+
+T = TypeVar("T")
 
 GATE_ORDER = ("schema", "consistency", "immutability", "lifecycle", "format", "scan", "signature",
               "metrics", "smoke", "latency", "approval")
@@ -57,24 +66,55 @@ class CheckContext:
     results: list[GateResult] = field(default_factory=list)
     # Metrics the metrics gate recomputed, per (model, version): the summary says which are measured.
     recomputed: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
-    _cat: git.CatFile | None = None
+    _reader: tree.Reader | None = None
+    _valid: BlobCache | None = None  # files known to pass the schema check
     _tmp: Path | None = None
     _folders: dict[tuple[str, str], Path] = field(default_factory=dict)
+    _parsed: dict[str, Any] = field(default_factory=dict)  # "kind:blob id" -> what it parses to
 
-    # -- reading trees -------------------------------------------------------------------
+    # -- reading trees: everything through one reader, only what the diff touches ---------
 
     @property
-    def cat(self) -> git.CatFile:
-        if self._cat is None:
-            self._cat = git.CatFile(self.reg.root)
-        return self._cat
+    def cat(self) -> tree.Reader:
+        """The one reader (a `git cat-file --batch`): objects by id or ``rev:path``, tree listings."""
+        if self._reader is None:
+            self._reader = tree.Reader(self.reg.root)
+        return self._reader
 
     def read(self, rev: str, path: str) -> bytes | None:
-        return self.cat.read(f"{rev}:{path}")
+        return self.cat.at(rev).read(path)
+
+    def schema_problems(self, kind: str, text: bytes, path: str) -> list[Problem]:
+        """The schema check of `registry validate` on one file (validate.check_file), done once per
+        content: a file that passed is remembered by blob id, so checking it again costs nothing."""
+        blob = git.blob_id(text)
+        if self._known_valid(kind, blob):
+            return []
+        problems = validate.check_file(kind, text, path).problems
+        if not problems:
+            self._remember_valid(kind, blob)
+        return problems
+
+    def _known_valid(self, kind: str, blob: str) -> bool:
+        if self._valid is None:
+            self._valid = BlobCache(self.reg.root, CHECK_CACHE, schemas.fingerprint(), limit=CHECK_CACHE_LIMIT)
+        return bool(self._valid.get(f"{kind}:{blob}"))
+
+    def _remember_valid(self, kind: str, blob: str) -> None:
+        if self._known_valid(kind, blob):
+            return
+        assert self._valid is not None
+        self._valid.put(f"{kind}:{blob}", True)
+
+    def differing(self, pathspec: str) -> list[str]:
+        """Paths matching a git pathspec whose content differs between base and head."""
+        return git.changed_paths(self.base, self.head, self.reg.root, [pathspec])
 
     def close(self) -> None:
-        if self._cat is not None:
-            self._cat.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._valid is not None:
+            self._valid.save()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -83,7 +123,11 @@ class CheckContext:
         text = self.read(self.base, config.CONFIG_FILE)
         if text is None:
             text = self.read(self.head, config.CONFIG_FILE) or b"{}"
-        return config.parse(text)
+        return self.parse_config(text)
+
+    def parse_config(self, text: bytes) -> RegistryConfig:
+        """config.parse of a registry.yaml, its schema check done once per content."""
+        return self._parse_once("registry", text, config.CONFIG_FILE, config.parse, RegistryConfig.from_data)
 
     def stages_at(self, rev: str, model: str) -> stages.Stages:
         text = self.read(rev, f"{MODELS_DIR}/{model}/{stages.STAGES_FILE}")
@@ -100,15 +144,39 @@ class CheckContext:
         if text is None:
             return None
         try:
-            return cards.parse(text, path)
+            return self.parse_card(text, path)
         except ValidationError:
             return None
 
-    def files_at(self, rev: str, folder: str) -> list[git.TreeEntry]:
-        try:
-            return git.ls_tree(rev, self.reg.root, [folder + "/"])
-        except Exception:
-            return []
+    def model_data(self, rev: str, model: str) -> dict[str, Any] | None:
+        """The model's model.yaml at rev, validated (config.model_data; None when there is none);
+        a ValidationError when it does not validate."""
+        path = f"{MODELS_DIR}/{model}/{MODEL_FILE}"
+        text = self.read(rev, path)
+        if text is None:
+            return None
+        return dict(self._parse_once("model", text, path, config.model_data, lambda data: dict(data or {})))
+
+    def parse_card(self, text: bytes, path: str) -> cards.Card:
+        """cards.parse, once per content: a card known to pass the schema check is not checked again."""
+        return self._parse_once("card", text, path, cards.parse, cards.Card.from_data)
+
+    def _parse_once(self, kind: str, text: bytes, path: str, parse: Callable[[bytes, str], T],
+                    build: Callable[[Any], T]) -> T:
+        """parse(text, path) (YAML, then the schema, then build), once per content; where the
+        file is known to pass the schema (validate.check_file), only YAML and build."""
+        blob = git.blob_id(text)
+        key = f"{kind}:{blob}"
+        if key not in self._parsed:
+            if self._known_valid(kind, blob):
+                self._parsed[key] = build(yamlio.loads(text, path))
+            else:
+                self._parsed[key] = parse(text, path)  # a ValidationError is not remembered
+                self._remember_valid(kind, blob)
+        return cast(T, self._parsed[key])
+
+    def files_at(self, rev: str, folder: str, *, recursive: bool = True) -> list[git.TreeEntry]:
+        return self.cat.at(rev).ls(folder, recursive=recursive)
 
     # -- what changed --------------------------------------------------------------------
 

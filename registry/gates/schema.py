@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.gates.result import GateResult
-from registry.queries.validate import check_file, kind_of
+from registry.queries.validate import kind_of
 
 if TYPE_CHECKING:
     from registry.gates.run import CheckContext
@@ -28,9 +28,9 @@ def run(ctx: CheckContext) -> list[GateResult]:
         if text is None:
             continue
         model, version = _owner(change.path)
-        facts = check_file(kind, text, change.path)
-        if facts.problems:
-            results += [GateResult("schema", model, version, "fail", str(p), p.path, p.line) for p in facts.problems]
+        problems = ctx.schema_problems(kind, text, change.path)
+        if problems:
+            results += [GateResult("schema", model, version, "fail", str(p), p.path, p.line) for p in problems]
         else:
             results.append(GateResult("schema", model, version, "pass", f"{change.path} is valid", change.path))
     if not results:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from registry.errors import RegistryError
 from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, stage_policy
 from registry.gates.result import GateResult
-from registry.runner import run as runner
 
 if TYPE_CHECKING:
     from registry.gates.run import CheckContext
@@ -45,8 +44,12 @@ def run(ctx: CheckContext) -> list[GateResult]:
         entrypoint = card.data.get("entrypoint")
         onnx = next((a.path for a in card.artifacts if a.path.endswith(".onnx")), None)
         if entrypoint:
+            from registry.runner import run as runner  # numpy: only when a model runs
+
             outcome = runner.smoke(folder, entrypoint, example, timeout)
         elif onnx:
+            from registry.runner import run as runner
+
             outcome = runner.onnx_smoke(folder, onnx, example, timeout)
         else:
             results.append(GateResult("smoke", model, version, "skip",

@@ -17,11 +17,14 @@ from registry.version import __version__
 
 
 class BlobCache:
-    def __init__(self, root: Path, name: str, key: str) -> None:
+    """With `limit`, only the newest `limit` entries are kept (a cache that must not grow)."""
+
+    def __init__(self, root: Path, name: str, key: str, *, limit: int | None = None) -> None:
         git_dir = Path(git.run(["rev-parse", "--absolute-git-dir"], root).strip())
         self.path = git_dir / "registry" / f"{name}.json"
         self.key = f"{__version__}:{key}"
         self.entries: dict[str, Any] = {}
+        self.limit = limit
         self.dirty = False
         try:
             stored = json.loads(self.path.read_text())
@@ -35,8 +38,11 @@ class BlobCache:
 
     def put(self, blob: str | None, value: Any) -> None:
         if blob:
+            self.entries.pop(blob, None)  # re-inserted: the newest entry
             self.entries[blob] = value
             self.dirty = True
+            if self.limit is not None and len(self.entries) > self.limit:
+                del self.entries[next(iter(self.entries))]
 
     def save(self) -> None:
         if not self.dirty:

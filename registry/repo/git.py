@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,20 @@ def dirty_paths(cwd: Path) -> list[str]:
 def all_refs(cwd: Path) -> list[str]:
     out = run(["for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes"], cwd)
     return [line for line in out.splitlines() if line and not line.endswith("/HEAD")]
+
+
+def blob_id(data: bytes) -> str:
+    """The id git gives these bytes as a blob (`git hash-object`), without asking git."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def changed_paths(a: str, b: str, cwd: Path, pathspecs: Sequence[str] = ()) -> list[str]:
+    """Paths whose content differs between commits a and b (added, deleted or changed; no renames).
+
+    Git compares trees by id, so this costs what differs, not the size of the trees.
+    """
+    out = run(["diff", "--name-only", "--no-renames", "-z", a, b, "--", *pathspecs], cwd)
+    return [path for path in out.split("\0") if path]
 
 
 @dataclass(frozen=True)
