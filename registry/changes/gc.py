@@ -135,7 +135,7 @@ def run(reg: Registry, *, dry_run: bool = False, no_branch: bool = False,
     paths: list[str] = []
 
     def restore() -> None:
-        git.run(["checkout", "--quiet", "--", *paths], reg.root, check=False)
+        git.restore_paths(reg.root, paths)
 
     with branches.change_on_branch(reg.root, branch, restore):
         for c in result.candidates:
@@ -146,13 +146,11 @@ def run(reg: Registry, *, dry_run: bool = False, no_branch: bool = False,
                               f"outside the newest {reg.config.keep_latest}"}
             yamlio.atomic_write(path, cards.Card.from_data(data).to_text())
             paths.append(reg.rel(path))
-        git.run(["add", "--", *paths], reg.root)
         listing = "\n".join(f"- {c.model}@{c.version} ({c.stage}, created {c.created})" for c in result.candidates)
         message = (f"Purge {len(result.candidates)} version(s) under the retention policy\n\n{listing}\n\n"
                    f"Reason: retention policy (keep_latest {reg.config.keep_latest}, "
                    f"purge_unstaged_after_days {reg.config.purge_unstaged_after_days})\n")
-        git.run(["commit", "--quiet", "-m", message], reg.root)
-    commit = git.run(["rev-parse", "HEAD"], reg.root).strip()
+        commit = git.commit_paths(reg.root, paths, message)
     return result, branch, commit
 
 
@@ -165,8 +163,7 @@ class Applied:
 
 def merged_ref(reg: Registry) -> str:
     """The default branch, as origin has it when there is an origin: where a purge counts as merged."""
-    head = git.run(["symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD"], reg.root, check=False).strip()
-    branch = head.removeprefix("origin/") if head.startswith("origin/") else "main"
+    branch = git.remote_default_branch(reg.root) or "main"
     for ref in (f"refs/remotes/origin/{branch}", f"refs/heads/{branch}"):
         if git.rev_parse(ref, reg.root):
             return ref

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import UsageError
 from registry.gates import run as check
-from registry.repo import git, storage
+from registry.repo import storage
 from registry.repo.registry import MODELS_DIR, Registry
 
 
@@ -34,17 +33,7 @@ class FetchPlan:
 
 def _context(reg: Registry, base: str) -> check.CheckContext:
     """What `registry check --base BASE` would look at, with HEAD (the work tree's commit) as head."""
-    base_sha = git.rev_parse(base, reg.root)
-    if base_sha is None:
-        raise UsageError(f"--base {base}: no such commit, branch or tag (fetch it first, e.g. git fetch origin)")
-    head_sha = git.rev_parse("HEAD", reg.root)
-    if head_sha is None:
-        raise UsageError("HEAD: the registry has no commit yet")
-    merge_base = git.run(["merge-base", base_sha, head_sha], reg.root, check=False).strip() or git.EMPTY_TREE
-    raw = git.run(["diff", "--no-renames", "--name-status", "-z", merge_base, head_sha], reg.root)
-    fields = raw.split("\0")
-    changes = [check.Change(s[0], p) for s, p in zip(fields[0::2], fields[1::2], strict=False) if s]
-    return check.CheckContext(reg, base_sha, head_sha, merge_base, changes)
+    return check.context(reg, base)
 
 
 def plan(reg: Registry, base: str) -> FetchPlan:

@@ -349,29 +349,31 @@ def with_prerequisites(selected: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(g for g in GATE_ORDER if g in wanted)
 
 
-def run(reg: Registry, base: str, head: str = "HEAD", gates: tuple[str, ...] = GATE_ORDER) -> Report:
-    """Run the gates (and their prerequisites, always) on what changed between base and head."""
-    gates = with_prerequisites(gates)
+def context(reg: Registry, base: str, head: str = "HEAD") -> CheckContext:
+    """What a check of the change from base to head looks at (`check`, and `fetch` for HEAD)."""
     base_sha = git.rev_parse(base, reg.root)
     if base_sha is None:
         raise UsageError(f"--base {base}: no such commit, branch or tag (fetch it first, e.g. git fetch origin)")
     head_sha = git.rev_parse(head, reg.root)
     if head_sha is None:
-        raise UsageError(f"--head {head}: no such commit, branch or tag")
-    merge_base = git.run(["merge-base", base_sha, head_sha], reg.root, check=False).strip() or git.EMPTY_TREE
-    raw = git.run(["diff", "--no-renames", "--name-status", "-z", merge_base, head_sha], reg.root)
-    fields = raw.split("\0")
-    changes = [Change(s[0], p) for s, p in zip(fields[0::2], fields[1::2], strict=False) if s]
-    ctx = CheckContext(reg, base_sha, head_sha, merge_base, changes)
+        raise UsageError("HEAD: the registry has no commit yet" if head == "HEAD"
+                         else f"--head {head}: no such commit, branch or tag")
+    merge_base, changed = git.diff_names(reg.root, base_sha, head_sha)
+    return CheckContext(reg, base_sha, head_sha, merge_base, [Change(status, path) for status, path in changed])
+
+
+def run(reg: Registry, base: str, head: str = "HEAD", gates: tuple[str, ...] = GATE_ORDER) -> Report:
+    """Run the gates (and their prerequisites, always) on what changed between base and head."""
+    gates = with_prerequisites(gates)
+    ctx = context(reg, base, head)
+    base_sha, head_sha, merge_base = ctx.base, ctx.head, ctx.merge_base
     from registry.gates import load
 
     try:
         for name in gates:
             ctx.results.extend(load(name)(ctx))
-        stage_diff = git.run(["diff", "--no-color", base_sha, head_sha, "--", f"{MODELS_DIR}/*/{stages.STAGES_FILE}"],
-                             reg.root)
-        card_diff = git.run(["diff", "--no-color", merge_base, head_sha, "--", f"{MODELS_DIR}/*/*/{cards.CARD_FILE}"],
-                            reg.root)
+        stage_diff = git.diff_text(reg.root, base_sha, head_sha, f"{MODELS_DIR}/*/{stages.STAGES_FILE}")
+        card_diff = git.diff_text(reg.root, merge_base, head_sha, f"{MODELS_DIR}/*/*/{cards.CARD_FILE}")
         described = summary.describe(ctx)
     finally:
         ctx.close()

@@ -18,12 +18,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import GitError, UsageError, ValidationError
+from registry.errors import UsageError, ValidationError
 from registry.files import config, stages
 from registry.files.names import check_model_name, check_version
 from registry.queries.policy_changes import describe_policy_change, key_labeller
@@ -145,9 +144,7 @@ def read_notes(reg: Registry, cat: git.CatFile, commits: Sequence[str]) -> dict[
     if not commits or cat.read(f"{APPROVALS_REF}^{{commit}}") is None:
         return {}
     wanted = set(commits)
-    listing = git.run(["notes", f"--ref={APPROVALS_REF}", "list"], reg.root, check=False)
-    pairs = [line.split() for line in listing.splitlines()]
-    chosen = [(note, target) for note, target in (p for p in pairs if len(p) == 2) if target in wanted]
+    chosen = [(note, target) for note, target in git.notes_list(reg.root, APPROVALS_REF) if target in wanted]
     blobs = cat.read_many([note for note, _ in chosen])
     found = {}
     for (_, target), blob in zip(chosen, blobs, strict=True):
@@ -172,25 +169,14 @@ def _parse_commit_object(raw: bytes) -> tuple[str, str, tuple[str, ...]]:
 
 def _stream_commits(reg: Registry, pathspecs: Sequence[str], ref: str = "HEAD") -> Iterator[_Commit]:
     args = [
-        "git", "log", "--first-parent", "--diff-merges=first-parent", "--raw", "--no-abbrev",
+        "log", "--first-parent", "--diff-merges=first-parent", "--raw", "--no-abbrev",
         "--no-renames", "-z", "--reverse", f"--format={_FORMAT}",
     ]
     if git.rev_parse(ref, reg.root) is None:
         return
     args += [ref, "--", *pathspecs]
-    with subprocess.Popen(args, cwd=reg.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        buffer = b""
-        while chunk := proc.stdout.read(1 << 16):
-            *records, buffer = (buffer + chunk).split(b"\x1e")
-            for record in records:
-                if record:
-                    yield _parse_record(record)
-        if buffer:
-            yield _parse_record(buffer)
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise GitError(f"git log failed: {err.strip()}")
+    for record in git.stream_records(reg.root, args, b"\x1e"):
+        yield _parse_record(record)
 
 
 def _parse_record(record: bytes) -> _Commit:
@@ -243,7 +229,7 @@ def commit_url_base(reg: Registry) -> str | None:
 
 def github_slug(reg: Registry) -> str | None:
     """ORG/REPO of a GitHub origin."""
-    url = git.run(["config", "--get", "remote.origin.url"], reg.root, check=False).strip()
+    url = git.remote_url(reg.root) or ""
     match = re.match(r"(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([^/]+/[^/]+?)(?:\.git)?/?$", url)
     return match.group(1) if match else None
 
@@ -293,8 +279,7 @@ class _Branches:
 
     def mainline(self) -> set[str]:
         if self._mainline is None:
-            out = git.run(["rev-list", "--first-parent", self._ref], self._reg.root, check=False)
-            self._mainline = set(out.split())
+            self._mainline = git.first_parent_line(self._reg.root, self._ref)
         return self._mainline
 
     def walk(self, tip: str) -> list[_BranchCommit]:

@@ -20,8 +20,7 @@ class BlobCache:
     """With `limit`, only the newest `limit` entries are kept (a cache that must not grow)."""
 
     def __init__(self, root: Path, name: str, key: str, *, limit: int | None = None) -> None:
-        git_dir = Path(git.run(["rev-parse", "--absolute-git-dir"], root).strip())
-        self.path = git_dir / "registry" / f"{name}.json"
+        self.path = git.git_dir(root) / "registry" / f"{name}.json"
         self.key = f"{__version__}:{key}"
         self.entries: dict[str, Any] = {}
         self.limit = limit

@@ -13,6 +13,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from registry.repo import git
+
 # New commits tolerated before a layer is added: a small tail costs git little to diff.
 STALE_AFTER = 256
 MARKER = "commit-graph.tip"
@@ -46,7 +48,7 @@ def _has_bloom(path: Path) -> bool:
 
 
 def _run(root: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+    return git.attempt(args, root)
 
 
 def ensure(root: Path, ref: str = "HEAD") -> str:

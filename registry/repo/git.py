@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,11 @@ def run(
         message = proc.stderr.decode(errors="replace").strip() or proc.stdout.decode(errors="replace").strip()
         raise GitError(f"git {' '.join(args[:2])} failed: {message}")
     return proc.stdout.decode(errors="replace")
+
+
+def attempt(args: Sequence[str], cwd: Path | str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run git and hand back the whole outcome, for callers that read a failure as an answer."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, env=env)
 
 
 def ok(args: Sequence[str], cwd: Path | str) -> bool:
@@ -433,3 +438,50 @@ def remove_worktree(root: Path, path: Path) -> None:
     """Best effort: drop a linked work tree and git's record of it."""
     run(["worktree", "remove", "--force", str(path)], root, check=False)
     run(["worktree", "prune"], root, check=False)
+
+
+def git_dir(root: Path) -> Path:
+    """The repository's git directory, absolute (a linked work tree has its own)."""
+    return Path(run(["rev-parse", "--absolute-git-dir"], root).strip())
+
+
+def first_parent_line(root: Path, ref: str) -> set[str]:
+    """Every commit on ref's first-parent line; empty when ref cannot be read."""
+    return set(run(["rev-list", "--first-parent", ref], root, check=False).split())
+
+
+def notes_list(root: Path, ref: str) -> list[tuple[str, str]]:
+    """(note blob, annotated commit) of every note under the notes ref; [] when it has none."""
+    pairs = [line.split() for line in run(["notes", f"--ref={ref}", "list"], root, check=False).splitlines()]
+    return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
+def diff_names(root: Path, base: str, head: str) -> tuple[str, list[tuple[str, str]]]:
+    """What a pull request from base to head changes: (merge base, [(status letter, path)]).
+
+    The merge base is the empty tree when the two share no history. Renames are an add and a
+    delete, so every path is seen under its own name."""
+    merge_base = run(["merge-base", base, head], root, check=False).strip() or EMPTY_TREE
+    fields = run(["diff", "--no-renames", "--name-status", "-z", merge_base, head], root).split("\0")
+    return merge_base, [(s[0], p) for s, p in zip(fields[0::2], fields[1::2], strict=False) if s]
+
+
+def diff_text(root: Path, old: str, new: str, pathspec: str) -> str:
+    """The patch between two commits for the files pathspec matches."""
+    return run(["diff", "--no-color", old, new, "--", pathspec], root)
+
+
+def stream_records(root: Path, args: Sequence[str], separator: bytes) -> Iterator[bytes]:
+    """Run git and yield its output split at separator, as it streams (for `git log -z` over
+    tens of thousands of commits: nothing waits for the whole history). A failure is a GitError."""
+    with subprocess.Popen(["git", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        buffer = b""
+        while chunk := proc.stdout.read(1 << 16):
+            *records, buffer = (buffer + chunk).split(separator)
+            yield from (record for record in records if record)
+        if buffer:
+            yield buffer
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise GitError(f"git {args[0] if args else ''} failed: {err.strip()}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +44,7 @@ def _git(args: Sequence[str], cwd: Path, *, input: bytes | None = None, **config
 
 def remote_head(url: str, ref: str) -> tuple[str, str]:
     """(full ref name, commit) of ref in the repository at url, by one ``git ls-remote``."""
-    proc = subprocess.run(
-        ["git", "ls-remote", "--", url, ref],
-        capture_output=True, check=False, env=_env(), cwd=os.path.abspath(os.sep),
-    )
+    proc = git.attempt(["ls-remote", "--", url, ref], os.path.abspath(os.sep), env=_env())
     if proc.returncode != 0:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()
         raise SourceError(f"cannot read the registry at {url}: {detail[0] if detail else 'git ls-remote failed'}")
@@ -129,8 +125,7 @@ class Mirror:
     def holds(self, commit: str) -> bool:
         """Whether the mirror's ref is at commit (a ref read: asking git about a missing object
         in a partial clone would fetch it)."""
-        proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", MIRROR_REF], cwd=self.path,
-                              capture_output=True, check=False)
+        proc = git.attempt(["rev-parse", "--verify", "--quiet", MIRROR_REF], self.path)
         return proc.returncode == 0 and proc.stdout.decode().strip() == commit
 
     def is_ancestor(self, old: str, new: str) -> bool:
