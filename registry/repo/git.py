@@ -485,3 +485,44 @@ def stream_records(root: Path, args: Sequence[str], separator: bytes) -> Iterato
         err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
             raise GitError(f"git {args[0] if args else ''} failed: {err.strip()}")
+
+
+# --- a bare mirror of one ref (the REST API's snapshots) ----------------------------------
+
+
+def init_bare(repo: Path) -> None:
+    """A bare repository at repo that never runs `git gc` on its own (it serves reads)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    run(["init", "--quiet", "--bare", str(repo)], repo)
+    run(["--git-dir", str(repo), "config", "gc.auto", "0"], repo)
+
+
+def mirror_ref(repo: Path, url: str, ref: str, local_ref: str) -> str:
+    """Fetch url's ref into the bare repo's local_ref (forced, no tags); the commit it names."""
+    run(["--git-dir", str(repo), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", url, f"+{ref}:{local_ref}"],
+        repo)
+    return run(["--git-dir", str(repo), "rev-parse", f"{local_ref}^{{commit}}"], repo).strip()
+
+
+def set_remote_url(repo: Path, url: str | None, remote: str = "origin") -> None:
+    """Set (or, with None, unset) remote.REMOTE.url in the repository at repo (bare or not)."""
+    args = ["--git-dir", str(repo), "config"]
+    if url:
+        run([*args, f"remote.{remote}.url", url], repo)
+    else:
+        run([*args, "--unset-all", f"remote.{remote}.url"], repo, check=False)
+
+
+def commit_time(repo: Path, commit: str) -> int:
+    """The commit's committer time, seconds since the epoch."""
+    return int(run(["--git-dir", str(repo), "log", "-1", "--format=%ct", commit], repo).strip())
+
+
+def checkout_detached(tree: Path, commit: str) -> None:
+    run(["checkout", "--quiet", "--force", "--detach", commit], tree)
+
+
+def add_detached_worktree(repo: Path, path: Path, commit: str) -> None:
+    """A work tree of the (bare) repository at path, detached at commit; stale records pruned first."""
+    run(["--git-dir", str(repo), "worktree", "prune"], repo)
+    run(["--git-dir", str(repo), "worktree", "add", "--quiet", "--force", "--detach", str(path), commit], repo)

@@ -210,32 +210,19 @@ class ReadIndex:
         return changed
 
     def _fetch(self) -> str:
-        cache = self.source.cache
         try:
             if not (self.git_dir / "HEAD").is_file():
-                self.git_dir.mkdir(parents=True, exist_ok=True)
-                git.run(["init", "--quiet", "--bare", str(self.git_dir)], cache)
-                git.run(["--git-dir", str(self.git_dir), "config", "gc.auto", "0"], cache)
-            self._set_link_url()
-            git.run(["--git-dir", str(self.git_dir), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                     self.source.url, f"+{self.source.ref}:{SERVED_REF}"], cache)
+                git.init_bare(self.git_dir)
+            # Commit links in the audit log are made from remote.origin.url, as in the served clone.
+            git.set_remote_url(self.git_dir, self.source.link_url)
+            commit = git.mirror_ref(self.git_dir, self.source.url, self.source.ref, SERVED_REF)
         except GitError as exc:
             raise GitError(f"cannot fetch --ref {self.source.ref} from {_redact(self.source.url)}: {exc}") from None
-        commit = git.run(["--git-dir", str(self.git_dir), "rev-parse", f"{SERVED_REF}^{{commit}}"], cache).strip()
         self.last_fetch = time.time()
         return commit
 
-    def _set_link_url(self) -> None:
-        # Commit links in the audit log are made from remote.origin.url, as in the served clone.
-        args = ["--git-dir", str(self.git_dir), "config"]
-        if self.source.link_url:
-            git.run([*args, "remote.origin.url", self.source.link_url], self.source.cache)
-        else:
-            git.run([*args, "--unset-all", "remote.origin.url"], self.source.cache, check=False)
-
     def _switch(self, commit: str) -> None:
-        committed_at = int(git.run(["--git-dir", str(self.git_dir), "log", "-1", "--format=%ct", commit],
-                                   self.source.cache).strip())
+        committed_at = git.commit_time(self.git_dir, commit)
         snapshot = Snapshot(self, commit, committed_at)
         with self.lock:
             self._checkout(commit)
@@ -255,18 +242,15 @@ class ReadIndex:
         log.info("serving %s at %s", self.source.ref, commit[:12])
 
     def _checkout(self, commit: str) -> None:
-        cache = self.source.cache
         if (self.tree / ".git").is_file():
             try:
-                git.run(["checkout", "--quiet", "--force", "--detach", commit], self.tree)
+                git.checkout_detached(self.tree, commit)
                 return
             except GitError:
                 pass  # a damaged work tree: make it again
         if self.tree.exists():
             shutil.rmtree(self.tree)
-        git.run(["--git-dir", str(self.git_dir), "worktree", "prune"], cache)
-        git.run(["--git-dir", str(self.git_dir), "worktree", "add", "--quiet", "--force", "--detach",
-                 str(self.tree), commit], cache)
+        git.add_detached_worktree(self.git_dir, self.tree, commit)
 
 
 def compute_eager(snapshot: Snapshot, key: tuple[str, ...]) -> Any:
