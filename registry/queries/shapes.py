@@ -34,8 +34,19 @@ OMIT_NONE = {"omit_none": True}
 _DOCUMENTED = {"use_attribute_docstrings": True}
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """The JSON value of an answer, a Stages, a card Artifact, or containers of them."""
+    # The common cases first, by exact type: a manifest of a thousand models is mostly these.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {k: jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [jsonable(v) for v in value]
     if isinstance(value, Shape):
         return value.as_json()
     if isinstance(value, Stages | Artifact):
@@ -47,13 +58,20 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
 def _fields_json(value: Any) -> dict[str, Any]:
+    kind = type(value)
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple((f.name, bool(f.metadata.get("omit_none"))) for f in fields(value))
     out: dict[str, Any] = {}
-    for f in fields(value):
-        item = getattr(value, f.name)
-        if item is None and f.metadata.get("omit_none"):
+    for name, omit_none in names:
+        item = getattr(value, name)
+        if item is None and omit_none:
             continue
-        out[f.name] = jsonable(item)
+        out[name] = jsonable(item)
     return out
 
 
