@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -26,6 +25,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int | None = None, temp_pr
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
+    import tempfile  # here, not at start-up: every command imports this module, few write
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix or f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates 0600; fchmod before any byte is written.
@@ -55,6 +56,8 @@ def publish_new(path: Path, data: bytes, mode: int) -> None:
 
     The temp file is created 0600 and given `mode` before any byte is written, so a private
     key is never readable by others, not even for a moment; link() publishes it whole."""
+    import tempfile  # here, not at start-up: every command imports this module, few write
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
