@@ -116,13 +116,14 @@ def _tracked(reg: Registry) -> _Listing:
         return git.listed_files(reg.root, *args)
 
     tracked = set(index)
-    deleted = listing("-d")
+    deleted, modified = git.worktree_changes(reg.root)
     present = (tracked - deleted) | listing("-o", "--exclude-standard", "--", MODELS_DIR, config.CONFIG_FILE)
-    for path in listing("-m") | deleted:
+    for path in modified:
         index.pop(path, None)  # changed in the work tree: read it from disk, not the cache
+    root = str(reg.root) + os.sep  # plain strings: this runs once per file of the registry
     for path in present:
         if modes.get(path) != consistency.SUBMODULE:
-            modes[path] = consistency.SYMLINK if os.path.islink(reg.root / path) else modes.get(path, "100644")
+            modes[path] = consistency.SYMLINK if os.path.islink(root + path) else modes.get(path, "100644")
     return _Listing(index, present, {p: m for p, m in modes.items() if p in present}, tracked)
 
 
@@ -184,6 +185,7 @@ class _WorkTree:
         self.reg, self.listed, self.facts, self.cache = reg, listed, facts, cache
         self._modes = {p: m for p, m in listed.modes.items() if p.startswith(f"{MODELS_DIR}/")}
         self._cards: dict[str, consistency.CardFacts | None] = {}
+        self._root = str(reg.root) + os.sep  # plain strings: these run once per file of the registry
 
     def files(self) -> Mapping[str, str]:
         return self._modes
@@ -195,7 +197,8 @@ class _WorkTree:
         if self._modes.get(path) not in consistency.REGULAR:
             return None
         try:
-            return (self.reg.root / path).read_bytes()
+            with open(self._root + path, "rb") as handle:
+                return handle.read()
         except OSError:
             return None
 
@@ -226,9 +229,9 @@ class _WorkTree:
         before: the first that disagrees with the card is the one reported. Weights not pulled
         into the work tree are not checked.
         """
-        local = self.reg.root / MODELS_DIR / model / version / artifact.path
-        if _regular(local) is None:
+        if _regular(f"{self._root}{MODELS_DIR}/{model}/{version}/{artifact.path}") is None:
             return None
+        local = self.reg.root / MODELS_DIR / model / version / artifact.path
         pointer = self.facts.get(f"{MODELS_DIR}/{model}/{version}/{artifact.path}.dvc")
         md5 = pointer.data.get("md5") if pointer is not None and not pointer.problems else None
         cache_object = storage.object_url(str(self.reg.root / DVC_CACHE), md5) if isinstance(md5, str) else None
@@ -251,10 +254,10 @@ class _WorkTree:
         return digest, size
 
 
-def _regular(path: Path) -> os.stat_result | None:
+def _regular(path: Path | str) -> os.stat_result | None:
     """The file's lstat when it is a regular file (never through a symlink at its name)."""
     try:
-        info = path.lstat()
+        info = os.lstat(path)
     except OSError:
         return None
     return info if stat.S_ISREG(info.st_mode) else None

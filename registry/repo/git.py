@@ -526,3 +526,15 @@ def add_detached_worktree(repo: Path, path: Path, commit: str) -> None:
     """A work tree of the (bare) repository at path, detached at commit; stale records pruned first."""
     run(["--git-dir", str(repo), "worktree", "prune"], repo)
     run(["--git-dir", str(repo), "worktree", "add", "--quiet", "--force", "--detach", str(path), commit], repo)
+
+
+def worktree_changes(root: Path) -> tuple[set[str], set[str]]:
+    """(deleted, modified) tracked files of the work tree, from one stat pass over the index
+    (`git ls-files -t -d -m`: a deleted file is also modified)."""
+    deleted: set[str] = set()
+    modified: set[str] = set()
+    for entry in run(["ls-files", "-z", "-t", "-d", "-m"], root).split("\0"):
+        tag, _, path = entry.partition(" ")
+        if path:
+            (deleted if tag == "R" else modified).add(path)
+    return deleted, modified | deleted
