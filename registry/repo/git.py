@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import subprocess
@@ -9,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from registry.errors import GitError
 
@@ -128,15 +129,13 @@ class CatFile:
     def read(self, spec: str) -> bytes | None:
         """Object content for a sha or ``rev:path``; None where it does not exist."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(spec.encode() + b"\n")
-        self._proc.stdin.flush()
-        header = self._proc.stdout.readline()
-        if not header or header.endswith(b"missing\n") or header.endswith(b"ambiguous\n"):
-            return None
-        size = int(header.split()[2])
-        data = self._proc.stdout.read(size)
-        self._proc.stdout.read(1)
-        return data
+        _check_spec(spec)
+        try:
+            self._proc.stdin.write(spec.encode() + b"\n")
+            self._proc.stdin.flush()
+        except OSError:
+            pass  # git stopped: the answer below is missing, and that is reported as a failure
+        return _answer(self._proc.stdout, spec)[1]
 
     def read_many(self, specs: Sequence[str]) -> list[bytes | None]:
         """Pipelined reads: all requests written by a thread while answers stream back."""
@@ -148,28 +147,29 @@ class CatFile:
 
         assert self._proc.stdin is not None and self._proc.stdout is not None
         stdin, stdout = self._proc.stdin, self._proc.stdout
+        for spec in specs:
+            _check_spec(spec)
 
         def feed() -> None:
-            stdin.write("".join(f"{s}\n" for s in specs).encode())
-            stdin.flush()
+            with contextlib.suppress(OSError):  # git stopped: the reader below finds no answer, says so
+                stdin.write("".join(f"{s}\n" for s in specs).encode())
+                stdin.flush()
 
         writer = threading.Thread(target=feed, daemon=True)
         writer.start()
         results: list[tuple[str | None, bytes | None]] = []
-        for _ in specs:
-            header = stdout.readline()
-            if header.endswith(b"missing\n") or header.endswith(b"ambiguous\n"):
-                results.append((None, None))
-                continue
-            sha, _kind, size = header.split()
-            results.append((sha.decode(), stdout.read(int(size))))
-            stdout.read(1)
+        try:
+            results = [_answer(stdout, spec) for spec in specs]
+        except GitError:
+            writer.join(timeout=1)  # a daemon thread: never wait on a git that stopped reading
+            raise
         writer.join()
         return results
 
     def close(self) -> None:
         if self._proc.stdin is not None:
-            self._proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # git stopped first; its reader said so
+                self._proc.stdin.close()
         self._proc.wait()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
@@ -181,6 +181,29 @@ class CatFile:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_spec(spec: str) -> None:
+    # One request per line: a name with a line break (a pull request can commit one) would be
+    # two requests, and every answer after it would belong to another name.
+    if "\n" in spec or "\r" in spec:
+        raise GitError(f"{spec!r}: a name with a line break cannot be read through git; rename it")
+
+
+def _answer(stdout: IO[bytes], spec: str) -> tuple[str | None, bytes | None]:
+    """One `cat-file --batch` answer: (object id, content), (None, None) when there is no such
+    object; a GitError when git stopped or cut the answer short (a failure is not "missing")."""
+    header = stdout.readline()
+    if header.endswith(b"missing\n") or header.endswith(b"ambiguous\n"):
+        return None, None
+    fields = header.split()
+    if len(fields) != 3 or not fields[2].isdigit():
+        raise GitError(f"git cat-file failed reading {spec!r}: {header.decode(errors='replace').strip() or 'no answer'}")
+    size = int(fields[2])
+    data = stdout.read(size)
+    if len(data) != size or stdout.read(1) != b"\n":
+        raise GitError(f"git cat-file failed reading {spec!r}: the answer was cut short")
+    return fields[0].decode(), data
 
 
 _TREE_ENTRY = re.compile(rb"([0-7]+) ([^\0]*)\0(.{20})", re.DOTALL)
