@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ import click
 from registry.cli.main import (  # the helpers the command modules share
     _open,
     _print_json,
+    _progress,
     _size,
     echo,
     json_option,
@@ -62,7 +64,8 @@ def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
     """Pull from the DVC remote only the artifacts of the versions a PR's gates check."""
     from registry.gates import fetch
 
-    planned = fetch.fetch(_open(), base, dry_run=dry_run)
+    with _fetch_progress() as progress:
+        planned = fetch.fetch(_open(), base, dry_run=dry_run, progress=progress)
     if as_json:
         _print_json({**planned.as_json(), "pulled": bool(planned.targets) and not dry_run})
         return
@@ -76,6 +79,22 @@ def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
          f"for {versions}")
     for target in planned.targets:
         echo(f"  {target.removesuffix('.dvc')}")
+
+
+@contextlib.contextmanager
+def _fetch_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """On a terminal, register's bars (bytes per file, gone when done); elsewhere (CI logs, pipes),
+    one plain line on stderr per file downloaded, with no escape codes."""
+    with _progress() as bar:
+        if bar is not None:
+            yield bar
+            return
+
+    def fetched(path: str, done: int, total: int) -> None:
+        if done >= total:
+            echo(f"fetched {path} ({_size(total)})", err=True)
+
+    yield fetched
 
 
 @click.command(name="scan")

@@ -78,10 +78,15 @@ def _evaluation_pointer(ctx: check.CheckContext, model: str, version: str) -> li
     return pointers
 
 
-def fetch(reg: Registry, base: str, *, dry_run: bool = False) -> FetchPlan:
-    """Pull the planned pointers' files into the work tree (one DVC call), unless dry_run."""
+def fetch(reg: Registry, base: str, *, dry_run: bool = False,
+          progress: storage.Progress | None = None) -> FetchPlan:
+    """Pull the planned pointers' files into the work tree (one DVC pull), unless dry_run.
+
+    progress hears each file's bytes as they download (storage.Progress); none for a file the
+    DVC cache already has.
+    """
     planned = plan(reg, base)
     if planned.targets and not dry_run:
-        storage.pull(reg.root, planned.targets)
+        storage.pull(reg.root, planned.targets, progress)
     return planned
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import configparser
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from registry.files import yamlio
 
 DEFAULT_REMOTE = "storage"
 DVC_CONFIG = ".dvc/config"
+
+Progress = Callable[[str, int, int], None]
+"""A download's progress: (work-tree path, bytes so far, bytes in all); done == total once per file,
+when it is in the DVC cache. Bytes come from DVC's transfer threads, done == total from the caller's."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,18 @@ def add_and_push(root: Path, paths: Sequence[Path]) -> None:
             repo.close()
 
 
-def pull(root: Path, targets: Sequence[str]) -> None:
-    """Fetch tracked files from the default remote into the work tree (targets: repo-relative .dvc paths)."""
-    with _quiet_dvc():
+def pull(root: Path, targets: Sequence[str], progress: Progress | None = None) -> None:
+    """Fetch tracked files from the default remote into the work tree (targets: repo-relative .dvc paths).
+
+    With progress, the files' objects are first downloaded into the DVC cache through DVC's own
+    transfer, which reports bytes to fsspec callbacks (see _download); the pull that follows
+    finds them cached and only checks them out. Without it, one `dvc pull` as before.
+    """
+    from registry.repo.quiet import quiet_loggers
+
+    # DVC's own bars (tqdm) are on whenever stderr is a terminal, and their loggers' levels are
+    # what turns them off: left on, they leave a blank line each on the terminal.
+    with _quiet_dvc(), quiet_loggers("dvc.progress", "dvc_data.callbacks", level=logging.CRITICAL + 1):
         from dvc.repo import Repo
 
         try:
@@ -128,11 +142,94 @@ def pull(root: Path, targets: Sequence[str]) -> None:
         except dvc_errors() as exc:
             raise _error("open the repository", exc) from exc
         try:
+            if progress is not None:
+                with contextlib.suppress(*dvc_errors()):  # what fails here, the pull reports as before
+                    _download(repo, root, targets, progress)
             repo.pull(targets=[str(root / t) for t in targets])
         except dvc_errors() as exc:
             raise _error("pull", exc) from exc
         finally:
             repo.close()
+
+
+def _download(repo: Any, root: Path, targets: Sequence[str], progress: Progress) -> None:
+    """Copy the targets' objects missing from the DVC cache from the default remote, as `dvc fetch`
+    does (DataCloud.transfer, the remote's index, its verify setting), reporting to progress.
+
+    Objects the remote lacks are skipped here, and what DVC raises is dropped by pull(): the pull
+    that follows fails on it as it did before there was progress, with DVC's own message.
+    A directory output is left to that pull too (the registry tracks files one by one).
+    """
+    from dvc.cachemgr import LEGACY_HASH_NAMES
+    from dvc_data.hashfile.db import get_index
+
+    outs: dict[str, list[Any]] = {}  # by hash name: DVC 2 pointers live in the remote's legacy layout
+    for target in targets:
+        for stage in repo.stage.load_file(str(root / target)):
+            for out in stage.outs:
+                if out.use_cache and out.hash_info and out.hash_info.value and not out.hash_info.isdir:
+                    outs.setdefault(out.hash_name, []).append(out)
+    for hash_name, group in outs.items():
+        odb = repo.cloud.get_remote_odb(None, "fetch", hash_name=hash_name)
+        cache = repo.cache.legacy if hash_name in LEGACY_HASH_NAMES else repo.cache.local
+        files = {out.hash_info.value: (Path(os.path.relpath(out.fs_path, repo.root_dir)).as_posix(),
+                                       out.meta.size or 0) for out in group}
+        callback = _transfer_callback(files, progress)
+        with contextlib.closing(get_index(odb)) as index:
+            result = repo.cloud.transfer(odb, cache, [out.hash_info for out in group], src_index=index,
+                                         cache_odb=cache, verify=odb.verify, callback=callback)
+        for hash_info in result.transferred:
+            callback.finished(hash_info.value)
+
+
+def _transfer_callback(files: dict[str, tuple[str, int]], progress: Progress) -> Any:
+    """An fsspec callback for DVC's transfer of files' objects (object id -> (path, size)).
+
+    DVC's file systems branch a child callback off it for each object they copy (branched(from,
+    to)), then give that child the size and the bytes as they go (remote file systems do; a local
+    copy under 1 GB, or a reflink, only starts and ends); an object's id is the end of its path.
+    finished(id) says an object is in the cache.
+    """
+    from fsspec.callbacks import DEFAULT_CALLBACK, Callback  # type: ignore[import-untyped]
+
+    class FileBytes(Callback):  # type: ignore[misc]
+        def __init__(self, path: str, size: int) -> None:
+            super().__init__(size=size)
+            self.path = path
+
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            if self.size and self.value < self.size:  # done == total is said once, by finished()
+                progress(self.path, self.value, self.size)
+
+    class Transfers(Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(size=len(files))
+            self.reported: set[str] = set()
+
+        def branched(self, path_1: str, path_2: str, **kwargs: Any) -> Any:
+            for path in (path_2, path_1):
+                oid = _object_id(path)
+                if oid in files:
+                    child = FileBytes(*files[oid])
+                    child.call()  # shown from the start: local copies under 1 GB count no bytes
+                    return child
+            return DEFAULT_CALLBACK
+
+        def finished(self, oid: str) -> None:
+            if oid not in files or oid in self.reported:
+                return
+            self.reported.add(oid)
+            path, size = files[oid]
+            progress(path, size, size)
+
+    return Transfers()
+
+
+def _object_id(path: str) -> str | None:
+    """The object id in a DVC object path (.../<2 hex>/<30 hex>, DVC's layout), or None."""
+    parts = path.replace("\\", "/").rstrip("/").split("/")
+    oid = "".join(parts[-2:]) if len(parts) >= 2 else ""
+    return oid if re.fullmatch(r"[0-9a-f]{32}", oid) else None
 
 
 def parse_pointer(text: str | bytes, path: str) -> Pointer:
