@@ -82,19 +82,10 @@ def fetch_command(base: str, dry_run: bool, as_json: bool) -> None:
 
 
 @contextlib.contextmanager
-def _fetch_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """On a terminal, register's bars (bytes per file, gone when done); elsewhere (CI logs, pipes),
-    one plain line on stderr per file downloaded, with no escape codes."""
+def _fetch_progress() -> Iterator[Callable[[str, int, int], None] | None]:
+    """On a terminal, register's bars (bytes per file, gone when done); piped, quiet (SPEC)."""
     with _progress() as bar:
-        if bar is not None:
-            yield bar
-            return
-
-    def fetched(path: str, done: int, total: int) -> None:
-        if done >= total:
-            echo(f"fetched {path} ({_size(total)})", err=True)
-
-    yield fetched
+        yield bar
 
 
 @click.command(name="scan")
