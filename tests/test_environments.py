@@ -266,3 +266,47 @@ def test_a_requirement_that_cannot_be_installed_leaves_no_environment(tmp_path: 
         prepare(folder, "requirements.txt", "requirements.txt")
     assert not any(p.name.startswith(".build-") for p in cache.iterdir())
     assert os.listdir(cache)  # the cache folder is there, with only finished environments
+
+
+def test_a_pth_file_in_the_environment_runs_only_once_the_child_is_confined(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wheel may ship a .pth file, which runs at start-up: with -S, only after Landlock applies."""
+    from registry.runner.sandbox import sandbox
+
+    if not sys.platform.startswith("linux") or sandbox().landlock_abi == 0:
+        pytest.skip("no Landlock here")
+    monkeypatch.setenv(environment.CACHE_ENV, str(tmp_path / "own-cache"))  # this env gets planted on
+    folder = version_folder(tmp_path, IN_ENVIRONMENT.format(cache=str(tmp_path / "own-cache")), "# stdlib\n")
+    python = prepare(folder, "requirements.txt", "requirements.txt")
+    site_packages = next(python.parent.parent.glob("lib/python*/site-packages"))
+    outside = tmp_path / "written-by-pth"
+    (site_packages / "planted.pth").write_text(f"import os; open({str(outside)!r}, 'w').write('x')\n")
+    result = smoke(folder, "predict.py", [[1.0]], timeout_s=60, python=python)
+    assert result.status == "pass", result.message  # site-packages was read, the .pth line failed confined
+    assert not outside.exists()
+
+
+def test_uv_builds_the_environment_when_it_is_on_path_and_never_builds_an_sdist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in `uv` records its arguments (and makes the venv with `python -m venv`)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "uv.log"
+    bin_dir.mkdir()
+    uv = bin_dir / "uv"
+    uv.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$@" >> {log}
+        env > {tmp_path / "uv.env"}
+        if [ "$1" = venv ]; then eval "last=\\${{$#}}"; exec {sys.executable} -I -m venv --without-pip "$last"; fi
+        """))
+    uv.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(environment.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("GITHUB_TOKEN", "not-for-the-build")
+    folder = version_folder(tmp_path, MISSING_MODULE, "inflection==0.5.1\n")
+    python = prepare(folder, "requirements.txt", "requirements.txt")
+    venv_call, install_call = log.read_text().splitlines()
+    assert venv_call.startswith("venv ")
+    assert install_call.startswith("pip install ") and "--no-build" in install_call.split()
+    assert "/.build-" in install_call and str(python) not in install_call  # built aside, then renamed
+    assert "GITHUB_TOKEN" not in (tmp_path / "uv.env").read_text()  # no credential reaches the build
+    assert '"builder": "uv"' in (python.parent.parent / MARKER_FILE).read_text()
