@@ -47,7 +47,9 @@ def run(ctx: CheckContext) -> list[GateResult]:
             results.append(GateResult("smoke", model, version, "skip",
                                       "the card names no entrypoint and there is no ONNX artifact to run"))
             continue
-        python, problem = environment_python(folder, model, version, card.data.get("environment"))
+        # Nothing is built for a version that has nothing to run on (the runner says so).
+        environment = card.data.get("environment") if example is not None else None
+        python, problem = environment_python(folder, model, version, environment)
         if problem:
             results.append(problem.of("smoke"))
             continue
