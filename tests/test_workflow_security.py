@@ -220,7 +220,7 @@ def test_every_checkout_keeps_no_token_and_every_action_is_pinned(registry_dir: 
             for item in spec["steps"]:
                 if str(item.get("uses", "")).startswith("actions/checkout@"):
                     assert item["with"]["persist-credentials"] is False, (kind, job)
-    assert set(templates.ACTIONS) == {"checkout", "setup-python", "upload-artifact", "download-artifact"}
+    assert set(templates.ACTIONS) == {"checkout", "setup-python", "upload-artifact", "download-artifact", "cache"}
 
 
 # -- the handover -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ ACTIONS = {
     "setup-python": "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065  # v5.6.0",
     "upload-artifact": "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02  # v4.6.2",
     "download-artifact": "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093  # v4.3.0",
+    "cache": "actions/cache@5a3ec84eff668545956fd18022155c47e93e2684  # v4.2.3",
 }
 FETCHED_ARTIFACT = "registry-fetched"
 # The interpreter of the venv the install step makes outside the checkout (written to $GITHUB_ENV).
@@ -143,6 +144,15 @@ jobs:
         if: ${{ steps.download.outcome == 'success' }}
         run: |
           "$REGISTRY_PYTHON" -I -m registry.gates.handover unpack --base "origin/$BASE_REF" "$RUNNER_TEMP/@FETCHED@"
+      - name: Cache the models' environments
+        # Built from the versions' requirements files (`environment:` in a card; docs/model-code.md), one
+        # folder per file hash and Python. GitHub keeps a pull request's cache to that pull request.
+        uses: @CACHE@
+        with:
+          path: ~/.cache/registry/envs
+          key: registry-envs-${{ runner.os }}-${{ hashFiles('models/**/requirements*.txt') }}
+          restore-keys: |
+            registry-envs-${{ runner.os }}-
       - name: Gates
         # Also after a failed pull: the report then says which artifact could not be verified.
         if: ${{ !cancelled() && steps.install.outcome == 'success' }}
@@ -282,7 +292,7 @@ defaults:
 
 def _render(text: str, values: dict[str, str]) -> str:
     values = {"SETUP": _SETUP, "CHECKOUT": ACTIONS["checkout"], "SETUP_PYTHON": ACTIONS["setup-python"],
-              "UPLOAD": ACTIONS["upload-artifact"], "DOWNLOAD": ACTIONS["download-artifact"],
+              "UPLOAD": ACTIONS["upload-artifact"], "DOWNLOAD": ACTIONS["download-artifact"], "CACHE": ACTIONS["cache"],
               "FETCHED": FETCHED_ARTIFACT, **values}
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)

@@ -15,7 +15,7 @@ SCHEMA_REF = f"../../../{yamlio.REPO_SCHEMA_DIR}/card.schema.json"
 FILLED_BY_REGISTER = ("name", "version", "created", "artifacts")
 KEY_ORDER = (
     "name", "version", "description", "created", "creator", "framework", "task", "algorithm",
-    "metrics", "artifacts", "entrypoint", "signature", "input_example", "hyperparameters",
+    "metrics", "artifacts", "entrypoint", "environment", "signature", "input_example", "hyperparameters",
     "training", "evaluation", "features", "preprocessing", "intended_use", "limitations",
     "ethical_considerations", "explainability", "tags", "purged",
 )
@@ -93,7 +93,22 @@ def parse(text: str | bytes, path: str) -> Card:
     problems = schemas.validate("card", data, path, text)
     if problems:
         raise ValidationError(problems)
-    return Card.from_data(data)
+    card = Card.from_data(data)
+    problems = environment_problems(card, path, text)
+    if problems:
+        raise ValidationError(problems)
+    return card
+
+
+def environment_problems(card: Card, path: str, text: str | bytes | None) -> list[Problem]:
+    """The card's `environment` must name one of its artifacts (the requirements file itself)."""
+    environment = card.data.get("environment")
+    if environment is None or any(a.path == environment for a in card.artifacts):
+        return []
+    line = yamlio.line_of(text, ["environment"]) if text is not None else None
+    return [Problem(path, f"{environment!r} is not one of the card's artifacts; register the requirements "
+                    "file with the version (`--artifact requirements.txt`) so the gates can build the "
+                    "model's environment from it", line, "environment")]
 
 
 def folder_problems(card: Card, name: str, version: str, path: str, text: str | bytes | None) -> list[Problem]:

@@ -93,3 +93,31 @@ def checked_folders(ctx: CheckContext, gate: str, results: list[GateResult]) -> 
             continue
         found.append(CheckedVersion(model, version, target, card, folder))
     return found
+
+
+@dataclass(frozen=True)
+class EnvironmentFailure:
+    """Why a version's declared environment cannot be used; `of(gate)` is that gate's failure."""
+
+    model: str
+    version: str
+    message: str
+    file: str
+
+    def of(self, gate: str) -> GateResult:
+        return GateResult(gate, self.model, self.version, "fail", self.message, self.file)
+
+
+def environment_python(folder: Path, model: str, version: str,
+                       environment: object) -> tuple[Path | None, EnvironmentFailure | None]:
+    """The Python the version's model runs with: its declared environment's (built or reused
+    here, before the sandboxed run), or None for the registry's own when it declares none."""
+    if not environment:
+        return None, None
+    from registry.runner import environment as envs  # a build only when a model declares one
+
+    label = f"models/{model}/{version}/{environment}"
+    try:
+        return envs.prepare(folder, str(environment), label), None
+    except envs.EnvironmentProblem as exc:
+        return None, EnvironmentFailure(model, version, f"environment: {exc}", label)

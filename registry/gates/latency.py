@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
-from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, stage_policy
+from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, environment_python, stage_policy
 from registry.gates.result import GateResult
 
 if TYPE_CHECKING:
@@ -47,10 +47,14 @@ def run(ctx: CheckContext) -> list[GateResult]:
         except RegistryError as exc:
             results.append(GateResult("latency", model, version, "fail", f"cannot fetch the artifacts: {exc}"))
             continue
+        python, problem = environment_python(folder, model, version, card.data.get("environment"))
+        if problem:
+            results.append(problem.of("latency"))
+            continue
         from registry.runner import run as runner  # numpy: only when a model runs
 
         timeout = max(float(policy.smoke_timeout_s), 1.0) * 2
-        outcome = runner.latency(folder, entrypoint, card.data.get("input_example"), runs, timeout)
+        outcome = runner.latency(folder, entrypoint, card.data.get("input_example"), runs, timeout, python)
         file = f"models/{model}/{version}/{entrypoint}"
         if outcome.status != "pass" or outcome.p50_ms is None or outcome.p99_ms is None:
             results.append(GateResult("latency", model, version, outcome.status, f"{file}: {outcome.message}", file))

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
 from registry.files import config
-from registry.gates.common import MODEL_RUN_PREREQUISITES, policy_task, stage_policy
+from registry.gates.common import (
+    MODEL_RUN_PREREQUISITES,
+    environment_python,
+    policy_task,
+    stage_policy,
+)
 from registry.gates.result import GateResult
 from registry.repo import storage
 from registry.repo.registry import MODEL_FILE, MODELS_DIR
@@ -145,8 +150,12 @@ def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set
                                    f"pins {eval_set.hash}"], ""
         policy = ctx.config.policy.get("production")
         timeout = policy.smoke_timeout_s if policy else 60
-        result = runner.evaluate(ctx.version_folder(model, version), card.data.get("entrypoint"), local, names,
-                                 timeout_s=max(timeout, 60))
+        folder = ctx.version_folder(model, version)
+        python, problem = environment_python(folder, model, version, card.data.get("environment"))
+        if problem:
+            return [*problems, f"recomputing metrics on {path}: {problem.message}"], ""
+        result = runner.evaluate(folder, card.data.get("entrypoint"), local, names,
+                                 timeout_s=max(timeout, 60), python=python)
     if result.status != "pass":
         return [*problems, f"recomputing metrics on {path} ({eval_set.declared_in}) failed: {result.message}"], ""
     # The PR summary marks these as measured, not self-reported.

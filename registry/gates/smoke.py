@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.errors import RegistryError
-from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, stage_policy
+from registry.gates.common import MODEL_RUN_PREREQUISITES, cleared, environment_python, stage_policy
 from registry.gates.result import GateResult
 
 if TYPE_CHECKING:
@@ -43,18 +43,23 @@ def run(ctx: CheckContext) -> list[GateResult]:
         example = card.data.get("input_example")
         entrypoint = card.data.get("entrypoint")
         onnx = next((a.path for a in card.artifacts if a.path.endswith(".onnx")), None)
-        if entrypoint:
-            from registry.runner import run as runner  # numpy: only when a model runs
-
-            outcome = runner.smoke(folder, entrypoint, example, timeout)
-        elif onnx:
-            from registry.runner import run as runner
-
-            outcome = runner.onnx_smoke(folder, onnx, example, timeout)
-        else:
+        if not entrypoint and not onnx:
             results.append(GateResult("smoke", model, version, "skip",
                                       "the card names no entrypoint and there is no ONNX artifact to run"))
             continue
+        # Nothing is built for a version that has nothing to run on (the runner says so).
+        environment = card.data.get("environment") if example is not None else None
+        python, problem = environment_python(folder, model, version, environment)
+        if problem:
+            results.append(problem.of("smoke"))
+            continue
+        from registry.runner import run as runner  # numpy: only when a model runs
+
+        if entrypoint:
+            outcome = runner.smoke(folder, entrypoint, example, timeout, python)
+        else:
+            assert onnx is not None
+            outcome = runner.onnx_smoke(folder, onnx, example, timeout, python)
         file = f"models/{model}/{version}/{entrypoint or onnx}"
         message = outcome.message.removeprefix(f"{entrypoint or onnx}: ")  # the runner names it too
         results.append(GateResult("smoke", model, version, outcome.status, f"{file}: {message}", file))

@@ -5,7 +5,7 @@ Started by `registry.runner` as a script, never imported by the registry itself:
 model's code runs, it confines itself (`confine`): no new privileges, no capabilities,
 and with Landlock (when the parent found the kernel has it, LANDLOCK_ABI > 0) writes
 only below its working directory, no TCP, no ptrace or signals outside its sandbox. It uses only the standard
-library (and NumPy, lazily, where a mode needs it), so that it runs in any interpreter
+library (and NumPy, lazily, where a mode needs it: `predict_file` and `onnx`), so that it runs in any interpreter
 that can run the user's model and does not depend on `registry` being importable.
 
 The reply is one JSON object written to the pipe `REPLY_FD`, never to stdout: the
@@ -55,6 +55,10 @@ def main(argv: list[str]) -> int:
     reply: dict[str, Any]
     try:
         confine(os.getcwd(), landlock_abi)
+        if request.get("site"):  # a declared environment's Python, started with -S: its packages now
+            import site
+
+            site.main()
         reply = {"ok": True, **MODES[request["mode"]](request)}
     except SandboxError as exc:
         reply = {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
@@ -318,7 +322,11 @@ def latency(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_file(request: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        raise ModelError("the metrics recomputation hands predict() a NumPy array, and numpy is not installed "
+                         "in the model's environment: add numpy to its requirements file") from None
 
     entry = Entrypoint(Path(request["folder"]), request["entrypoint"])
     with np.load(request["inputs_file"], allow_pickle=False) as data:
@@ -347,7 +355,10 @@ def onnx(request: dict[str, Any]) -> dict[str, Any]:
         import onnxruntime  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise Skip("onnxruntime not installed") from None
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError:
+        raise ModelError("onnxruntime needs numpy, which is not installed in the model's environment") from None
 
     label = request["artifact"]
     started = time.perf_counter()

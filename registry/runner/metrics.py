@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.runner.run import Status, entrypoint_problem, run_child
+from registry.runner.run import Status, entrypoint_problem, no_environment_hint, run_child
 from registry.runner.sandbox import with_notes
 
 __all__ = ["METRICS", "EvalResult", "MetricError", "compute_metrics", "evaluate"]
@@ -241,7 +241,8 @@ def _predictions(raw: Any, count: int) -> list[Any]:
 
 
 def evaluate(
-    folder: Path, entrypoint: str | None, data_file: Path, metric_names: list[str], timeout_s: float
+    folder: Path, entrypoint: str | None, data_file: Path, metric_names: list[str], timeout_s: float,
+    python: Path | None = None,
 ) -> EvalResult:
     """Recompute metrics on a pinned evaluation set from the model's own predictions.
 
@@ -249,7 +250,8 @@ def evaluate(
     (labels), or a `.csv` with a header, a `label` column and numeric feature columns.
     `predict(model, x)` is called once with all inputs as a NumPy array (float64 rows
     for a CSV) and must return one label per example (a list or array of length n, or
-    shape (n, 1)). The metrics are computed here from those predictions.
+    shape (n, 1)). The metrics are computed here from those predictions. With `python` (a
+    declared environment's interpreter) the child needs NumPy there too, to read the inputs.
     """
     unknown = [name for name in metric_names if name not in METRICS]
     if unknown:
@@ -278,9 +280,9 @@ def evaluate(
             "inputs_file": str(eval_set.inputs_file.resolve()),
             "inputs_key": eval_set.inputs_key,
         }
-        outcome = run_child(request, timeout_s)
+        outcome = run_child(request, timeout_s, python)
     if outcome.reply is None:
-        return EvalResult("fail", outcome.failure or "no result", {})
+        return EvalResult("fail", no_environment_hint(outcome.failure, python) or "no result", {})
     try:
         predictions = _predictions(outcome.reply.get("predictions"), len(eval_set.labels))
         metrics = compute_metrics(eval_set.labels, predictions, metric_names)

@@ -8,7 +8,11 @@ starts one child process (`registry/runner/child.py`) and:
   `python -s -P -B`: no user site-packages, no script directory on `sys.path`, no
   bytecode written into the version folder. That is `-I` without `-E`: `-E` would
   only make Python ignore `PYTHON*` variables, and the environment below is built
-  from nothing, so the one thing `-E` would add is to drop `PYTHONHASHSEED=0`;
+  from nothing, so the one thing `-E` would add is to drop `PYTHONHASHSEED=0`.
+  When the card declares an environment (`registry.runner.environment`), the same child
+  runs with that environment's Python instead, as `python -S -s -P -B`: its
+  site-packages (and any `.pth` file a package installed there) are read by the child
+  only after it has confined itself;
 - gives it an environment built from nothing: `PATH`, `LANG`, `HOME` and `TMPDIR`
   (a fresh temp dir, also its working directory), `PYTHONHASHSEED=0` (hash order is
   reproducible) and `PYTHONDONTWRITEBYTECODE=1`. Nothing else of ours is inherited:
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from registry.runner.environment import DECLARE_HINT
 from registry.runner.sandbox import last_line, not_dumpable, sandbox, with_notes
 
 __all__ = [
@@ -54,8 +59,10 @@ __all__ = [
     "LatencyResult",
     "Outcome",
     "RunResult",
+    "child_command",
     "entrypoint_problem",
     "latency",
+    "no_environment_hint",
     "onnx_smoke",
     "percentile",
     "run_child",
@@ -181,10 +188,23 @@ def _exit_failure(returncode: int, stderr: bytes) -> str:
     return f"{message}; stderr ends: {last}" if last else message
 
 
-def run_child(request: dict[str, Any], timeout_s: float) -> Outcome:
-    """Run the child on one request, confined, within timeout_s; kill its process group after."""
+def child_command(python: Path | None) -> list[str]:
+    """The interpreter and its flags: this one, or a declared environment's (site read late, by the child)."""
+    if python is None:
+        return [sys.executable, "-s", "-P", "-B"]
+    return [str(python), "-S", "-s", "-P", "-B"]
+
+
+def run_child(request: dict[str, Any], timeout_s: float, python: Path | None = None) -> Outcome:
+    """Run the child on one request, confined, within timeout_s; kill its process group after.
+
+    `python` is a declared environment's interpreter (`environment.prepare`); None runs
+    the child with this one.
+    """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    if python is not None:
+        request = {**request, "site": True}
     try:
         request_text = json.dumps(request, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -199,7 +219,7 @@ def run_child(request: dict[str, Any], timeout_s: float) -> Outcome:
         started = time.monotonic()
         try:
             process = subprocess.Popen(
-                [*confinement.prefix, sys.executable, "-s", "-P", "-B", str(CHILD_SCRIPT), str(request_file),
+                [*confinement.prefix, *child_command(python), str(CHILD_SCRIPT), str(request_file),
                  str(reply_write), str(confinement.landlock_abi)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -278,8 +298,17 @@ def _preview(output: Any) -> str:
 # --- smoke -------------------------------------------------------------------------
 
 
-def smoke(folder: Path, entrypoint: str | None, input_example: Any, timeout_s: float) -> RunResult:
-    """Load the model and predict once on the card's input example."""
+def no_environment_hint(failure: str | None, python: Path | None) -> str | None:
+    """A failure to import a module, with no environment declared: say how to declare one."""
+    if failure and python is None and "No module named" in failure:
+        return f"{failure} (the model ran in the registry's own Python: {DECLARE_HINT})"
+    return failure
+
+
+def smoke(folder: Path, entrypoint: str | None, input_example: Any, timeout_s: float,
+          python: Path | None = None) -> RunResult:
+    """Load the model and predict once on the card's input example (with `python`, a
+    declared environment's interpreter, when given)."""
     if entrypoint is None:
         return RunResult("skip", "the card names no entrypoint", 0.0)
     if input_example is None:
@@ -293,16 +322,17 @@ def smoke(folder: Path, entrypoint: str | None, input_example: Any, timeout_s: f
         "entrypoint": entrypoint,
         "input_example": input_example,
     }
-    return _run_result(run_child(request, timeout_s), entrypoint)
+    return _run_result(run_child(request, timeout_s, python), entrypoint, python)
 
 
-def onnx_smoke(folder: Path, artifact: str, input_example: Any, timeout_s: float) -> RunResult:
+def onnx_smoke(folder: Path, artifact: str, input_example: Any, timeout_s: float,
+               python: Path | None = None) -> RunResult:
     """Run an ONNX artifact once on the input example with onnxruntime, if installed.
 
     `input_example` is either a map from the model's input names to values or, for a
     model with one input, the value itself; values are cast to the declared dtypes.
     """
-    if importlib.util.find_spec("onnxruntime") is None:  # the child runs this interpreter
+    if python is None and importlib.util.find_spec("onnxruntime") is None:  # the child runs this interpreter
         return RunResult("skip", "onnxruntime not installed", 0.0)
     if input_example is None:
         return RunResult("skip", "the card has no input_example to run the model on", 0.0)
@@ -318,14 +348,14 @@ def onnx_smoke(folder: Path, artifact: str, input_example: Any, timeout_s: float
         "artifact": artifact,
         "input_example": input_example,
     }
-    return _run_result(run_child(request, timeout_s), artifact)
+    return _run_result(run_child(request, timeout_s, python), artifact, python)
 
 
-def _run_result(outcome: Outcome, label: str) -> RunResult:
+def _run_result(outcome: Outcome, label: str, python: Path | None) -> RunResult:
     if outcome.skip is not None:
         return RunResult("skip", outcome.skip, outcome.seconds)
     if outcome.reply is None:
-        return RunResult("fail", outcome.failure or "no result", outcome.seconds)
+        return RunResult("fail", no_environment_hint(outcome.failure, python) or "no result", outcome.seconds)
     reply = outcome.reply
     message = f"{label}: loaded in {reply['load_s']:.3f} s, predicted in {reply['predict_s']:.3f} s"
     return RunResult("pass", with_notes(message), outcome.seconds, _preview(reply["output"]))
@@ -351,7 +381,8 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def latency(
-    folder: Path, entrypoint: str | None, input_example: Any, runs: int, timeout_s: float
+    folder: Path, entrypoint: str | None, input_example: Any, runs: int, timeout_s: float,
+    python: Path | None = None,
 ) -> LatencyResult:
     """Time `runs` predict calls on the input example, after loading (untimed) and
     `WARMUP_CALLS` untimed warm-up calls. `timeout_s` bounds the whole child.
@@ -376,9 +407,9 @@ def latency(
         "warmup": WARMUP_CALLS,
         "runs": runs,
     }
-    outcome = run_child(request, timeout_s)
+    outcome = run_child(request, timeout_s, python)
     if outcome.reply is None:
-        return LatencyResult("fail", outcome.failure or "no result")
+        return LatencyResult("fail", no_environment_hint(outcome.failure, python) or "no result")
     timings = outcome.reply.get("timings_ns")
     if (
         not isinstance(timings, list)
