@@ -62,7 +62,8 @@ def run(ctx: CheckContext) -> list[GateResult]:
             outcome = runner.onnx_smoke(folder, onnx, example, timeout, python)
         file = f"models/{model}/{version}/{entrypoint or onnx}"
         message = outcome.message.removeprefix(f"{entrypoint or onnx}: ")  # the runner names it too
-        results.append(GateResult("smoke", model, version, outcome.status, f"{file}: {message}", file))
+        where = f" (in its environment, {environment})" if python is not None else ""
+        results.append(GateResult("smoke", model, version, outcome.status, f"{file}{where}: {message}", file))
     if not results:
         results.append(GateResult("smoke", None, None, "skip", "no version to run"))
     return results

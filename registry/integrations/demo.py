@@ -21,6 +21,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,9 @@ class _Story:
         return subprocess.run(["git", *args], cwd=cwd or self.registry, env=self.as_user(who),
                               capture_output=True, text=True, check=True).stdout
 
-    def check(self, branch: str, *, expect: int = 0, full: bool = False) -> None:
-        """What CI does on the pull request: pull the changed versions' files, run the gates."""
+    def check(self, branch: str, *, expect: int = 0, full: bool = False, summary: bool = False) -> None:
+        """What CI does on the pull request: pull the changed versions' files, run the gates
+        (and, with summary, show the Markdown summary the reviewer reads on the PR)."""
         self.git("switch", "--quiet", branch)
         self.git("fetch", "--quiet", "origin")
         self.registry_cmd("fetch", "--base", "origin/main", show_output=False)
@@ -87,7 +89,13 @@ class _Story:
         def keep(line: str) -> bool:
             return full or line.startswith("FAIL") or "gate" in line or line.startswith(("all gates", "ok   metrics"))
 
-        self.registry_cmd("check", "--base", "origin/main", expect=expect, keep=keep)
+        if not summary:
+            self.registry_cmd("check", "--base", "origin/main", expect=expect, keep=keep)
+            return
+        written = self.root / "work" / "summary.md"
+        self.registry_cmd("check", "--base", "origin/main", "--summary", str(written), expect=expect, keep=keep)
+        self.echo("  The summary on the pull request (check --summary), as the reviewer reads it:")
+        self.echo(textwrap.indent(_summary_head(written.read_text()), "    "))
 
     def merge(self, branch: str) -> None:
         """What a reviewer's merge button does: a --no-ff merge into main, pushed."""
@@ -110,6 +118,10 @@ class _Story:
         folder.mkdir(parents=True)
         save_file(trained.tensors, str(folder / "model.safetensors"))
         (folder / "predict.py").write_text(trained.predict_source)
+        # The model's own environment: the gates run predict.py with a Python built from this
+        # file (docs/model-code.md), not in the registry's. Pinned to what trained it here.
+        (folder / "requirements.txt").write_text("".join(f"{name}=={metadata.version(name)}\n"
+                                                         for name in ("numpy", "safetensors")))
         card = {
             "description": f"Handwritten digit classifier (8x8 images), {trained.algorithm}.",
             "creator": "@dana", "framework": "numpy", "task": "image-classification",
@@ -119,6 +131,7 @@ class _Story:
             "training": {"data": {"path": "sklearn.datasets.load_digits", "hash": "first 1400 of seed-0 order"},
                          "samples": 1400},
             "entrypoint": "predict.py",
+            "environment": "requirements.txt",
             "signature": {"inputs": [{"name": "pixels", "type": "float32", "shape": [None, 64]}],
                           "outputs": [{"name": "digit", "type": "int64", "shape": [None]}]},
             "input_example": example,
@@ -131,6 +144,15 @@ class _Story:
 
         (folder / "card.yaml").write_text(yamlio.dumps(card))
         return folder
+
+
+def _summary_head(markdown: str) -> str:
+    """The summary's per-model part (why, what changes, the comparison with production), down
+    to its first collapsed section; the gate table above it is what `check` printed."""
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("### ")), 0)
+    end = next((i for i, line in enumerate(lines) if line.startswith("<details")), len(lines))
+    return "\n".join(line for line in lines[start:end] if line.strip())
 
 
 def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
@@ -179,6 +201,7 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
         story.git("switch", "--quiet", "main")
         story.registry_cmd("register", MODEL, version, "--card", str(work / "card.yaml"),
                            "--artifact", str(work / "model.safetensors"), "--artifact", str(work / "predict.py"),
+                           "--artifact", str(work / "requirements.txt"),
                            "--sign-key", str(root / "keys/release.key"), "--push")
         story.echo("  CI runs the gates on the pull request:")
         story.check(f"register/{MODEL}/{version}", full=version == "1.0.0")
@@ -202,7 +225,7 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
             echo("  The diff the reviewer reads:")
             echo(textwrap.indent("\n".join(line for line in diff.splitlines()
                                            if line[:1] in "+-" and line[:3] not in ("+++", "---")), "    "))
-        story.check(f"promote/{MODEL}/1.1.0-to-{stage}")
+        story.check(f"promote/{MODEL}/1.1.0-to-{stage}", summary=stage == "production")
         story.merge(f"promote/{MODEL}/1.1.0-to-{stage}")
         if stage == "canary":
             story.registry_cmd("manifest", "--stage", "canary")
@@ -235,6 +258,7 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     (work / "card.yaml").write_text((root / "work/v2/card.yaml").read_text())
     (work / "model.safetensors").write_bytes((root / "work/v2/model.safetensors").read_bytes())
     (work / "predict.py").write_text(v2.predict_source)
+    (work / "requirements.txt").write_text((root / "work/v2/requirements.txt").read_text())
     marker = root / "pwned"
     payload = (b"\x80\x04\x95" + (0).to_bytes(8, "little") + b"\x8c\x02os\x94\x8c\x06system\x94\x93\x94"
                + b"\x8c" + bytes([len(f"touch {marker}")]) + f"touch {marker}".encode() + b"\x94\x85\x94R\x94.")
@@ -242,7 +266,8 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     story.git("switch", "--quiet", "main")
     story.registry_cmd("register", MODEL, "1.2.0", "--card", str(work / "card.yaml"),
                        "--artifact", str(work / "model.safetensors"), "--artifact", str(work / "predict.py"),
-                       "--artifact", str(work / "tokenizer.pkl"), "--push")
+                       "--artifact", str(work / "requirements.txt"), "--artifact", str(work / "tokenizer.pkl"),
+                       "--push")
     story.check(f"register/{MODEL}/1.2.0", expect=1)
     echo(f"  payload executed: {marker.exists()}")
     story.git("switch", "--quiet", "main")
