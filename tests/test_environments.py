@@ -310,3 +310,31 @@ def test_uv_builds_the_environment_when_it_is_on_path_and_never_builds_an_sdist(
     assert "/.build-" in install_call and str(python) not in install_call  # built aside, then renamed
     assert "GITHUB_TOKEN" not in (tmp_path / "uv.env").read_text()  # no credential reaches the build
     assert '"builder": "uv"' in (python.parent.parent / MARKER_FILE).read_text()
+
+
+WITH_TORCH = """\
+import torch
+
+
+def load(path):
+    return torch.nn.Linear(2, 1)
+
+
+def predict(model, inputs):
+    with torch.no_grad():
+        rows = model(torch.tensor(inputs, dtype=torch.float32)).shape[0]
+    return [torch.__version__.split("+")[0], rows]
+"""
+
+
+@pytest.mark.slow
+def test_a_torch_model_passes_smoke_through_its_declared_environment(tmp_path: Path, cache: Path) -> None:
+    """The issue's case: a predict.py that imports torch, which the registry's own Python does not
+    need to have (`make test` has no torch), passes smoke with the Python its requirements build.
+    torch 2.13.0 is the CPU wheel this machine and CI keep on disk (see .ci/run)."""
+    folder = version_folder(tmp_path, WITH_TORCH, "torch==2.13.0\n")
+    python = prepare(folder, "requirements.txt", "models/m/1.0.0/requirements.txt")
+    assert str(python).startswith(str(cache))
+    result = smoke(folder, "predict.py", [[1.0, 2.0]], timeout_s=300, python=python)
+    assert result.status == "pass", result.message
+    assert result.output_preview == '["2.13.0", 1]'  # torch ran, the environment's 2.13.0
