@@ -187,3 +187,18 @@ def registered(registry_dir: Path, inputs: Path, cli: Callable[..., Result],
     assert result.code == 0, result.err
     merge(registry_dir, "register/credit-approval/1.1.0", monkeypatch, pr=2)
     yield registry_dir
+
+
+@pytest.fixture(scope="module")
+def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of model environments per test file: a bare environment is built once (a venv)."""
+    return tmp_path_factory.mktemp("envcache")
+
+
+@pytest.fixture
+def cache(env_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$REGISTRY_ENV_CACHE for this test: the file's environment cache."""
+    from registry.runner import environment
+
+    monkeypatch.setenv(environment.CACHE_ENV, str(env_cache))
+    return env_cache

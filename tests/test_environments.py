@@ -55,18 +55,6 @@ def predict(model, inputs):
 """
 
 
-@pytest.fixture(scope="module")
-def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the whole file: the bare environment is built once (a venv, a few seconds)."""
-    return tmp_path_factory.mktemp("envcache")
-
-
-@pytest.fixture
-def cache(env_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(environment.CACHE_ENV, str(env_cache))
-    return env_cache
-
-
 def version_folder(tmp_path: Path, predict: str, requirements: str | None) -> Path:
     folder = tmp_path / "models" / "m" / "1.0.0"
     folder.mkdir(parents=True)

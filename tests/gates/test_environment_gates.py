@@ -5,25 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from registry.runner import environment
 from tests.conftest import Result
 from tests.gates.conftest import check, failures, gate, register
 from tests.test_environments import IN_ENVIRONMENT, MISSING_MODULE
-
-
-@pytest.fixture(scope="module")
-def env_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the file: the bare environment is built once."""
-    return tmp_path_factory.mktemp("envcache")
-
-
-@pytest.fixture
-def cache(env_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(environment.CACHE_ENV, str(env_cache))
-    return env_cache
-
 
 
 def requirements_file(tmp_path: Path, text: str) -> Path:
