@@ -13,7 +13,6 @@ from registry.errors import RegistryError
 from registry.files import stages, yamlio
 from registry.gates.common import stage_policy
 from registry.gates.result import GateResult
-from registry.queries import audit
 from registry.repo.registry import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
 
 
 def _was_in_production(ctx: CheckContext, change: StageChange) -> bool:
+    from registry.queries import audit  # only for a rollback: most checks never read the history
+
     history = audit.log(ctx.reg, name=change.model, version=change.version, ref=ctx.base)
     return any(entry.to_stage == "production" for entry in history)
 
