@@ -79,6 +79,22 @@ def dvc_errors() -> tuple[type[BaseException], ...]:
             ObjectFormatError, SCMError, ClientError)
 
 
+@contextlib.contextmanager
+def _opened(root: Path) -> Iterator[Any]:
+    """DVC's Repo at root, closed after use; failing to open it is a StorageError. Call it
+    inside _quiet_dvc(), which keeps DVC's logging quiet."""
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(root))
+    except dvc_errors() as exc:
+        raise _error("open the repository", exc) from exc
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
 def init(root: Path, remote_url: str) -> None:
     """``dvc init`` in an existing git repo with remote_url as the default remote."""
     with _quiet_dvc():
@@ -100,27 +116,18 @@ def add_and_push(root: Path, paths: Sequence[Path]) -> None:
     """Track files with DVC (one repo object, one call) and push them to the default remote."""
     if not paths:
         return
-    with _quiet_dvc():
-        from dvc.repo import Repo
-
-        targets = [str(p) for p in paths]
+    targets = [str(p) for p in paths]
+    with _quiet_dvc(), _opened(root) as repo:
         try:
-            repo = Repo(str(root))
+            repo.add(targets)
         except dvc_errors() as exc:
-            raise _error("open the repository", exc) from exc
+            raise _error(f"track {', '.join(p.name for p in paths)}", exc) from exc
         try:
-            try:
-                repo.add(targets)
-            except dvc_errors() as exc:
-                raise _error(f"track {', '.join(p.name for p in paths)}", exc) from exc
-            try:
-                repo.push(targets=[t + ".dvc" for t in targets])
-            except dvc_errors() as exc:
-                raise _error(
-                    "push to the remote; check that the remote in .dvc/config is reachable", exc
-                ) from exc
-        finally:
-            repo.close()
+            repo.push(targets=[t + ".dvc" for t in targets])
+        except dvc_errors() as exc:
+            raise _error(
+                "push to the remote; check that the remote in .dvc/config is reachable", exc
+            ) from exc
 
 
 def pull(root: Path, targets: Sequence[str], progress: Progress | None = None) -> None:
@@ -134,13 +141,8 @@ def pull(root: Path, targets: Sequence[str], progress: Progress | None = None) -
 
     # DVC's own bars (tqdm) are on whenever stderr is a terminal, and their loggers' levels are
     # what turns them off: left on, they leave a blank line each on the terminal.
-    with _quiet_dvc(), quiet_loggers("dvc.progress", "dvc_data.callbacks", level=logging.CRITICAL + 1):
-        from dvc.repo import Repo
-
-        try:
-            repo = Repo(str(root))
-        except dvc_errors() as exc:
-            raise _error("open the repository", exc) from exc
+    with (_quiet_dvc(), quiet_loggers("dvc.progress", "dvc_data.callbacks", level=logging.CRITICAL + 1),
+          _opened(root) as repo):
         try:
             if progress is not None:
                 with contextlib.suppress(*dvc_errors()):  # what fails here, the pull reports as before
@@ -148,8 +150,6 @@ def pull(root: Path, targets: Sequence[str], progress: Progress | None = None) -
             repo.pull(targets=[str(root / t) for t in targets])
         except dvc_errors() as exc:
             raise _error("pull", exc) from exc
-        finally:
-            repo.close()
 
 
 def _download(repo: Any, root: Path, targets: Sequence[str], progress: Progress) -> None:
@@ -322,31 +322,22 @@ def delete_objects(root: Path, md5s: Sequence[str]) -> int:
     """
     if not md5s:
         return 0
-    with _quiet_dvc():
-        from dvc.repo import Repo
-
+    with _quiet_dvc(), _opened(root) as repo:
+        removed = 0
         try:
-            repo = Repo(str(root))
+            remote = repo.cloud.get_remote_odb(command="gc")
+            _reachable(remote)
+            for md5 in md5s:
+                if remote.exists(md5):
+                    remote.delete(md5)
+                    removed += 1
+            local = repo.cache.local
+            for md5 in md5s:
+                if local.exists(md5):
+                    local.delete(md5)
         except dvc_errors() as exc:
-            raise _error("open the repository", exc) from exc
-        try:
-            removed = 0
-            try:
-                remote = repo.cloud.get_remote_odb(command="gc")
-                _reachable(remote)
-                for md5 in md5s:
-                    if remote.exists(md5):
-                        remote.delete(md5)
-                        removed += 1
-                local = repo.cache.local
-                for md5 in md5s:
-                    if local.exists(md5):
-                        local.delete(md5)
-            except dvc_errors() as exc:
-                raise _error("remove objects from the remote", exc) from exc
-            return removed
-        finally:
-            repo.close()
+            raise _error("remove objects from the remote", exc) from exc
+        return removed
 
 
 def _reachable(odb: Any) -> None:
