@@ -279,7 +279,7 @@ class _Branches:
 
     def mainline(self) -> set[str]:
         if self._mainline is None:
-            self._mainline = git.first_parent_line(self._reg.root, self._ref)
+            self._mainline = git.first_parent_commits(self._reg.root, self._ref, check=False)
         return self._mainline
 
     def walk(self, tip: str) -> list[_BranchCommit]:

@@ -112,12 +112,9 @@ def _tracked(reg: Registry) -> _Listing:
     for path, (mode, blob) in git.index_entries(reg.root).items():
         index[path], modes[path] = blob, mode
 
-    def listing(*args: str) -> set[str]:
-        return git.listed_files(reg.root, *args)
-
     tracked = set(index)
     deleted, modified = git.worktree_changes(reg.root)
-    present = (tracked - deleted) | listing("-o", "--exclude-standard", "--", MODELS_DIR, config.CONFIG_FILE)
+    present = (tracked - deleted) | git.listed_files(reg.root, "-o", "--exclude-standard", "--", MODELS_DIR, config.CONFIG_FILE)
     for path in modified:
         index.pop(path, None)  # changed in the work tree: read it from disk, not the cache
     root = str(reg.root) + os.sep  # plain strings: this runs once per file of the registry

@@ -300,8 +300,9 @@ def remote_heads(root: Path, pattern: str, remote: str = "origin", timeout_s: fl
     return [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
 
 
-def first_parent_commits(root: Path, ref: str) -> set[str]:
-    return set(run(["rev-list", "--first-parent", ref], root).split())
+def first_parent_commits(root: Path, ref: str, *, check: bool = True) -> set[str]:
+    """Every commit on ref's first-parent line; with check=False, empty when ref cannot be read."""
+    return set(run(["rev-list", "--first-parent", ref], root, check=check).split())
 
 
 def first_parent_messages(root: Path, span: str) -> list[tuple[str, str]]:
@@ -376,10 +377,10 @@ def subjects_and_trailer(root: Path, span: str, trailer: str, path: str) -> list
     return list(zip(fields[0::2], fields[1::2], strict=False))
 
 
-def index_entries(root: Path) -> dict[str, tuple[str, str]]:
-    """Every path in the index: (mode, blob id)."""
+def index_entries(root: Path, *pathspecs: str) -> dict[str, tuple[str, str]]:
+    """Every path in the index (or under pathspecs), in git's order: (mode, blob id)."""
     entries = {}
-    for record in run(["ls-files", "-s", "-z"], root).split("\0"):
+    for record in run(["ls-files", "-s", "-z", "--", *pathspecs], root).split("\0"):
         if record:
             meta, _, path = record.partition("\t")
             mode, blob = meta.split()[:2]
@@ -466,11 +467,6 @@ def remove_worktree(root: Path, path: Path) -> None:
 def git_dir(root: Path) -> Path:
     """The repository's git directory, absolute (a linked work tree has its own)."""
     return Path(run(["rev-parse", "--absolute-git-dir"], root).strip())
-
-
-def first_parent_line(root: Path, ref: str) -> set[str]:
-    """Every commit on ref's first-parent line; empty when ref cannot be read."""
-    return set(run(["rev-list", "--first-parent", ref], root, check=False).split())
 
 
 def notes_list(root: Path, ref: str) -> list[tuple[str, str]]:

@@ -86,14 +86,9 @@ class Tree:
         if self.rev is not None:
             return self.reader.ls(self.rev, folder, recursive=recursive)
         prefix = folder.rstrip("/") + "/"
-        out = git.run(["ls-files", "-s", "-z", "--", prefix], self.reader.root)
         entries: list[git.TreeEntry] = []
         folders: set[str] = set()
-        for record in out.split("\0"):
-            if not record:
-                continue
-            meta, _, path = record.partition("\t")
-            mode, sha = meta.split()[:2]
+        for path, (mode, sha) in git.index_entries(self.reader.root, prefix).items():
             below = path[len(prefix):]
             if not recursive and "/" in below:  # `ls-tree` without -r lists the folder instead
                 name = prefix + below.split("/", 1)[0]
