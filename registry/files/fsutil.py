@@ -15,26 +15,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _durable_temp(path: Path, data: bytes, mode: int, prefix: str) -> str:
+    """A temp file beside path (one file system, so a rename or link stays atomic) holding data,
+    given `mode` before any byte is written (mkstemp creates 0600) and fsynced; its name."""
+    import tempfile  # here, not at start-up: every command imports this module, few write
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def atomic_write(path: Path, data: str | bytes, mode: int | None = None, temp_prefix: str | None = None) -> None:
     """Replace path with data, never half-written and durable once this returns.
 
-    A temp file beside path (so the rename stays on one file system) is written and fsynced,
-    renamed over path, and the folder fsynced so the rename survives a crash. The file gets
-    `mode`, by default the mode any new file would get (0666 less the umask). `temp_prefix`
-    names the temp file where a folder's owner recognises its own leftovers by name.
+    A temp file beside path is written and fsynced, renamed over path, and the folder fsynced
+    so the rename survives a crash. The file gets `mode`, by default the mode any new file
+    would get (0666 less the umask). `temp_prefix` names the temp file where a folder's owner
+    recognises its own leftovers by name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    import tempfile  # here, not at start-up: every command imports this module, few write
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix or f".{path.name}.", suffix=".tmp")
+    tmp = _durable_temp(path, payload, (0o666 & ~_umask()) if mode is None else mode,
+                        temp_prefix or f".{path.name}.")
     try:
-        # mkstemp creates 0600; fchmod before any byte is written.
-        os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -54,17 +65,10 @@ def write_new(path: Path, data: bytes, executable: bool = False) -> None:
 def publish_new(path: Path, data: bytes, mode: int) -> None:
     """Create path whole with data and mode, never overwriting: FileExistsError if it exists.
 
-    The temp file is created 0600 and given `mode` before any byte is written, so a private
-    key is never readable by others, not even for a moment; link() publishes it whole."""
-    import tempfile  # here, not at start-up: every command imports this module, few write
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    The temp file has `mode` before any byte is written, so a private key is never readable
+    by others, not even for a moment; link() publishes it whole."""
+    tmp = _durable_temp(path, data, mode, f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.link(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
