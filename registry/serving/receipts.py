@@ -77,7 +77,7 @@ def check_signature(receipt: Mapping[str, Any], trusted: Sequence[ec.EllipticCur
     except (binascii.Error, ValueError, InvalidSignature):
         raise ValueError(f"bad signature (key {signature['key_id'][:16]}): the receipt was altered "
                          "or not signed by that key") from None
-    return signature["key_id"]
+    return str(signature["key_id"])
 
 
 # --- writing --------------------------------------------------------------------------
@@ -114,7 +114,7 @@ class ReceiptLog:
         # Events from before C2's additions carry no digests nor signer: state.json has them.
         on_disk = self._state_record(model, version)
         signed_by = event["signed_by"] if "signed_by" in event else on_disk.get("signed_by")
-        verified = event["verified"] if "verified" in event else signed_by is not None
+        verified = event.get("verified", signed_by is not None)
         receipt: dict[str, Any] = {
             "host": self.host, "model": model, "version": version, "previous": previous,
             "role": str(event.get("role") or "current"), "action": action,
@@ -224,15 +224,14 @@ def read_receipts(paths: Iterable[Path], trusted: Sequence[ec.EllipticCurvePubli
             try:
                 data = json.loads(line)
             except ValueError as exc:
-                torn = isinstance(exc, json.JSONDecodeError) and exc.pos >= len(line.rstrip())
-                if torn and (last or not line.endswith("\n")):
+                if last and not line.endswith("\n"):
                     reading.warnings.append(Problem(str(path), "torn last line (a writer was stopped "
                                                     "mid-write); skipped", number))
-                elif torn:
+                elif _cut_short(line, exc):
                     reading.warnings.append(Problem(str(path), "torn line (a writer was stopped "
                                                     "mid-write); skipped", number))
                 else:
-                    reading.problems.append(Problem(str(path), f"not JSON ({exc.msg}); skipped", number))
+                    reading.problems.append(Problem(str(path), f"not JSON ({getattr(exc, 'msg', exc)}); skipped", number))
                 continue
             try:
                 moment = _validate(data)
@@ -250,6 +249,14 @@ def read_receipts(paths: Iterable[Path], trusted: Sequence[ec.EllipticCurvePubli
             order += 1
             reading.receipts.append(Receipt(data, moment, where, order, status))
     return reading
+
+
+def _cut_short(line: str, exc: ValueError) -> bool:
+    """Whether a line that is not JSON is the start of a receipt cut short (a torn write that a later
+    append left on a line of its own), rather than something else written in the file."""
+    if not isinstance(exc, json.JSONDecodeError) or not line.startswith('{"'):
+        return False
+    return exc.msg.startswith("Unterminated string") or exc.pos >= len(line.rstrip())
 
 
 def _lines(path: Path) -> Iterable[tuple[int, str, bool]]:
