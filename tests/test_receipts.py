@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,11 @@ import numpy as np
 import pytest
 
 from registry import api
+from registry.errors import RegistryError, UsageError
 from registry.serving import puller as serving
 from registry.serving.receipts import (
     RECEIPTS_FILE,
+    ReceiptError,
     ReceiptLog,
     check_signature,
     parse_time,
@@ -88,8 +92,6 @@ def test_the_host_defaults_to_this_machines_name_and_a_bad_host_is_refused(tmp_p
     import socket
 
     assert ReceiptLog(tmp_path).host == socket.gethostname()
-    from registry.errors import UsageError
-
     with pytest.raises(UsageError, match="--host"):
         ReceiptLog(tmp_path, host="web 1")
 
@@ -361,3 +363,40 @@ def test_an_append_is_one_write_of_a_whole_line(tmp_path: Path, monkeypatch: pyt
     ReceiptLog(tmp_path, host="h").record(switched("m", "1.0.0", None, "2026-12-01T07:00:00+00:00"))
     assert len(writes) == 1 and writes[0].endswith(b"\n") and writes[0].count(b"\n") == 1
     assert (tmp_path / RECEIPTS_FILE).read_bytes() == writes[0]
+
+
+def test_appends_from_two_processes_at_once_never_mix_lines(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from registry.serving.receipts import ReceiptLog\n"
+        "log = ReceiptLog(sys.argv[1], host=sys.argv[2])\n"
+        "for i in range(150):\n"
+        "    log.record({'event': 'switched', 'time': '2026-12-01T07:00:00+00:00', 'model': 'm',\n"
+        "                'version': f'1.{i}.0', 'previous': None, 'stage': 'production',\n"
+        "                'sha256': {f'shard-{n}.bin': 'ab' * 32 for n in range(40)}})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), host]) for host in ("a", "b")]
+    try:
+        assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    reading = read_receipts([tmp_path / RECEIPTS_FILE])
+    assert not reading.problems and not reading.warnings
+    for host in ("a", "b"):
+        assert [r["version"] for r in reading.receipts if r["host"] == host] == [f"1.{i}.0" for i in range(150)]
+
+
+def test_a_receipt_that_cannot_be_written_is_a_clear_error_and_a_bad_host_key_is_refused(
+        tmp_path: Path, keys: dict[str, Path]) -> None:
+    (tmp_path / RECEIPTS_FILE).mkdir()  # something in the way (a folder), even for root
+    log = ReceiptLog(tmp_path, host="h")
+    with pytest.raises(ReceiptError, match=r"receipts.jsonl: cannot append the receipt of m@1.0.0 .*"
+                       r"the switch itself happened"):
+        log.record(switched("m", "1.0.0", None, "2026-12-01T07:00:00+00:00"))
+    with pytest.raises(UsageError, match=r"--host-key .*: no such file"):
+        ReceiptLog(tmp_path, host="h", key=tmp_path / "missing.key")
+    with pytest.raises(RegistryError, match="is a public key"):
+        ReceiptLog(tmp_path, host="h", key=keys["web-1"].with_suffix(".pub"))
