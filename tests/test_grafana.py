@@ -54,7 +54,11 @@ def server_names() -> set[str]:
         from registry.serving.server.metrics import METRIC_NAMES  # type: ignore[import-not-found]
     except ImportError:
         return set(C3_SERVER_NAMES)
-    return set(METRIC_NAMES.values() if isinstance(METRIC_NAMES, dict) else METRIC_NAMES)
+    # A collection of names, or a mapping with names as keys or values (whichever shape it took).
+    items = [*METRIC_NAMES.keys(), *METRIC_NAMES.values()] if isinstance(METRIC_NAMES, dict) else list(METRIC_NAMES)
+    names = {item for item in items if isinstance(item, str) and item.startswith("registry_")}
+    assert names, "registry/serving/server/metrics.py: METRIC_NAMES names no registry_* metric"
+    return names
 
 
 def pull_client_names(tmp_path: Path) -> set[str]:
