@@ -341,6 +341,19 @@ def test_bad_files_and_malformed_lines_get_file_and_line_messages(
     assert [r.split()[:4] for r in result.out.splitlines()[2:]] == [["web-1", "m", "current", "1.1.0"]]
 
 
+def test_line_separators_inside_a_value_do_not_split_a_receipt(tmp_path: Path, keys: dict[str, Path]) -> None:
+    log = ReceiptLog(tmp_path, host="h\u00e9", key=keys["web-1"])
+    log.record({"event": "rolled_back", "time": "2026-12-01T07:00:00+00:00", "model": "m", "version": "1.0.0",
+                "from_version": "1.1.0", "stage": "production", "reason": "server said: a\u2028b\x85c\x1cd"})
+    path = tmp_path / RECEIPTS_FILE
+    # Someone else's tool rewrote it with raw UTF-8: still one receipt, still verifying.
+    path.write_text(json.dumps(json.loads(path.read_text()), ensure_ascii=False) + "\n", encoding="utf-8")
+    reading = read_receipts([path], load_public_keys(keys["trusted"]))
+    assert not reading.problems and not reading.warnings
+    (receipt,) = reading.receipts
+    assert receipt["reason"] == "server said: a\u2028b\x85c\x1cd" and receipt.signature == "valid"
+
+
 def test_served_at_keeps_the_file_order_for_receipts_of_the_same_second(tmp_path: Path) -> None:
     log = ReceiptLog(tmp_path, host="h")
     log.record(switched("m", "1.0.0", None, "2026-12-01T07:00:00+00:00"))

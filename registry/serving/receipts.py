@@ -140,7 +140,7 @@ class ReceiptLog:
 
     def append(self, receipt: Mapping[str, Any]) -> None:
         """One write of one whole line (O_APPEND), fsynced; after a torn line, a fresh line first."""
-        line = json.dumps(receipt, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+        line = json.dumps(receipt, sort_keys=True).encode() + b"\n"  # ASCII: one line, whatever it says
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
@@ -269,8 +269,9 @@ def _lines(path: Path) -> Iterable[tuple[int, str, bool]]:
                             f"DIR/{RECEIPTS_FILE})") from None
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read ({exc.strerror})") from None
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.splitlines(keepends=True)
+    # Lines end at "\n" only (str.splitlines would also cut at U+2028 and friends inside a value).
+    parts = raw.decode("utf-8", errors="replace").split("\n")
+    lines = [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     for number, line in enumerate(lines, start=1):
         yield number, line, number == len(lines)
 
