@@ -67,13 +67,16 @@ def _register(reg: api.Registry, inputs: Path, name: str, version: str, card: st
 @pytest.fixture
 def reg(registry_dir: Path, tmp_path: Path) -> api.Registry:
     """scorer@1.0.0 (predict.py, config.json, requirements.txt in git; weights.bin in DVC), also canary
-    at 25%, and plain@1.0.0 (no entrypoint)."""
+    at 25%; scorer@1.1.0, whose signature names a type MLflow does not have; plain@1.0.0 (no entrypoint)."""
     registry = api.open(registry_dir)
     _register(registry, tmp_path / "inputs", "scorer", "1.0.0", CARD,
               {"predict.py": PREDICT.encode(), "config.json": b'{"scale": 2}\n', "requirements.txt": b"numpy\n",
                "weights.bin": WEIGHTS})
     registry.promote("scorer", "1.0.0", "staging", "test", no_branch=True)
     registry.promote("scorer", "1.0.0", "canary", "test", no_branch=True, traffic=0.25)
+    _register(registry, tmp_path / "inputs", "scorer", "1.1.0",
+              CARD.replace("type: float32", "type: float-ish").replace("environment: requirements.txt\n", ""),
+              {"predict.py": PREDICT.encode(), "config.json": b'{"scale": 3}\n', "weights.bin": WEIGHTS})
     _register(registry, tmp_path / "inputs", "plain", "1.0.0",
               "description: d\nframework: numpy\ntask: t\nmetrics: {}\n", {"weights.bin": WEIGHTS})
     return registry
@@ -183,6 +186,8 @@ def test_a_non_empty_out_is_refused_and_left_as_it_is(reg: api.Registry, cli: Ca
     (("scorer@1.0.0", "--format", "onnx"), 2, "Invalid value for '--format': 'onnx' is not one of"),
     (("scorer@1.0.0", "--format", "mlflow", "--at", "nowhere"), 2,
      "error: --at nowhere: no such commit, branch or tag in this registry\n"),
+    (("scorer@1.1.0", "--format", "mlflow"), 1,
+     "error: scorer@1.1.0: card.yaml signature.inputs[0]: type 'float-ish' is not a tensor type MLflow knows"),
     (("plain@1.0.0", "--format", "mlflow"), 1,
      "error: plain@1.0.0: the card names no entrypoint; an MLflow pyfunc model runs the version's predict.py"),
 ])

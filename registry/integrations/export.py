@@ -76,8 +76,11 @@ def export(reg: Registry, name: str, version: str, fmt: str, out: Path, *, at: s
     check_out(out)
     source = read_source(reg, name, version, at)
     uri = kserve_storage_uri(source, storage_uri) if fmt == "kserve" else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot be written ({exc.strerror}); give a folder you can write") from None
     try:
         folder = materialise(reg, source, work / "version", progress)
         built = work / "out"
@@ -87,6 +90,9 @@ def export(reg: Registry, name: str, version: str, fmt: str, out: Path, *, at: s
             os.replace(built, out)  # onto a missing or empty folder: one rename
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot be written ({exc.strerror}); give a new or empty folder") from None
+    except OSError as exc:  # a full disk or a folder we cannot write under --out's parent; nothing is left
+        raise ExportError(f"--out {out}: the export could not be written beside it: "
+                          f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Exported(name, version, fmt, out, source.commit, files)
@@ -116,7 +122,8 @@ def read_source(reg: Registry, name: str, version: str, at: str) -> Source:
         if card_text is None:
             raise UsageError(f"{name}@{version} is not registered{where}; see `registry show {name}` for its versions")
         card = cards.parse(card_text, f"{folder}/{CARD_FILE}")
-        problems = cards.folder_problems(card, name, version, f"{folder}/{CARD_FILE}", card_text)
+        problems = [*cards.folder_problems(card, name, version, f"{folder}/{CARD_FILE}", card_text),
+                    *cards.environment_problems(card, f"{folder}/{CARD_FILE}", card_text)]
         if problems:
             raise ValidationError(problems)
         entries = git.ls_tree(commit, reg.root, [folder + "/"])

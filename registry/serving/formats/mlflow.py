@@ -68,6 +68,9 @@ def write_pyfunc(folder: Path, card: Mapping[str, Any], out: Path, *, name: str,
                           "the version's predict.py (docs/model-code.md): register a version with one")
     if not (folder / str(entrypoint)).is_file():
         raise ExportError(f"{name}@{version}: the entrypoint {entrypoint} is not in the version folder")
+    environment = card.get("environment")
+    if environment and not (folder / str(environment)).is_file():
+        raise ExportError(f"{name}@{version}: the environment {environment} is not in the version folder")
     signature = _signature(card.get("signature"), f"{name}@{version}")
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,6 @@ def write_pyfunc(folder: Path, card: Mapping[str, Any], out: Path, *, name: str,
         flavor: dict[str, Any] = {"loader_module": loader_module, "code": CODE_DIR, "data": DATA_DIR,
                                   "env": {"virtualenv": "python_env.yaml"},
                                   "python_version": platform.python_version()}
-        environment = card.get("environment")
         dependencies = []
         if environment:
             shutil.copyfile(folder / str(environment), building / "requirements.txt")
