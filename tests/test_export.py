@@ -301,3 +301,64 @@ def test_a_kserve_export_names_the_verified_storage_uri_and_the_canary_share(
     source = exporting.read_source(reg, "scorer", "1.0.0", "HEAD")
     assert exporting.kserve_storage_uri(source, None) in text
     assert "canaryTrafficPercent: 25" in text
+
+
+def test_the_loader_module_runs_the_entrypoint_without_mlflow(reg: api.Registry, cli: Callable[..., Result],
+                                                              tmp_path: Path) -> None:
+    """What MLflow calls (`_load_pyfunc(data_path)`, then `predict`), called here directly."""
+    from registry.serving.formats import pyfunc_loader
+
+    out = tmp_path / "out"
+    assert cli("export", "scorer@1.0.0", "--format", "mlflow", "--out", str(out), cwd=reg.root).code == 0
+    [shipped] = (out / "code").glob("registry_pyfunc_*.py")
+    source = Path(pyfunc_loader.__file__).read_bytes()
+    assert shipped.read_bytes() == source and b"from registry" not in source and b"import registry" not in source
+    model = pyfunc_loader._load_pyfunc(str(out / "data"))
+    assert (model.name, model.version) == ("scorer", "1.0.0")
+    assert model.predict(EXAMPLE) == _expected(reg, EXAMPLE) == [30.0, 10.0]
+
+
+def test_a_dataframe_goes_back_to_the_shape_of_the_input_example() -> None:
+    pd = pytest.importorskip("pandas", reason="pandas is not installed")
+    from registry.serving.formats.pyfunc_loader import as_example
+
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    assert as_example(frame, "rows") == [[1.0, 3.0], [2.0, 4.0]]
+    assert as_example(frame, "records") == [{"a": 1.0, "b": 3.0}, {"a": 2.0, "b": 4.0}]
+    assert as_example(frame, "columns") == {"a": [1.0, 2.0], "b": [3.0, 4.0]}
+    assert as_example(frame.head(1), "mapping") == {"a": 1.0, "b": 3.0}
+    assert as_example(frame[["a"]], "values") == [1.0, 2.0]
+    assert as_example([[1, 2]], "records") == [[1, 2]]  # not a DataFrame: as it is
+    assert pyfunc.example_shape({"a": 1}) == "mapping" and pyfunc.example_shape({"a": [1]}) == "columns"
+    assert pyfunc.example_shape([{"a": 1}]) == "records" and pyfunc.example_shape([1, 2]) == "values"
+    assert pyfunc.example_shape([[1]]) == "rows" and pyfunc.example_shape("text") is None
+
+
+def test_with_trusted_keys_only_a_version_signed_by_one_of_them_is_exported(
+        reg: api.Registry, cli: Callable[..., Result], tmp_path: Path) -> None:
+    from registry.signing.bundle import sign_folder
+    from registry.signing.keys import generate_keypair, key_id, load_public_keys, read_private_key
+
+    generate_keypair(tmp_path / "release")
+    generate_keypair(tmp_path / "rogue")
+    folder = reg.version_dir("scorer", "1.0.0")
+    sign_folder(folder, "scorer", "1.0.0", read_private_key(tmp_path / "release.key"))
+    git(reg.root, "add", str(folder / "signature.json"))
+    git(reg.root, "commit", "--quiet", "-m", "Sign scorer@1.0.0")
+    out = tmp_path / "out"
+    for keys, ref, message in (("rogue.pub", "scorer@1.0.0", "error: scorer@1.0.0: "),
+                               ("release.pub", "plain@1.0.0", "error: plain@1.0.0: models/plain/1.0.0/signature.json: "
+                                                              "not signed (no signature file); nothing was exported")):
+        refused = cli("export", ref, "--format", "mlflow", "--out", str(out), "--trusted-keys",
+                      str(tmp_path / keys), cwd=reg.root)
+        assert refused.code == 1 and refused.err.startswith(message) and "nothing was exported" in refused.err
+        assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".out.")]
+    bad = cli("export", "scorer@1.0.0", "--format", "mlflow", "--out", str(out), "--trusted-keys",
+              str(tmp_path / "none.pub"), cwd=reg.root)
+    assert bad.code == 2 and bad.err.startswith("error: --trusted-keys: ") and not out.exists()
+    done = cli("export", "scorer@1.0.0", "--format", "mlflow", "--out", str(out), "--trusted-keys",
+               str(tmp_path / "release.pub"), "--json", cwd=reg.root)
+    assert done.code == 0, done.err
+    [release] = load_public_keys(tmp_path / "release.pub")
+    assert json.loads(done.out)["signed_by"] == key_id(release)
+    assert (out / "data" / "signature.json").is_file()

@@ -20,18 +20,24 @@ from registry.cli.main import _open, _print_json, _progress, _version_ref, echo,
 @click.option("--storage-uri", metavar="URI",
               help="kserve: where KServe reads the model (default: the DVC remote URL of the version's "
                    "one DVC artifact, as `registry manifest` gives it).")
+@click.option("--trusted-keys", type=click.Path(path_type=Path), metavar="FILE",
+              help="PEM public key(s): the version's signature must verify against one (as `registry pull` "
+                   "requires) before anything is exported.")
 @json_option
-def export_command(ref: str, fmt: str, out: Path, at: str, storage_uri: str | None, as_json: bool) -> None:
+def export_command(ref: str, fmt: str, out: Path, at: str, storage_uri: str | None, trusted_keys: Path | None,
+                   as_json: bool) -> None:
     """Export NAME@VERSION for another model server, its artifacts checked against the card first."""
     from registry.integrations.export import export
 
     name, version = _version_ref(ref)
     reg = _open()
     with _progress() as progress:
-        done = export(reg, name, version, fmt, out, at=at, storage_uri=storage_uri, progress=progress)
+        done = export(reg, name, version, fmt, out, at=at, storage_uri=storage_uri, trusted_keys=trusted_keys,
+                      progress=progress)
     if as_json:
         _print_json(done.as_json())
         return
-    echo(f"Exported {name}@{version} as {fmt} to {done.out} (registry commit {done.commit[:12]})")
+    signed = f", signed by {done.signed_by[:16]}" if done.signed_by else ""
+    echo(f"Exported {name}@{version} as {fmt} to {done.out} (registry commit {done.commit[:12]}{signed})")
     for file in done.files:
         echo(f"  {file}")

@@ -46,10 +46,11 @@ class Exported:
     out: Path
     commit: str
     files: tuple[str, ...]  # what --out holds, relative paths
+    signed_by: str | None = None  # the trusted key that verified the version (with trusted_keys)
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "format": self.format, "out": str(self.out),
-                "registry_commit": self.commit, "files": list(self.files)}
+                "registry_commit": self.commit, "files": list(self.files), "signed_by": self.signed_by}
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,18 @@ class Source:
 
 
 def export(reg: Registry, name: str, version: str, fmt: str, out: Path, *, at: str = "HEAD",
-           storage_uri: str | None = None, progress: storage.Progress | None = None) -> Exported:
-    """Export name@version (as of `at`) in format `fmt` into the new or empty folder `out`."""
+           storage_uri: str | None = None, trusted_keys: Path | None = None,
+           progress: storage.Progress | None = None) -> Exported:
+    """Export name@version (as of `at`) in format `fmt` into the new or empty folder `out`.
+
+    With trusted_keys (a PEM file of one or more public keys), the version's signature must
+    verify against one of them, over the very files exported, as `registry pull` requires.
+    """
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
     check_model_name(name)
     check_version(version)
+    keys = _keys(trusted_keys) if trusted_keys is not None else None
     out = Path(os.path.abspath(out))
     check_out(out)
     source = read_source(reg, name, version, at)
@@ -83,6 +90,7 @@ def export(reg: Registry, name: str, version: str, fmt: str, out: Path, *, at: s
         raise UsageError(f"--out {out}: cannot be written ({exc.strerror}); give a folder you can write") from None
     try:
         folder = materialise(reg, source, work / "version", progress)
+        signed_by = _verify(folder, name, version, keys) if keys is not None else None
         built = work / "out"
         build(fmt, folder, source, built, name=name, version=version, storage_uri=uri)
         files = tuple(sorted(p.relative_to(built).as_posix() for p in built.rglob("*") if not p.is_dir()))
@@ -95,7 +103,7 @@ def export(reg: Registry, name: str, version: str, fmt: str, out: Path, *, at: s
                           f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Exported(name, version, fmt, out, source.commit, files)
+    return Exported(name, version, fmt, out, source.commit, files, signed_by)
 
 
 def check_out(out: Path) -> None:
@@ -181,6 +189,27 @@ def materialise(reg: Registry, source: Source, dest: Path, progress: storage.Pro
             raise ExportError(f"{ref}: {artifact.path}: {found} (card.yaml); the copy in {where} is not the "
                               "registered artifact, so nothing was exported")
     return dest
+
+
+def _keys(path: Path) -> tuple[Any, ...]:
+    from registry.signing.keys import load_public_keys
+
+    try:
+        return load_public_keys(path)
+    except RegistryError as exc:
+        raise UsageError(f"--trusted-keys: {exc}") from None
+
+
+def _verify(folder: Path, name: str, version: str, keys: tuple[Any, ...]) -> str:
+    """The version's signature over the materialised files, against the trusted keys; the signer's key id."""
+    from registry.signing.bundle import verify_folder
+    from registry.signing.manifest import SignatureError
+
+    try:
+        return verify_folder(folder, name, version, keys).key_id
+    except SignatureError as exc:
+        message = str(exc).replace(str(folder), f"{MODELS_DIR}/{name}/{version}")
+        raise ExportError(f"{name}@{version}: {message}; nothing was exported") from None
 
 
 def kserve_storage_uri(source: Source, given: str | None) -> str:
