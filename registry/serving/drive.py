@@ -80,10 +80,8 @@ class Driver:
                     adapter.apply(change)
                 except Exception as exc:  # a third-party adapter's bug is a refusal too
                     text = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
-                    if label(adapter) not in text:
-                        text = f"{label(adapter)}: {text}"
-                    if not text.startswith(f"{change.model}@"):
-                        text = f"{change.model}@{change.version}: {text}"
+                    if not text.startswith(f"{change.model}@"):  # the adapter did not say which: we do
+                        text = f"{change.model}@{change.version}: {label(adapter)}: {text}"
                     problems = self.revert(done)
                     raise AdapterError("; ".join([text, *problems])) from None
                 done.append(Applied(adapter, change, revertible))
