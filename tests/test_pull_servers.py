@@ -20,7 +20,7 @@ import pytest
 
 from registry.errors import UsageError
 from registry.serving import puller as serving
-from registry.serving.adapters import Change, make_adapter
+from registry.serving.adapters import AdapterError, Change, make_adapter
 from registry.serving.watch import backoff
 from tests.conftest import Result
 from tests.test_serving import World, merge_to, origin, pull, world
@@ -267,7 +267,7 @@ def test_the_first_poll_with_servers_applies_every_served_model_once(
     pull(serve, origin, world)
     hook.statuses = [502]
     puller = serving.Puller(serve, stage="production", trusted_keys=world.trusted, servers=[cmd.spec, f"http={hook.url}"])
-    with pytest.raises(serving.PullError, match="m@1.0.0: http=.*HTTP 502") as failed:
+    with pytest.raises(serving.PullError, match=r"m@1\.0\.0: http=.*HTTP 502") as failed:
         puller.poll()  # the server is not up yet: the folder is fine, the failure says so
     assert failed.value.model == "m" and link(serve, "m") == "versions/1.0.0"
     result = puller.poll()  # tried again
@@ -412,7 +412,7 @@ def test_the_command_adapter_runs_no_shell_and_reports_a_missing_program(tmp_pat
     change = Change("m", "1.0.0", tmp_path, None, None, {}, "production", "0" * 40)
     adapter.apply(change)  # echo got "hi;", "touch" and the path as arguments
     assert not marker.exists()
-    with pytest.raises(Exception, match="m@1.0.0: command /nonexistent/reload: cannot run it"):
+    with pytest.raises(AdapterError, match=r"m@1\.0\.0: command /nonexistent/reload: cannot run it"):
         make_adapter("command=/nonexistent/reload").apply(change)
 
 
