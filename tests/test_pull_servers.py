@@ -184,7 +184,8 @@ def test_a_server_that_refuses_the_new_version_rolls_everything_back(
     assert words.code == 1 and "Traceback" not in words.err
     assert words.err.startswith(f"m: rolled back, back on 1.0.0 (1.1.0 refused: m@1.1.0: http={hook.url}")
     assert f"error: m@1.1.0: http={hook.url}: answered the switch event with HTTP 500" in words.err
-    assert "error: nothing was changed: m blocks this all-or-nothing pull" in words.err
+    assert "error: nothing was changed: still serving m@1.0.0 (registry commit" in words.err
+    assert "; m blocks this all-or-nothing pull (--per-model lets the other models switch)" in words.err
     again = cli(*args)
     assert again.code == 0, again.err
     assert link(serve, "m") == "versions/1.1.0" and state_of(serve)["registry_commit"] == world.commit("v2")
@@ -223,7 +224,8 @@ def test_per_model_switches_the_healthy_model_and_retries_the_held_one(
     refused = cli(*base)
     assert refused.code == 1
     assert refused.err.startswith("error: m@1.3.0: models/m/1.3.0/signature.json: signed by unknown key")
-    assert "nothing was changed: m blocks this all-or-nothing pull (--per-model lets" in refused.err
+    assert "nothing was changed: still serving m@1.0.0" in refused.err
+    assert "m blocks this all-or-nothing pull (--per-model lets the other models switch)" in refused.err
     assert link(serve, "big") is None
 
     result = cli(*base, "--per-model")

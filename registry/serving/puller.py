@@ -319,14 +319,14 @@ class Puller:
         else:
             detail = f"{type(exc).__name__}: {exc}"
         model = exc.model if isinstance(exc, PullError) else None
-        blocks = (f"{model} blocks this all-or-nothing pull (--per-model lets the other models switch); "
+        blocks = (f"; {model} blocks this all-or-nothing pull (--per-model lets the other models switch)"
                   if model else "")
         if state is not None and state.models:
             serving = ", ".join(f"{n}@{m.version}" for n, m in sorted(state.models.items()))
-            message = (f"{detail}\nnothing was changed: {blocks}still serving {serving} "
-                       f"(registry commit {state.registry_commit[:12]})")
+            message = (f"{detail}\nnothing was changed: still serving {serving} "
+                       f"(registry commit {state.registry_commit[:12]}){blocks}")
         else:
-            message = f"{detail}\nnothing was changed: {blocks}nothing is served from {self.store.root} yet"
+            message = f"{detail}\nnothing was changed: nothing is served from {self.store.root} yet{blocks}"
         error = type(exc)(message) if isinstance(exc, PullError) else PullError(message)
         error.model = model
         self._failures = (self._failures if self._failures is not None else (state.failures_total if state else 0)) + 1

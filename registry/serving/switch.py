@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from registry.files.layout import CARD_FILE
@@ -44,7 +45,7 @@ class Served:
     name: str
     version: str
     traffic: float | None
-    path: Any  # DIR/<name>/current (a Path)
+    path: Path  # DIR/<name>/current
     sha256: Mapping[str, str]
     signed_by: str | None
     canary: Canary | None = None  # with --with-canary: DIR/<name>/canary
@@ -237,11 +238,11 @@ class Switcher:
             self.driver.revert(applied)
             self.store.switch_back(undo)
             raise
-        for plan in plans:
-            if plan.name in versions:
-                self.store.prune(plan.name, set(versions[plan.name]))
-            elif plan.name in held and self.store.model_dir(plan.name).exists():
-                self.store.retire(plan.name)  # new here and refused: nothing of it stays
+        for name in dict.fromkeys([*(p.name for p in plans), *held]):
+            if name in versions:
+                self.store.prune(name, set(versions[name]))  # what a link or `previous` names stays
+            elif self.store.model_dir(name).exists():
+                self.store.retire(name)  # new here and held: nothing of it stays
         for name, why in held.items():
             events.append({"event": "failed", "time": stamp, "model": name, "version": why["version"],
                            "error": why["error"], "held": True, **base})
