@@ -60,6 +60,8 @@ def hook() -> Iterator[Hook]:
             state.got.append(json.loads(body))
             status = state.statuses.pop(0) if state.statuses else 200
             self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", "/elsewhere")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -258,6 +260,61 @@ def test_per_model_a_server_refusal_holds_only_that_model(
     cmd.refuse()
     again = pull(serve, origin, world, trusted_keys=keys, servers=[cmd.spec], per_model=True)
     assert again.switched == ("m",) and link(serve, "m") == "versions/1.3.0"
+
+
+def test_per_model_a_new_model_a_server_refuses_leaves_nothing_behind(
+        world: World, origin: Path, tmp_path: Path, cmd: Command, cli: Callable[..., Result]) -> None:
+    serve, keys = tmp_path / "serve", both_keys(world, tmp_path)
+    pull(serve, origin, world, trusted_keys=keys)
+    merge_to(origin, world, "big1")
+    cmd.refuse("big")
+    result = cli("pull", "--stage", "production", "--to", str(serve), "--trusted-keys", str(keys),
+                 "--server", cmd.spec, "--per-model")
+    assert result.code == 1, result.out + result.err
+    assert "m@1.3.0 now serving, was 1.0.0" in result.out and "1 switched, 1 held (big)" in result.out
+    assert "big: rolled back, not served (1.0.0 refused: big@1.0.0: command " in result.err
+    assert "cannot load big: boom" in result.err
+    assert "big keeps serving what it served (--per-model); the next pull tries it again" in result.err
+    assert not (serve / "big").exists() and link(serve, "m") == "versions/1.3.0"
+    assert "big" not in state_of(serve)["models"] and state_of(serve)["held"]["big"]["version"] == "1.0.0"
+
+
+class Broken:
+    """An adapter object given to the Python API, with a bug: it raises something else than AdapterError."""
+
+    kind, url = "test", "in-process"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def apply(self, change: Change) -> None:
+        self.calls.append(("apply", change.version))
+        raise KeyError("no such model loaded")
+
+    def revert(self, change: Change) -> None:
+        self.calls.append(("revert", change.version))
+
+
+def test_an_adapter_object_that_raises_anything_is_a_refusal_and_rolls_back(
+        world: World, origin: Path, tmp_path: Path, hook: Hook) -> None:
+    serve = tmp_path / "serve"
+    pull(serve, origin, world)
+    merge_to(origin, world, "v2")
+    broken = Broken()
+    with pytest.raises(serving.PullError, match=r"^m@1\.1\.0: test=in-process: KeyError: 'no such model loaded'"):
+        pull(serve, origin, world, servers=[f"http={hook.url}", broken])
+    assert broken.calls == [("apply", "1.1.0")]  # it restores itself (the interface says so)
+    assert [h["event"] for h in hook.got] == ["switch", "revert"]  # the server before it is reverted
+    assert hook.got[1]["folder"] == str(serve / "m" / "versions" / "1.0.0") and hook.got[1]["previous"] == "1.0.0"
+    assert link(serve, "m") == "versions/1.0.0"
+
+
+def test_the_http_adapter_follows_no_redirect(tmp_path: Path, hook: Hook) -> None:
+    hook.statuses = [302]
+    change = Change("m", "1.0.0", tmp_path, None, None, {}, "production", "0" * 40)
+    with pytest.raises(AdapterError, match="answered the switch event with HTTP 302"):
+        make_adapter(f"http={hook.url}").apply(change)
+    assert len(hook.got) == 1
 
 
 # --- a new client gives the servers what is served -------------------------------------------------
