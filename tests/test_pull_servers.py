@@ -86,6 +86,10 @@ class Command:
     log: Path
     fail: Path
 
+    @property
+    def label(self) -> str:
+        return f"command={sys.executable} …"  # how events name it: the arguments may hold secrets
+
     def calls(self) -> list[dict[str, str]]:
         return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
 
@@ -147,7 +151,7 @@ def test_a_switch_drives_the_http_and_command_adapters_with_the_version_folder(
     weights = (world.inputs / "m-1.1.0" / "weights.bin").read_bytes()
     assert switched["sha256"]["weights.bin"] == hashlib.sha256(weights).hexdigest()
     assert switched["signed_by"] and switched["verified"] is True and switched["role"] == "current"
-    assert switched["servers"] == [f"http={hook.url}", cmd.spec]
+    assert switched["servers"] == [f"http={hook.url}", cmd.label]
     assert all("time" in e for e in seen)
 
 
@@ -172,7 +176,7 @@ def test_a_server_that_refuses_the_new_version_rolls_everything_back(
     back = next(e for e in events if e["event"] == "rolled_back")
     assert back["model"] == "m" and back["version"] == "1.0.0" and back["from_version"] == "1.1.0"
     assert back["role"] == "current" and back["registry_commit"] == world.commit("v2")
-    assert "HTTP 503" in back["reason"] and back["servers"] == [cmd.spec, f"http={hook.url}"]
+    assert "HTTP 503" in back["reason"] and back["servers"] == [cmd.label, f"http={hook.url}"]
     assert back["sha256"]["weights.bin"] and back["signed_by"] and back["verified"] is True
     failed = next(e for e in events if e["event"] == "failed")
     assert failed["model"] == "m" and failed["error"].startswith(f"m@1.1.0: http={hook.url}: answered the switch")
@@ -307,6 +311,14 @@ def test_an_adapter_object_that_raises_anything_is_a_refusal_and_rolls_back(
     assert [h["event"] for h in hook.got] == ["switch", "revert"]  # the server before it is reverted
     assert hook.got[1]["folder"] == str(serve / "m" / "versions" / "1.0.0") and hook.got[1]["previous"] == "1.0.0"
     assert link(serve, "m") == "versions/1.0.0"
+
+
+def test_servers_are_named_without_secrets() -> None:
+    from registry.serving.drive import label
+
+    assert label(make_adapter("http=https://ops:s3cret@hooks.example/reload?token=abc")) == \
+        "http=https://hooks.example/reload?…"
+    assert label(make_adapter("command=/usr/bin/reload --token abc")) == "command=/usr/bin/reload …"
 
 
 def test_the_http_adapter_follows_no_redirect(tmp_path: Path, hook: Hook) -> None:

@@ -11,6 +11,7 @@ every served model once, whatever the folder says.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,17 @@ __all__ = ["Applied", "Driver", "label", "load_adapters", "read_card"]
 
 
 def label(adapter: Adapter) -> str:
-    """`kind=url`, as events and messages name a server."""
-    return f"{adapter.kind}={adapter.url}"
+    """`kind=url`, as events, receipts and messages name a server: without what may be a secret
+    (a URL's user:password and query, a command's arguments)."""
+    url = adapter.url
+    if "://" in url:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+    elif adapter.kind == "command":
+        program = url.split(maxsplit=1)
+        url = program[0] + (" …" if len(program) > 1 else "") if program else url
+    return f"{adapter.kind}={url}"
 
 
 def load_adapters(servers: Sequence[str | ServerSpec | Adapter]) -> tuple[Adapter, ...]:

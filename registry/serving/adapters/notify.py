@@ -91,7 +91,10 @@ class HttpAdapter:
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         opener = urllib.request.build_opener(_NoRedirect)
-        what = f"{change.model}@{change.version}: http={self.url}"
+        parts = urllib.parse.urlsplit(self.url)  # named without user:password or query (they may be secrets)
+        shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path,
+                                         "…" if parts.query else "", ""))
+        what = f"{change.model}@{change.version}: http={shown}"
         try:
             with opener.open(request, timeout=self.timeout) as answer:
                 status = answer.status
