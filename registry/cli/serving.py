@@ -62,7 +62,8 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
     def show(event: dict[str, Any]) -> None:
         kind = event["event"]
         if as_json:
-            click.echo(json.dumps(event))
+            if not (kind == "failed" and not watch and not event.get("held")):
+                click.echo(json.dumps(event))  # a one-shot pull's failure is the command's {"error": ...}
         elif kind == "switched":
             share = f" ({event['traffic']:.0%} of traffic)" if "traffic" in event else ""
             role = " as canary" if event.get("role") == "canary" else ""
@@ -114,6 +115,6 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
             exc.exit_code = 128 + (received[0] if received else signal.SIGTERM)
             raise
         except serving.PullError as exc:
-            if exc.reported:  # its `failed` event said it already
+            if exc.reported and not as_json:  # its `failed` event said it already
                 sys.exit(exc.exit_code)
             raise
