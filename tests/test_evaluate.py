@@ -19,7 +19,7 @@ import pytest
 from registry.files import config
 from registry.files.config import StagePolicy
 from registry.gates.metrics import lower_is_better
-from tests.conftest import Result, snapshot
+from tests.conftest import Result, git, merge, snapshot
 from tests.gates.conftest import POLICY, TASK_POLICY, on_main, register, write_holdout
 from tests.gates.conftest import gated as gated  # the fixture, shared
 from tests.gates.conftest import regression as regression  # the fixture, shared
@@ -128,6 +128,17 @@ def test_a_metric_the_policy_does_not_bound_goes_by_its_name() -> None:
     assert not lower_is_better("accuracy", None) and not lower_is_better("r2", StagePolicy())
     assert not lower_is_better("rmse", StagePolicy(metrics={"rmse": {"min": 0.1}}))  # the policy says otherwise
     assert lower_is_better("score", StagePolicy(metrics={"score": {"max": 3}}))
+
+
+def test_the_metrics_gate_reads_an_unbounded_rmse_as_lower_is_better() -> None:
+    from registry.files.cards import Card
+    from registry.gates.metrics import _regressions
+
+    policy = StagePolicy(max_regression={"rmse": {"absolute": 0.01}})  # no rmse threshold to tell the direction
+    new, production = Card("m", "1.1.0", (), {"rmse": 0.5}, {}), Card("m", "1.0.0", (), {"rmse": 0.2}, {})
+    assert _regressions(new, production, policy) == [
+        "rmse 0.5 regresses from production 1.0.0's 0.2 by 0.3 (allowed 0.01)"]
+    assert _regressions(production, new, policy) == []
 
 
 def test_drift_policy_resolution() -> None:
@@ -282,3 +293,32 @@ def test_model_yaml_drift_is_validated(gated: Path, cli: Callable[..., Result]) 
     result = cli("validate", "models/m/model.yaml", cwd=gated)
     assert result.code == 1 and "models/m/model.yaml:" in result.out + result.err
     assert "policy.drift.max_drop.accuracy" in result.out + result.err
+
+
+def test_a_drift_policy_change_reads_as_one_in_the_audit_log() -> None:
+    from registry.queries.policy_changes import describe_policy_change
+
+    assert describe_policy_change(b"{}", b"policy: {drift: {max_drop: {accuracy: 0.05}}}") == [
+        "drift max_drop accuracy set to 0.05"]  # not a stage with default approvals
+    assert describe_policy_change(b"policy: {drift: {max_drop: {accuracy: 0.05}}}",
+                                  b"policy: {drift: {max_drop: {accuracy: 0.02}}}") == ["drift max_drop accuracy 0.05 → 0.02"]
+
+
+def test_a_fresh_clone_pulls_the_versions_dvc_files_first(gated: Path, tmp_path: Path, cli: Callable[..., Result],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.numpy import save_file
+
+    big = tmp_path / "big.safetensors"  # over storage.git_max_bytes: DVC-tracked
+    save_file({"pad": np.zeros(400_000, np.float32)}, str(big))
+    register(cli, gated, tmp_path, "1.1.0", sign=True, extra=[big])
+    merge(gated, "register/m/1.1.0", monkeypatch)
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "--quiet", str(gated), str(clone))
+    assert (clone / "models/m/1.1.0/big.safetensors.dvc").is_file()
+    assert not (clone / "models/m/1.1.0/big.safetensors").exists()
+    write_holdout(tmp_path / "new.npz", 19)
+    result = evaluate(cli, clone, "m@1.1.0", "--data", str(tmp_path / "new.npz"))
+    assert result.code == 0, result.err
+    assert rows(result.out)["accuracy"][:2] == ["0.9500", "0.9500"]
+    assert (clone / "models/m/1.1.0/big.safetensors").stat().st_size == big.stat().st_size
+    assert git(clone, "status", "--porcelain") == ""

@@ -26,7 +26,7 @@ from typing import Any
 
 from registry.errors import RegistryError, UsageError
 from registry.files import config
-from registry.files.cards import CARD_FILE
+from registry.files.cards import CARD_FILE, Artifact
 from registry.gates import format as format_gate
 from registry.gates import scan as scan_gate
 from registry.gates.common import EnvironmentFailure, base_model_data, policy_task, stage_policy
@@ -217,7 +217,7 @@ def _metric_names(model: str, version: str, claimed: Mapping[str, float], asked:
     return names
 
 
-def _materialise(ctx: CheckContext, model: str, version: str, artifacts: Any) -> None:
+def _materialise(ctx: CheckContext, model: str, version: str, artifacts: tuple[Artifact, ...]) -> None:
     """Pull the version's DVC-tracked files into the work tree when some are not there (a fresh
     clone), as `registry fetch` does for a pull request: the gates read them from there."""
     folder = ctx.reg.root / MODELS_DIR / model / version
