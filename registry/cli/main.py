@@ -59,6 +59,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("registry.cli.gates", "convert_command"),
     "demo": ("registry.cli.integrations", "demo"),
     "deprecate": ("registry.cli.changes", "deprecate"),
+    "evaluate": ("registry.cli.evaluate", "evaluate_command"),
     "export": ("registry.cli.export", "export_command"),
     "fetch": ("registry.cli.gates", "fetch_command"),
     "gc": ("registry.cli.changes", "gc_command"),
