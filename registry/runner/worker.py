@@ -229,7 +229,7 @@ class Worker:
             reply = None
         if not isinstance(reply, dict):
             self._die("the worker broke the protocol")
-        return reply  # type: ignore[return-value]
+        return reply
 
     def _read_exactly(self, size: int, deadline: float, doing: str) -> bytes:
         data = bytearray()

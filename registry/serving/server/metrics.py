@@ -5,6 +5,8 @@ The names are a contract (CONTEXT15 C3): the Grafana dashboard reads exactly the
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -48,10 +50,8 @@ class Metrics:
 
     def serving(self, model: str, role: str, version: str | None, before: str | None) -> None:
         if before is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 self.served.remove(model, before, role)
-            except KeyError:
-                pass
         if version is not None:
             self.served.labels(model, version, role).set(1)
 

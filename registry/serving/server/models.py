@@ -35,10 +35,10 @@ from typing import Any
 
 from registry.errors import UsageError
 from registry.files import cards, yamlio
-from registry.runner.worker import WorkerError
+from registry.runner.worker import ModelFailed, WorkerDied, WorkerError
 from registry.serving.server import routing
 from registry.serving.server.metrics import Metrics
-from registry.serving.server.pool import Served, Timeouts, launch
+from registry.serving.server.pool import Busy, Served, Timeouts, launch
 
 __all__ = ["NotFound", "ServeError", "Server", "Unavailable", "check_dir"]
 
@@ -336,10 +336,6 @@ class Server:
     def infer(self, name: str, inputs: Any, version: str | None = None,
               key: str | None = None) -> tuple[str, Any]:
         """(the version that answered, the model's output). Raises ServeError."""
-        from registry.runner.worker import ModelFailed, WorkerDied
-
-        from registry.serving.server.pool import Busy
-
         served = self.route(name, version, key)
         try:
             return served.version, served.predict(inputs)
@@ -386,8 +382,10 @@ class Server:
             if CANARY in live:
                 serving["canary_traffic"] = slot.traffic  # type: ignore[assignment]
             last_error = slot.last_error
-        card = chosen.card if chosen else {}
-        signature = card.get("signature") if isinstance(card.get("signature"), dict) else {}
+        card: Mapping[str, Any] = chosen.card if chosen else {}
+        signature = card.get("signature")
+        if not isinstance(signature, Mapping):
+            signature = {}
         return {
             "name": name,
             "versions": sorted({s.version for s in live.values()}),
