@@ -524,3 +524,44 @@ def test_an_onnx_only_version_is_served_with_onnxruntime(tmp_path: Path, started
         assert reply.status_code == 200, reply.text
         assert reply.json()["outputs"] == [{"name": "y", "shape": [2, 2], "datatype": "FP64",
                                             "data": [2.0, 4.0, 6.0, 9.0]}]
+
+
+CRASHY = """\
+import os
+import time
+
+
+def load(path):
+    return None
+
+
+def predict(model, inputs):
+    if inputs == "crash":
+        os._exit(3)
+    if inputs == "slow":
+        time.sleep(30)
+    return os.getpid()
+"""
+
+
+def test_a_worker_that_crashes_or_hangs_is_replaced(tmp_path: Path, started: Callable[..., Server]) -> None:
+    serve = tmp_path / "serve"
+    folder = serve / "c" / "versions" / "1.0.0"
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(CRASHY)
+    (folder / "card.yaml").write_text('name: c\nversion: 1.0.0\nentrypoint: predict.py\ninput_example: "ok"\n')
+    (serve / "c" / "current").symlink_to("versions/1.0.0")
+    (serve / "state.json").write_text(json.dumps({"format": 1, "stage": "production",
+                                                  "models": {"c": {"version": "1.0.0"}}}))
+    server = started(serve, timeouts=Timeouts(request_s=2))
+    with TestClient(create_app(server)) as client:
+        first = client.post("/v2/models/c/infer", json={"inputs": "ok"}).json()["outputs"][0]["data"][0]
+        for poison, why in (("crash", "the worker exited while predicting (exit code 3)"),
+                            ("slow", "timed out predicting")):
+            failed = client.post("/v2/models/c/infer", json={"inputs": poison})
+            assert failed.status_code == 503 and why in failed.json()["error"], failed.text
+            wait_for(lambda: client.post("/v2/models/c/infer", json={"inputs": "ok"}).status_code == 200,
+                     what="a fresh worker")
+            pid = client.post("/v2/models/c/infer", json={"inputs": "ok"}).json()["outputs"][0]["data"][0]
+            assert pid != first and not alive(first)
+            first = pid

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from registry.cli.main import echo
+from registry.cli.main import echo, json_option
 from registry.errors import UsageError
 
 
@@ -19,13 +20,15 @@ from registry.errors import UsageError
               help="Seconds between looks at DIR's links and state.json.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes per served version (each answers one request at a time).")
-def serve_command(directory: Path, host: str, port: int, poll: float, workers: int) -> None:
+@json_option
+def serve_command(directory: Path, host: str, port: int, poll: float, workers: int, as_json: bool) -> None:
     """Serve the models in DIR (kept by `registry pull`) over the Open Inference Protocol (V2).
 
     Each version runs in sandboxed worker processes; when `registry pull` moves a
     model's `current` or `canary` link, the new version is loaded and checked on its
     input_example beside the old one, then swapped in without dropping a request.
-    SIGTERM or Ctrl-C stops it and its workers.
+    SIGTERM or Ctrl-C stops it and its workers. Its messages go to stderr (with --json,
+    one `{"message": ...}` object a line).
     """
     try:
         from registry.serving.server import app
@@ -35,6 +38,9 @@ def serve_command(directory: Path, host: str, port: int, poll: float, workers: i
         raise UsageError(f"`registry serve` needs {exc.name}: pip install 'gitops-registry[serve]'") from None
 
     def say(line: str) -> None:
-        echo(line, err=True)
+        if as_json:
+            click.echo(json.dumps({"message": line}), err=True)
+        else:
+            echo(line, err=True)
 
     app.serve(directory, host, port, poll, workers, say)
