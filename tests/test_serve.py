@@ -544,15 +544,20 @@ def predict(model, inputs):
 """
 
 
-def test_a_worker_that_crashes_or_hangs_is_replaced(tmp_path: Path, started: Callable[..., Server]) -> None:
-    serve = tmp_path / "serve"
+def by_hand(serve: Path, predict: str) -> None:
+    """C1's layout by hand: c@1.0.0 at `current`, as a pull leaves it."""
     folder = serve / "c" / "versions" / "1.0.0"
     folder.mkdir(parents=True)
-    (folder / "predict.py").write_text(CRASHY)
+    (folder / "predict.py").write_text(predict)
     (folder / "card.yaml").write_text('name: c\nversion: 1.0.0\nentrypoint: predict.py\ninput_example: "ok"\n')
     (serve / "c" / "current").symlink_to("versions/1.0.0")
     (serve / "state.json").write_text(json.dumps({"format": 1, "stage": "production",
                                                   "models": {"c": {"version": "1.0.0"}}}))
+
+
+def test_a_worker_that_crashes_or_hangs_is_replaced(tmp_path: Path, started: Callable[..., Server]) -> None:
+    serve = tmp_path / "serve"
+    by_hand(serve, CRASHY)
     server = started(serve, timeouts=Timeouts(request_s=2))
     with TestClient(create_app(server)) as client:
         first = client.post("/v2/models/c/infer", json={"inputs": "ok"}).json()["outputs"][0]["data"][0]
@@ -565,3 +570,40 @@ def test_a_worker_that_crashes_or_hangs_is_replaced(tmp_path: Path, started: Cal
             pid = client.post("/v2/models/c/infer", json={"inputs": "ok"}).json()["outputs"][0]["data"][0]
             assert pid != first and not alive(first)
             first = pid
+
+
+def test_a_link_read_mid_pull_keeps_what_is_served_and_a_removed_model_stops(
+        tmp_path: Path, started: Callable[..., Server]) -> None:
+    serve = tmp_path / "serve"
+    by_hand(serve, CRASHY)
+    server = started(serve)
+    with TestClient(create_app(server)) as client:
+        # A link naming a folder that is gone (read just as a pull moved on): not taken for a removal.
+        (serve / "c" / "next").symlink_to("versions/9.9.9")
+        os.replace(serve / "c" / "next", serve / "c" / "current")
+        time.sleep(0.5)
+        assert client.post("/v2/models/c/infer", json={"inputs": "ok"}).status_code == 200
+        assert server.versions("c") == ["1.0.0"]
+        shutil.rmtree(serve / "c")
+        wait_for(lambda: server.names() == [], what="c to go")
+        assert client.post("/v2/models/c/infer", json={"inputs": "ok"}).status_code == 404
+        assert client.get("/v2/health/ready").status_code == 200  # nothing left to load
+
+
+def test_sigterm_while_loading_stops_at_once_and_kills_the_worker(tmp_path: Path) -> None:
+    serve = tmp_path / "serve"
+    by_hand(serve, "import time\n\ndef load(path):\n    time.sleep(120)\n\ndef predict(model, inputs):\n    return 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "registry", "serve", str(serve), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: bool(_children(proc.pid)), what="the worker to start")
+        workers = _children(proc.pid)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and err.strip() == "stopped", err
+    assert not any(alive(pid) for pid in workers)

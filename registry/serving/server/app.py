@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -146,28 +145,43 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
+class _Stopped(BaseException):  # not caught as a failed version on its way out
+    """SIGTERM before the server listens: stop loading."""
+
+
 def serve(root: Path, host: str, port: int, poll_s: float, workers: int,
           echo: Callable[[str], None]) -> None:
     """Load DIR's models, listen, watch DIR until SIGTERM or Ctrl-C; then kill every worker."""
     import uvicorn
 
     server = Server(root, poll_s=poll_s, workers=workers, echo=echo)
-    stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    web: list[uvicorn.Server] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        # While loading: stop at once. Once uvicorn runs, it handles SIGTERM itself (a graceful
+        # shutdown) and sends it here again after; in between, ask it to shut down.
+        if not web:
+            raise _Stopped
+        web[0].should_exit = True
+
     try:
         sock = _listen(host, port)
     except OSError as exc:
         from registry.errors import UsageError
 
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         server.start()
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if family_is_v6(sock) else bound[0]
-        echo(f"serving {root} on http://{shown}:{bound[1]}/v2 (models: {', '.join(server.names()) or 'none'})")
         config = uvicorn.Config(create_app(server), log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=10)
-        uvicorn.Server(config).run(sockets=[sock])
+        web.append(uvicorn.Server(config))
+        echo(f"serving {root} on http://{shown}:{bound[1]}/v2 (models: {', '.join(server.names()) or 'none'})")
+        web[0].run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
         server.stop()
         sock.close()

@@ -95,20 +95,26 @@ class Wanted:
     links: Mapping[str, str]  # "current" / "canary" -> version
     traffic: float
     stage: str
+    unsure: frozenset[str] = frozenset()  # links there but unusable this tick: keep what they serve
+
+
+UNUSABLE = ""  # a link that exists but does not name a complete version folder (yet, or any more)
 
 
 def _link_version(model_dir: Path, link: str) -> str | None:
-    """The version a link names, when it is `versions/<version>` and that folder is there."""
+    """The version a link names (`versions/<version>`, that folder there); None: no link; UNUSABLE."""
     try:
         target = os.readlink(model_dir / link)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError:
+        return UNUSABLE
     parts = target.split("/")
     if len(parts) != 2 or parts[0] != VERSIONS or not _VERSION.fullmatch(parts[1]):
-        return None
+        return UNUSABLE
     folder = model_dir / VERSIONS / parts[1]
     if folder.is_symlink() or not folder.is_dir() or not (folder / cards.CARD_FILE).is_file():
-        return None
+        return UNUSABLE
     return parts[1]
 
 
@@ -116,6 +122,28 @@ def _share(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return None
+
+
+def _links(model_dir: Path) -> tuple[dict[str, str], frozenset[str]]:
+    """The usable links of a model folder, and those that exist but are not usable now.
+
+    A link read just before a pull moved it may name a folder the pull has removed since:
+    it is read once more (links are replaced atomically), and if still unusable, left as
+    it was served for this tick rather than taken for a model leaving.
+    """
+    links: dict[str, str] = {}
+    unsure: set[str] = set()
+    for link in (CURRENT, CANARY):
+        version = _link_version(model_dir, link)
+        if version == UNUSABLE:
+            version = _link_version(model_dir, link)
+        if version == UNUSABLE:
+            unsure.add(link)
+        elif version is not None:
+            links[link] = version
+    if CURRENT not in links and CURRENT not in unsure and CANARY in links:
+        links = {CURRENT: links[CANARY]}  # a canary with nothing beside it serves everything
+    return links, frozenset(unsure)
 
 
 def read_dir(root: Path, state: Mapping[str, Any]) -> dict[str, Wanted]:
@@ -131,18 +159,15 @@ def read_dir(root: Path, state: Mapping[str, Any]) -> dict[str, Wanted]:
     for entry in entries:
         if not _MODEL_NAME.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
-        model_dir = Path(entry.path)
-        links = {link: v for link in (CURRENT, CANARY) if (v := _link_version(model_dir, link)) is not None}
-        if CURRENT not in links and CANARY in links:
-            links = {CURRENT: links[CANARY]}  # a canary with nothing beside it serves everything
-        if not links:
+        links, unsure = _links(Path(entry.path))
+        if not links and not unsure:
             continue
         record = records.get(entry.name) if isinstance(records.get(entry.name), dict) else {}
         traffic = 0.0
         canary = record.get("canary") if isinstance(record, dict) else None
         if CANARY in links and isinstance(canary, dict) and canary.get("version") == links[CANARY]:
             traffic = _share(canary.get("traffic")) or 0.0  # state.json not there yet: production only
-        wanted[entry.name] = Wanted(links, traffic, stage)
+        wanted[entry.name] = Wanted(links, traffic, stage, unsure)
     return wanted
 
 
@@ -158,7 +183,8 @@ class Slot:
     last_error: str | None = None
 
     def role(self, link: str) -> str:
-        return "canary" if link == CANARY else self.stage
+        """C3's role label: canary (the canary link, or a folder pulled with --stage canary), else production."""
+        return "canary" if link == CANARY or self.stage == "canary" else "production"
 
 
 class Server:
@@ -243,7 +269,7 @@ class Server:
             with self._lock:
                 slot = self._slots.setdefault(name, Slot(name))
                 slot.traffic, slot.stage = want.traffic, want.stage
-                dropped = [link for link in slot.live if link not in want.links]
+                dropped = [link for link in slot.live if link not in want.links and link not in want.unsure]
             for link in dropped:
                 self._switch(slot, link, None)
             for link, version in want.links.items():
