@@ -607,3 +607,41 @@ def test_sigterm_while_loading_stops_at_once_and_kills_the_worker(tmp_path: Path
             proc.communicate()
     assert proc.returncode == 0 and err.strip() == "stopped", err
     assert not any(alive(pid) for pid in workers)
+
+
+def _version(serve: Path, name: str, version: str, predict: str) -> None:
+    folder = serve / name / "versions" / version
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(predict)
+    (folder / "card.yaml").write_text(f'name: {name}\nversion: {version}\nentrypoint: predict.py\ninput_example: "ok"\n')
+
+
+def _point(serve: Path, name: str, version: str) -> None:
+    (serve / name / ".tmp-link").symlink_to(f"versions/{version}")
+    os.replace(serve / name / ".tmp-link", serve / name / "current")
+
+
+def test_a_slow_load_holds_back_no_other_model_and_stop_kills_it(tmp_path: Path) -> None:
+    serve = tmp_path / "serve"
+    quick = "def load(path):\n    return None\n\ndef predict(model, inputs):\n    return 1\n"
+    slow = "import time\n\ndef load(path):\n    time.sleep(120)\n\ndef predict(model, inputs):\n    return 1\n"
+    for name in ("a", "b"):
+        _version(serve, name, "1.0.0", quick)
+        _point(serve, name, "1.0.0")
+    _version(serve, "a", "1.1.0", slow)
+    _version(serve, "b", "1.1.0", quick)
+    (serve / "state.json").write_text(json.dumps({"format": 1, "stage": "production", "models": {}}))
+    before = _children(os.getpid())
+    server = Server(serve, poll_s=0.1).start()
+    try:
+        _point(serve, "a", "1.1.0")
+        time.sleep(0.5)  # a's new version is loading (for two minutes)
+        _point(serve, "b", "1.1.0")
+        wait_for(lambda: server.versions("b") == ["1.1.0"], timeout=10, what="b to swap beside a's load")
+        assert server.versions("a") == ["1.0.0"]
+        assert server.infer("a", "ok") == ("1.0.0", 1)
+        started = _children(os.getpid()) - before
+        assert len(started) >= 3  # a@1.0.0, a@1.1.0 (loading), b@1.1.0 (and b@1.0.0 while it retires)
+    finally:
+        server.stop()
+    wait_for(lambda: not any(alive(pid) for pid in started), timeout=10, what="every worker to stop")

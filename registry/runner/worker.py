@@ -106,12 +106,21 @@ class Worker:
         self._from_child = -1
         self._drains: list[_Drain] = []
         self._dead: str | None = None
-        self._lock = threading.Lock()  # one request on the pipes at a time
+        # One request on the pipes at a time; start holds it too. Re-entrant: a failure inside
+        # stops the worker while holding it. `stop` from another thread kills the process group
+        # first, so that whoever holds the lock sees the pipes end, and only then closes them.
+        self._lock = threading.RLock()
 
     # -- life cycle ------------------------------------------------------------------
 
     def start(self, timeout_s: float) -> float:
         """Start the child and wait until the model has loaded; the load's seconds. Raises WorkerError."""
+        with self._lock:
+            if self._dead is not None:
+                raise WorkerError(f"{self.label}: {self._dead} before it started")
+            return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> float:
         confinement = sandbox()
         root = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="registry-serve-")))
         work = root / "work"
@@ -165,12 +174,18 @@ class Worker:
         return self._process.pid if self._process else None
 
     def stop(self, why: str = "stopped") -> None:
-        """Kill the child's whole process group and release everything (idempotent)."""
+        """Kill the child's whole process group and release everything (idempotent; any thread)."""
         if self._dead is None:
             self._dead = why
         process = self._process
-        if process is not None:
+        if process is not None and process.returncode is None:  # not reaped: its group id is still its own
             _kill_group(process.pid)
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        process = self._process
+        if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(5)
         for fd in (self._to_child, self._from_child):
@@ -234,6 +249,8 @@ class Worker:
     def _read_exactly(self, size: int, deadline: float, doing: str) -> bytes:
         data = bytearray()
         while len(data) < size:
+            if self._dead is not None:  # stopped from another thread
+                self._die(self._dead)
             left = deadline - time.monotonic()
             if left <= 0:
                 self._die(f"timed out {doing}")

@@ -206,6 +206,8 @@ class Server:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._retiring: list[threading.Thread] = []
+        self._jobs: dict[tuple[str, str], threading.Thread] = {}  # (model, link) -> its load or heal
+        self._launching: list[Served] = []  # versions whose workers are starting
         self._state: Mapping[str, Any] = {}
         self._ticked = False
 
@@ -215,22 +217,26 @@ class Server:
         """Check DIR, load what it serves (before returning), then watch it in a thread."""
         check_dir(self.root)
         self.tick()
+        for job in list(self._jobs.values()):
+            while job.is_alive():  # in steps: a signal handler can still stop the wait
+                job.join(0.2)
         self._thread = threading.Thread(target=self._watch, name="registry-serve-watch", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop watching and kill every worker (requests in flight get an error)."""
+        """Stop watching and kill every worker, starting ones too (requests in flight get an error)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.timeouts.load_s + 10)
+            self._thread.join(timeout=30)
         with self._lock:
             everything = [s for slot in self._slots.values() for s in slot.live.values()]
+            everything += self._launching
             self._slots.clear()
         for served in everything:
             served.retire(drain=False)
-        for thread in self._retiring:
-            thread.join(timeout=5)
+        for thread in [*self._jobs.values(), *self._retiring]:
+            thread.join(timeout=10)
 
     def __enter__(self) -> Server:
         return self.start()
@@ -257,7 +263,7 @@ class Server:
         return self._state
 
     def tick(self) -> None:
-        """Bring the live versions in line with DIR once."""
+        """Bring the live versions in line with DIR once (loads run in the background, one per model link)."""
         wanted = read_dir(self.root, self._read_state())
         with self._lock:
             gone = [name for name in self._slots if name not in wanted]
@@ -271,31 +277,74 @@ class Server:
                 slot.traffic, slot.stage = want.traffic, want.stage
                 dropped = [link for link in slot.live if link not in want.links and link not in want.unsure]
             for link in dropped:
-                self._switch(slot, link, None)
+                if (name, link) not in self._jobs:
+                    self._switch(slot, link, None)
             for link, version in want.links.items():
                 self._reconcile(slot, link, version)
         self._ticked = True
 
+    def _job(self, slot: Slot, link: str, work: Callable[[], None]) -> None:
+        key = (slot.name, link)
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # a bug must not kill the watch: say it
+                self.echo(f"serve: {slot.name} ({link}): {type(exc).__name__}: {exc}")
+            finally:
+                with self._lock:
+                    self._jobs.pop(key, None)
+
+        thread = threading.Thread(target=run, name=f"serve-{slot.name}-{link}", daemon=True)
+        with self._lock:
+            self._jobs[key] = thread
+        thread.start()
+
     def _reconcile(self, slot: Slot, link: str, version: str) -> None:
+        if (slot.name, link) in self._jobs:
+            return  # a load is under way for this link; the next tick looks again
         have = slot.live.get(link)
         if have is not None and have.version == version:
             slot.refused.pop(link, None)
-            try:
-                have.heal(self.workers)
-            except WorkerError as exc:
-                self._failed(slot, version, f"a worker died and could not be restarted: {exc}")
+            if len([w for w in have.workers if w.alive]) < self.workers:
+                self._job(slot, link, lambda: self._heal(slot, have))
             return
         if slot.refused.get(link) == version:
             return  # refused already; tried again when the link moves
-        # The same version already live under the other link (a canary promoted): start anew all the same,
-        # so that each link's workers retire on their own.
+        self._job(slot, link, lambda: self._launch(slot, link, version))
+
+    def _heal(self, slot: Slot, served: Served) -> None:
+        try:
+            served.heal(self.workers)
+        except WorkerError as exc:
+            if not served.retired:
+                self._failed(slot, served.version, f"a worker died and could not be restarted: {exc}")
+
+    def _track(self, served: Served) -> None:
+        with self._lock:
+            self._launching.append(served)
+        if self._stop.is_set():
+            served.retire(drain=False)
+
+    def _launch(self, slot: Slot, link: str, version: str) -> None:
+        """Start the version beside what the link serves; switch to it once it has answered input_example."""
+        # The same version already live under the other link (a canary promoted) is started anew
+        # all the same, so that each link's workers retire on their own.
         folder = self.root / slot.name / VERSIONS / version
+        served: Served | None = None
         try:
             card = _read_card(folder, f"{slot.name}/{version}/{cards.CARD_FILE}")
-            served = launch(slot.name, version, folder, card, self.workers, self.timeouts)
+            served = launch(slot.name, version, folder, card, self.workers, self.timeouts, track=self._track)
         except Exception as exc:  # WorkerError, a card that does not parse, an OS error: not switched to
-            slot.refused[link] = version
-            self._failed(slot, version, str(exc))
+            if not self._stop.is_set():
+                slot.refused[link] = version
+                self._failed(slot, version, str(exc))
+            return
+        finally:
+            with self._lock:
+                self._launching = [s for s in self._launching if s is not served]
+        if _link_version(self.root / slot.name, link) != version:  # moved on while loading: next tick
+            served.retire(drain=False)
             return
         slot.refused.pop(link, None)
         self._switch(slot, link, served)
@@ -309,9 +358,16 @@ class Server:
 
     def _switch(self, slot: Slot, link: str, served: Served | None) -> None:
         with self._lock:
-            old = slot.live.pop(link, None)
-            if served is not None:
-                slot.live[link] = served
+            if served is not None and (self._stop.is_set() or self._slots.get(slot.name) is not slot):
+                discard = served  # stopping, or the model left DIR while it loaded
+            else:
+                discard = None
+                old = slot.live.pop(link, None)
+                if served is not None:
+                    slot.live[link] = served
+        if discard is not None:
+            discard.retire(drain=False)
+            return
         role = slot.role(link)
         self.metrics.serving(slot.name, role, served.version if served else None, old.version if old else None)
         if served is not None:

@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ class Served:
     python: Path | None
     timeouts: Timeouts
     workers: list[Worker] = field(default_factory=list)
+    _starting: list[Worker] = field(default_factory=list)
     _idle: queue.Queue[Worker] = field(default_factory=queue.Queue)
     _inflight: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -62,6 +63,10 @@ class Served:
 
     def _start_worker(self) -> Worker:
         worker = Worker(self.request, self.python, self.label)
+        with self._changed:
+            if self.retired:
+                raise WorkerError(f"{self.label}: retired while starting")
+            self._starting.append(worker)
         try:
             worker.start(self.timeouts.load_s)
             example = self.card.get("input_example")
@@ -73,11 +78,17 @@ class Served:
         except BaseException:
             worker.stop()
             raise
+        finally:
+            with self._changed:
+                self._starting.remove(worker)
         return worker
 
     def add_worker(self) -> None:
         worker = self._start_worker()
         with self._changed:
+            if self.retired:  # retired while it started: it must not outlive the version
+                worker.stop()
+                raise WorkerError(f"{self.label}: retired while starting")
             self.workers.append(worker)
         self._idle.put(worker)
 
@@ -141,7 +152,7 @@ class Served:
                 while self._inflight > 0 and time.monotonic() < deadline:
                     self._changed.wait(min(0.5, max(0.0, deadline - time.monotonic())))
         with self._changed:
-            workers = list(self.workers)
+            workers = [*self.workers, *self._starting]
         for worker in workers:
             with contextlib.suppress(Exception):
                 worker.stop()
@@ -151,10 +162,15 @@ class Served:
 
 
 def launch(name: str, version: str, folder: Path, card: Mapping[str, Any], size: int,
-           timeouts: Timeouts) -> Served:
-    """A version with `size` workers that have loaded it and answered input_example. Raises WorkerError."""
+           timeouts: Timeouts, track: Callable[[Served], None] = lambda served: None) -> Served:
+    """A version with `size` workers that have loaded it and answered input_example. Raises WorkerError.
+
+    `track` gets the version before its workers start, so that a server stopping meanwhile
+    can retire it (which kills the workers still starting).
+    """
     request, python = worker_spec(folder, card, f"{name}/{version}")
     served = Served(name, version, folder, card, request, python, timeouts)
+    track(served)
     try:
         for _ in range(size):
             served.add_worker()
