@@ -20,8 +20,11 @@ from registry.errors import UsageError
               help="Seconds between looks at DIR's links and state.json.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes per served version (each answers one request at a time).")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1), metavar="S",
+              help="Seconds a request may take (its worker is then replaced); a load gets 5x as long, at least 300.")
 @json_option
-def serve_command(directory: Path, host: str, port: int, poll: float, workers: int, as_json: bool) -> None:
+def serve_command(directory: Path, host: str, port: int, poll: float, workers: int, timeout: float,
+                  as_json: bool) -> None:
     """Serve the models in DIR (kept by `registry pull`) over the Open Inference Protocol (V2).
 
     Each version runs in sandboxed worker processes; when `registry pull` moves a
@@ -43,4 +46,4 @@ def serve_command(directory: Path, host: str, port: int, poll: float, workers: i
         else:
             echo(line, err=True)
 
-    app.serve(directory, host, port, poll, workers, say)
+    app.serve(directory, host, port, poll, workers, timeout, say)

@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from registry.serving.server import v2
 from registry.serving.server.metrics import CONTENT_TYPE_LATEST
 from registry.serving.server.models import NotFound, ServeError, Server
+from registry.serving.server.pool import Timeouts
 from registry.serving.server.routing import CANARY_KEY_HEADER
 from registry.version import __version__
 
@@ -149,12 +150,13 @@ class _Stopped(BaseException):  # not caught as a failed version on its way out
     """SIGTERM before the server listens: stop loading."""
 
 
-def serve(root: Path, host: str, port: int, poll_s: float, workers: int,
+def serve(root: Path, host: str, port: int, poll_s: float, workers: int, timeout_s: float,
           echo: Callable[[str], None]) -> None:
     """Load DIR's models, listen, watch DIR until SIGTERM or Ctrl-C; then kill every worker."""
     import uvicorn
 
-    server = Server(root, poll_s=poll_s, workers=workers, echo=echo)
+    timeouts = Timeouts(load_s=max(300.0, 5 * timeout_s), request_s=timeout_s, drain_s=timeout_s + 30)
+    server = Server(root, poll_s=poll_s, workers=workers, timeouts=timeouts, echo=echo)
     web: list[uvicorn.Server] = []
 
     def on_sigterm(signum: int, frame: object) -> None:
