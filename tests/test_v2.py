@@ -1,0 +1,325 @@
+"""The `v2` adapter against a real MLServer, the V2 repository layout, and the KServe InferenceService."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from registry.errors import RegistryError, UsageError
+from registry.serving.adapters import AdapterError, Change, make_adapter
+from registry.serving.formats import kserve, v2_runtime
+from registry.serving.formats import v2 as layout
+
+ROOT = Path(__file__).resolve().parent.parent
+PREDICT = """\
+from helper import FACTOR
+
+def load(path):
+    return {"factor": FACTOR}
+
+def predict(model, inputs):
+    {body}
+    return [sum(row) * model["factor"] for row in inputs]
+"""
+
+
+def _mlserver() -> str:
+    found = os.environ.get("REGISTRY_MLSERVER") or str(ROOT / ".ci-venvs/mlserver/bin/mlserver")
+    if not Path(found).is_file():
+        pytest.skip(f"MLServer is not installed at {found} (.ci/run installs it: python3 -m venv "
+                    ".ci-venvs/mlserver && .ci-venvs/mlserver/bin/pip install mlserver==1.7.1; or set REGISTRY_MLSERVER)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+class Server:
+    def __init__(self, url: str, repository: Path, log: Path) -> None:
+        self.url, self.repository, self.log = url, repository, log
+
+    def infer(self, model: str, version: str | None = None, rows: Any = ((1.0, 2.0),)) -> tuple[int, Any]:
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+        return _get(self.url + path, v2_runtime.request_body([list(r) for r in rows]))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    binary = _mlserver()
+    work = tmp_path_factory.mktemp("mlserver")
+    repository = work / "repository"
+    repository.mkdir()
+    port = _free_port()
+    (repository / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": _free_port(), "metrics_endpoint": None,
+        "parallel_workers": 0, "load_models_at_startup": False, "debug": False}))
+    log = work / "mlserver.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([binary, "start", str(repository)], cwd=work, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while _ready(url) is False:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"MLServer did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield Server(url, repository, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _version(root: Path, model: str, version: str, factor: int, body: str = "pass",
+             example: Any = None) -> Change:
+    folder = root / model / "versions" / version
+    folder.mkdir(parents=True)
+    (folder / "predict.py").write_text(PREDICT.replace("{body}", body))
+    (folder / "helper.py").write_text(f"FACTOR = {factor}\n")
+    card = {"name": model, "version": version, "entrypoint": "predict.py",
+            "input_example": [[1.0, 2.0]] if example is None else example}
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    return Change(model=model, version=version, folder=folder, previous=None, previous_folder=None,
+                  card=card, stage="production", registry_commit="c0ffee")
+
+
+def _after(change: Change, previous: Change) -> Change:
+    return Change(model=change.model, version=change.version, folder=change.folder, previous=previous.version,
+                  previous_folder=previous.folder, card=change.card, stage="production", registry_commit="c0ffee")
+
+
+def _answers(server: Server, model: str, version: str | None = None) -> tuple[str | None, Any]:
+    status, answer = server.infer(model, version)
+    assert status == 200, answer
+    return answer["model_version"], answer["outputs"][0]["data"]
+
+
+def test_versions_swap_fail_back_and_revert(server: Server, tmp_path: Path) -> None:
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    v1 = _version(tmp_path, "swap", "1.0.0", 1)
+    adapter.apply(v1)
+    assert _answers(server, "swap") == ("1.0.0", [3.0])
+
+    v2 = _after(_version(tmp_path, "swap", "2.0.0", 2), v1)
+    adapter.apply(v2)
+    assert _answers(server, "swap") == ("2.0.0", [6.0])  # its own helper.py, not 1.0.0's
+    assert set(layout.version_folders(server.repository, "swap")) == {"2.0.0"}
+    status, _ = server.infer("swap", "1.0.0")
+    assert status != 200  # the old version was unloaded
+    adapter.apply(v2)  # idempotent: already the one loaded, just checked
+    assert _answers(server, "swap") == ("2.0.0", [6.0])
+
+    broken = _after(_version(tmp_path, "swap", "3.0.0", 3, body="raise ValueError('broken on purpose')"), v2)
+    with pytest.raises(AdapterError) as failed:
+        adapter.apply(broken)
+    message = str(failed.value)
+    assert "swap@3.0.0: infer failed" in message and "broken on purpose" in message, message
+    assert "swap@2.0.0 serves again" in message, message
+    assert _answers(server, "swap") == ("2.0.0", [6.0])
+    assert set(layout.version_folders(server.repository, "swap")) == {"2.0.0"}
+    assert not [p for p in (server.repository / "swap").iterdir() if p.name.startswith(".")]
+
+    adapter.revert(v2)  # back to 1.0.0, e.g. because another model of the same pull failed
+    assert _answers(server, "swap") == ("1.0.0", [3.0])
+    assert set(layout.version_folders(server.repository, "swap")) == {"1.0.0"}
+
+
+def test_a_rollback_to_an_older_version_answers_with_it(server: Server, tmp_path: Path) -> None:
+    # MLServer's default is the "newest" loaded version by its own order ("1.10.0" < "1.9.0" as
+    # strings): the adapter leaves only the wanted version loaded, whatever the order says.
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    new = _version(tmp_path, "order", "1.10.0", 10)
+    adapter.apply(new)
+    older = _after(_version(tmp_path, "order", "1.9.0", 9), new)
+    adapter.apply(older)
+    assert _answers(server, "order") == ("1.9.0", [27.0])
+
+
+def test_a_new_model_that_cannot_load_is_not_left_loaded(server: Server, tmp_path: Path) -> None:
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    change = _version(tmp_path, "fresh", "1.0.0", 1)
+    (change.folder / "helper.py").write_text("raise RuntimeError('no weights here')\n")
+    with pytest.raises(AdapterError) as failed:
+        adapter.apply(change)
+    assert "fresh@1.0.0: load failed" in str(failed.value), failed.value
+    assert "not loaded on the server (it was new there)" in str(failed.value)
+    assert layout.version_folders(server.repository, "fresh") == {}
+    status, _ = server.infer("fresh")
+    assert status != 200
+
+
+def test_several_inputs_reach_predict_as_a_dict(server: Server, tmp_path: Path) -> None:
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    change = _version(tmp_path, "named", "1.0.0", 1, example={"a": [[1, 2]], "b": [[3, 4]]},
+                      body="inputs = [[x + y for x, y in zip(inputs['a'][0], inputs['b'][0])]]")
+    adapter.apply(change)
+    status, answer = _get(server.url + "/v2/models/named/infer",
+                          v2_runtime.request_body({"a": [[1, 2]], "b": [[3, 4]]}))
+    assert status == 200, answer
+    assert answer["outputs"] == [{"name": "output0", "shape": [1], "datatype": "INT64", "parameters": None,
+                                  "data": [10]}] or answer["outputs"][0]["data"] == [10]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def test_write_model_is_never_seen_half_written(tmp_path: Path) -> None:
+    change = _version(tmp_path / "src", "big", "1.0.0", 1)
+    sizes = {f"part{i}.bin": (i + 1) * 4 << 20 for i in range(4)}
+    for file, size in sizes.items():
+        (change.folder / file).write_bytes(os.urandom(1024) * (size // 1024))
+    repository = tmp_path / "repository"
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def scan() -> None:  # what MLServer does to find models
+        while not stop.is_set():
+            for found in glob.glob(str(repository / "**" / "model-settings.json"), recursive=True):
+                model = Path(found).parent / "model"
+                actual = {f: _size(model / f) for f in sizes}
+                if not Path(found).exists():
+                    continue  # replaced meanwhile: moved away whole (to a hidden folder), not half-written
+                seen.append("whole" if actual == sizes and (Path(found).parent / "registry_runtime.py").exists()
+                            else f"partial: {actual}")
+
+    scanner = threading.Thread(target=scan)
+    scanner.start()
+    try:
+        for _ in range(3):  # a first write, then replacements of the same version
+            written = layout.write_model(change.folder, change.card, repository, name="big", version="1.0.0")
+    finally:
+        stop.set()
+        scanner.join()
+    assert written == repository / "big" / "1.0.0"
+    assert seen and set(seen) == {"whole"}, sorted(set(seen))[:3]
+    settings = json.loads((written / "model-settings.json").read_text())
+    assert settings["name"] == "big" and settings["parameters"]["version"] == "1.0.0"
+    assert settings["implementation"] == "registry_runtime.RegistryRuntime"
+    assert (written / "model" / "card.yaml").read_bytes() == (change.folder / "card.yaml").read_bytes()
+    assert [p.name for p in (repository / "big").iterdir()] == ["1.0.0"]
+
+
+def test_write_model_refuses_links_and_entrypoints_outside(tmp_path: Path) -> None:
+    change = _version(tmp_path / "src", "bad", "1.0.0", 1)
+    repository = tmp_path / "repository"
+    (change.folder / "escape").symlink_to("/etc/passwd")
+    with pytest.raises(RegistryError, match="not a plain file or folder"):
+        layout.write_model(change.folder, change.card, repository, name="bad", version="1.0.0")
+    assert not (repository / "bad" / "1.0.0").exists()
+    assert list((repository / "bad").iterdir()) == []  # the temp folder went too
+    (change.folder / "escape").unlink()
+    for entrypoint in ("../predict.py", "/etc/passwd", "missing.py", None):
+        card = {**change.card, "entrypoint": entrypoint}
+        with pytest.raises(RegistryError, match="entrypoint"):
+            layout.write_model(change.folder, card, repository, name="bad", version="1.0.0")
+    with pytest.raises(UsageError):
+        layout.write_model(change.folder, change.card, repository, name="bad", version="../1.0.0")
+
+
+def test_conversions_match_the_builtin_servers_rule() -> None:
+    body = v2_runtime.request_body([[1.0, 2.0], [3.0, 4.0]])
+    (one,) = body["inputs"]
+    assert one == {"name": "input0", "shape": [2, 2], "datatype": "FP64", "data": [1.0, 2.0, 3.0, 4.0]}
+    assert v2_runtime.input_value("input0", one["shape"], one["data"], None) == [[1.0, 2.0], [3.0, 4.0]]
+    ragged = v2_runtime.tensor("x", [[1], [2, 3]])
+    assert ragged["datatype"] == "BYTES" and ragged["parameters"] == {"content_type": "json"}
+    assert v2_runtime.input_value("x", ragged["shape"], ragged["data"], ragged["parameters"]) == [[1], [2, 3]]
+    with pytest.raises(ValueError, match="holds 4 values"):
+        v2_runtime.input_value("x", [2, 2], [1, 2, 3], None)
+    assert v2_runtime.output_tensors({"label": [1, 0], "ok": True}) == [
+        {"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]},
+        {"name": "ok", "shape": [], "datatype": "BOOL", "data": [True]}]
+
+
+def test_kserve_inference_service() -> None:
+    plain = yaml.safe_load(kserve.inference_service("credit-approval", "1.0.0", "s3://bucket/models/",
+                                                    canary_version=None, canary_traffic=None))
+    assert plain["apiVersion"] == "serving.kserve.io/v1beta1" and plain["kind"] == "InferenceService"
+    assert plain["metadata"]["name"] == "credit-approval"
+    model = plain["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "s3://bucket/models/credit-approval/1.0.0"
+    assert model["runtime"] == "mlserver" and model["protocolVersion"] == "v2"
+    assert "canaryTrafficPercent" not in plain["spec"]["predictor"]
+    canary = yaml.safe_load(kserve.inference_service("credit-approval", "1.0.0", "gs://b/m", canary_version="1.1.0",
+                                                     canary_traffic=0.125, runtime="kserve-mlserver"))
+    predictor = canary["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == round(0.125 * 100) == 12
+    assert predictor["model"]["storageUri"] == "gs://b/m/credit-approval/1.1.0"
+    assert predictor["model"]["runtime"] == "kserve-mlserver"
+    assert canary["metadata"]["labels"] == {"registry.model": "credit-approval", "registry.version": "1.0.0",
+                                            "registry.canary-version": "1.1.0"}
+    for bad in [dict(name="9lives"), dict(canary_traffic=1.5, canary_version="1.1.0"),
+                dict(canary_traffic=0.1, canary_version=None), dict(storage_uri="")]:
+        args: dict[str, Any] = {"name": "m", "version": "1.0.0", "storage_uri": "s3://b",
+                                "canary_version": None, "canary_traffic": None, **bad}
+        with pytest.raises(UsageError):
+            kserve.inference_service(args.pop("name"), args.pop("version"), args.pop("storage_uri"), **args)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("v2=http://127.0.0.1:1", "needs repository=DIR"),
+    ("v2=ftp://x,repository=/r", r"not an http\(s\) URL"),
+    ("v2=http://127.0.0.1:1,repository=/r,colour=red", "unknown setting 'colour'"),
+    ("v2=http://127.0.0.1:1,repository=/r,timeout=-3", "timeout must be"),
+])
+def test_bad_specs_are_usage_errors(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make_adapter(spec)
+
+
+def test_an_unreachable_server_fails_the_load_and_says_so(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    adapter = make_adapter(f"v2=http://127.0.0.1:{port},repository={tmp_path / 'repository'},timeout=5")
+    change = _version(tmp_path, "gone", "1.0.0", 1)
+    with pytest.raises(AdapterError, match=r"gone@1.0.0: load failed: POST .* no answer") as failed:
+        adapter.apply(change)
+    assert "failed too" in str(failed.value) or "not loaded" in str(failed.value)
+    assert layout.version_folders(tmp_path / "repository", "gone") == {}
+    shutil.rmtree(tmp_path / "repository")
