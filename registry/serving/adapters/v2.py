@@ -40,6 +40,7 @@ from typing import Any
 from registry.errors import RegistryError, UsageError
 from registry.files import yamlio
 from registry.files.fsutil import fsync_dir
+from registry.files.names import check_model_name, check_version
 from registry.serving.adapters import AdapterError, Change, ServerSpec
 from registry.serving.formats import v2 as layout
 from registry.serving.formats.v2_runtime import request_body
@@ -135,6 +136,8 @@ class V2Adapter:
 
     # -- the move -------------------------------------------------------------------------------
     def apply(self, change: Change) -> None:
+        check_model_name(change.model)  # both name folders in the repository
+        check_version(change.version)
         label = f"v2 {self.url}: {change.model}@{change.version}"
         if "input_example" not in change.card:
             raise AdapterError(f"{label}: card.yaml has no input_example to check the loaded version with; "
@@ -148,11 +151,14 @@ class V2Adapter:
         hold = Path(tempfile.mkdtemp(prefix=f".hold-{change.model}-", dir=self._parent(change.model)))
         others = {v: p for v, p in layout.version_folders(self.repository, change.model).items() if v != change.version}
         moved: dict[str, Path] = {}
+        done = False
         try:
-            try:
-                layout.write_model(change.folder, change.card, self.repository, name=change.model, version=change.version)
-            except (RegistryError, OSError) as exc:
-                raise _StepFailed("write", str(exc)) from None
+            layout.write_model(change.folder, change.card, self.repository, name=change.model, version=change.version)
+        except (RegistryError, OSError) as exc:
+            hold.rmdir()
+            served = f"still serving {change.previous}" if change.previous else f"{change.model} was not served here"
+            raise AdapterError(f"{label}: write failed: {exc}; nothing was loaded, {served}") from None
+        try:
             self._load("load", change.model)
             self._expect_ok("ready", "GET", f"/v2/models/{change.model}/versions/{change.version}/ready")
             answered = self._infer("infer", change.model, change.version, change.card.get("input_example"))
@@ -164,11 +170,13 @@ class V2Adapter:
             fsync_dir(self._parent(change.model))
             self._load("switch", change.model)
             self._check_only("check", change)
+            done = True
         except _StepFailed as failed:
             now = self._restore(change, moved)
             raise AdapterError(f"{label}: {failed.step} failed: {failed.detail}; {now}") from None
         finally:
-            shutil.rmtree(hold, ignore_errors=True)
+            if done or not any(hold.iterdir()):
+                shutil.rmtree(hold, ignore_errors=True)
 
     def _parent(self, model: str) -> Path:
         parent = self.repository / model
@@ -189,10 +197,15 @@ class V2Adapter:
                 self._call("restore", "POST", f"/v2/repository/models/{change.model}/unload")
                 return f"{change.model} is not loaded on the server (it was new there)"
             self._load("restore", change.model)
-            example = _card(change.previous_folder).get("input_example") if change.previous_folder else None
-            answered = self._answering("restore", change.model, {"input_example": example})
+            card = _card(change.previous_folder) if change.previous_folder else {}
+            if "input_example" in card:
+                answered = self._answering("restore", change.model, card)
+            else:  # nothing to infer with: the ready version the index names
+                self._expect_ok("restore", "GET", f"/v2/models/{change.model}/ready")
+                answered = ", ".join(str(item.get("version")) for item in self._index("restore", change.model))
         except (_StepFailed, RegistryError, OSError) as exc:
-            return f"putting back {change.previous or 'nothing'} failed too ({exc}): check the server"
+            kept = f" (the versions moved aside are kept in {moved[next(iter(moved))].parent})" if moved else ""
+            return f"putting back {change.previous or 'nothing'} failed too ({exc}){kept}: check the server"
         return f"{change.model}@{answered} serves again"
 
     def revert(self, change: Change) -> None:
