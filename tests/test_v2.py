@@ -341,3 +341,23 @@ def test_an_unreachable_server_fails_the_load_and_says_so(tmp_path: Path) -> Non
     assert "failed too" in str(failed.value) or "not loaded" in str(failed.value)
     assert layout.version_folders(tmp_path / "repository", "gone") == {}
     shutil.rmtree(tmp_path / "repository")
+
+
+def test_two_versions_in_one_process_each_import_their_own_helpers(tmp_path: Path) -> None:
+    # What MLServer does when two versions are loaded side by side: the runtime's import, in-process.
+    first = _version(tmp_path, "side", "1.0.0", 1)
+    second = _version(tmp_path, "side", "2.0.0", 2)
+    model1, predict1 = v2_runtime._import_entrypoint(str(first.folder), "predict.py", "side_1")
+    model2, predict2 = v2_runtime._import_entrypoint(str(second.folder), "predict.py", "side_2")
+    assert (predict1(model1, [[1, 2]]), predict2(model2, [[1, 2]])) == ([3], [6])
+    assert "helper" not in __import__("sys").modules
+    (second.folder / "outside.py").symlink_to(first.folder / "predict.py")
+    with pytest.raises(ValueError, match="not a file inside"):
+        v2_runtime._import_entrypoint(str(second.folder), "outside.py", "side_x")
+    (first.folder / "predict.py").write_text("def load(path):\n    return 1\n")
+    with pytest.raises(ValueError, match=r"must define load\(path\) and predict"):
+        v2_runtime._import_entrypoint(str(first.folder), "predict.py", "side_y")
+    with pytest.raises(TypeError) as raised:
+        predict1(None, [[1]])
+    assert v2_runtime.described(raised.value, str(first.folder / "predict.py")).startswith(
+        "predict.py raised TypeError: 'NoneType' object is not subscriptable (line 7, in predict)")
