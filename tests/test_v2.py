@@ -219,6 +219,13 @@ def test_several_inputs_reach_predict_as_a_dict(server: Server, tmp_path: Path) 
     assert (output["name"], output["shape"], output["datatype"], output["data"]) == ("output0", [1], "INT64", [10])
 
 
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -238,12 +245,13 @@ def test_write_model_is_never_seen_half_written(tmp_path: Path) -> None:
     def scan() -> None:  # what MLServer does to find models
         while not stop.is_set():
             for found in glob.glob(str(repository / "**" / "model-settings.json"), recursive=True):
-                model = Path(found).parent / "model"
-                actual = {f: _size(model / f) for f in sizes}
-                if not Path(found).exists():
-                    continue  # replaced meanwhile: moved away whole (to a hidden folder), not half-written
-                seen.append("whole" if actual == sizes and (Path(found).parent / "registry_runtime.py").exists()
-                            else f"partial: {actual}")
+                folder = Path(found).parent
+                before = _inode(folder)
+                actual = {f: _size(folder / "model" / f) for f in sizes}
+                runtime = (folder / "registry_runtime.py").exists()
+                if before is None or _inode(folder) != before:
+                    continue  # replaced meanwhile (the old one moved away whole): this read saw two folders
+                seen.append("whole" if actual == sizes and runtime else f"partial: {actual}")
 
     scanner = threading.Thread(target=scan)
     scanner.start()
@@ -360,4 +368,4 @@ def test_two_versions_in_one_process_each_import_their_own_helpers(tmp_path: Pat
     with pytest.raises(TypeError) as raised:
         predict1(None, [[1]])
     assert v2_runtime.described(raised.value, str(first.folder / "predict.py")).startswith(
-        "predict.py raised TypeError: 'NoneType' object is not subscriptable (line 7, in predict)")
+        "predict.py raised TypeError: 'NoneType' object is not subscriptable (line 8")
