@@ -164,10 +164,13 @@ class V2Adapter:
             answered = self._infer("infer", change.model, change.version, change.card.get("input_example"))
             if answered != change.version:
                 raise _StepFailed("infer", f"version {change.version} answered as {answered!r}")
-            for version, path in others.items():  # out of the repository, kept for a rollback
-                os.replace(path, hold / version)
-                moved[version] = hold / version
-            fsync_dir(self._parent(change.model))
+            try:
+                for version, path in others.items():  # out of the repository, kept for a rollback
+                    os.replace(path, hold / version)
+                    moved[version] = hold / version
+                fsync_dir(self._parent(change.model))
+            except OSError as exc:
+                raise _StepFailed("switch", f"moving the other versions' folders aside: {exc}") from None
             self._load("switch", change.model)
             self._check_only("check", change)
             done = True
