@@ -369,3 +369,21 @@ def test_two_versions_in_one_process_each_import_their_own_helpers(tmp_path: Pat
         predict1(None, [[1]])
     assert v2_runtime.described(raised.value, str(first.folder / "predict.py")).startswith(
         "predict.py raised TypeError: 'NoneType' object is not subscriptable (line 8")
+
+
+def test_apply_again_only_checks_and_a_new_model_reverts_to_nothing(server: Server, tmp_path: Path) -> None:
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    loads = tmp_path / "loads.txt"
+    change = _version(tmp_path, "again", "1.0.0", 1)
+    (change.folder / "predict.py").write_text(
+        f"def load(path):\n    open({str(loads)!r}, 'a').write('load\\n')\n    return 1\n"
+        "def predict(model, inputs):\n    return [sum(row) for row in inputs]\n")
+    adapter.apply(change)
+    count = len(loads.read_text().splitlines())
+    adapter.apply(change)  # the pull applying the same version again (a restart, a re-run)
+    assert len(loads.read_text().splitlines()) == count  # checked, not loaded again
+    assert _answers(server, "again") == ("1.0.0", [3.0])
+    adapter.revert(change)  # it was new on this server: nothing of it is left
+    assert layout.version_folders(server.repository, "again") == {}
+    status, _ = server.infer("again")
+    assert status == 404
