@@ -302,7 +302,7 @@ def test_conversions_match_the_builtin_servers_rule() -> None:
         {"name": "ok", "shape": [], "datatype": "BOOL", "data": [True]}]
 
 
-def test_kserve_inference_service() -> None:
+def test_kserve_inference_service(tmp_path: Path) -> None:
     plain = yaml.safe_load(kserve.inference_service("credit-approval", "1.0.0", "s3://bucket/models/",
                                                     canary_version=None, canary_traffic=None))
     assert plain["apiVersion"] == "serving.kserve.io/v1beta1" and plain["kind"] == "InferenceService"
@@ -311,6 +311,9 @@ def test_kserve_inference_service() -> None:
     assert model["storageUri"] == "s3://bucket/models/credit-approval/1.0.0"
     assert model["runtime"] == "mlserver" and model["protocolVersion"] == "v2"
     assert "canaryTrafficPercent" not in plain["spec"]["predictor"]
+    change = _version(tmp_path / "src", "credit-approval", "1.0.0", 1)  # the folder KServe's storageUri names
+    written = layout.write_model(change.folder, change.card, tmp_path / "models", name=change.model, version="1.0.0")
+    assert model["storageUri"].endswith("/" + written.relative_to(tmp_path / "models").as_posix())
     canary = yaml.safe_load(kserve.inference_service("credit-approval", "1.0.0", "gs://b/m", canary_version="1.1.0",
                                                      canary_traffic=0.125, runtime="kserve-mlserver"))
     predictor = canary["spec"]["predictor"]
