@@ -72,16 +72,15 @@ class Server:
         return _get(self.url + path, v2_runtime.request_body([list(r) for r in rows]))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def _serve(work: Path, workers: int) -> Iterator[Server]:
+    """A real MLServer on free ports, its repository in `work`; its process group killed at the end."""
     binary = _mlserver()
-    work = tmp_path_factory.mktemp("mlserver")
     repository = work / "repository"
     repository.mkdir()
     port = _free_port()
     (repository / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": _free_port(), "metrics_endpoint": None,
-        "parallel_workers": 0, "load_models_at_startup": False, "debug": False}))
+        "parallel_workers": workers, "load_models_at_startup": False, "debug": False}))
     log = work / "mlserver.log"
     with log.open("wb") as out:
         process = subprocess.Popen([binary, "start", str(repository)], cwd=work, stdout=out,
@@ -101,6 +100,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Models in MLServer's own process: light, and every test below runs against it.
+    yield from _serve(tmp_path_factory.mktemp("mlserver"), workers=0)
+
+
+@pytest.fixture(scope="module")
+def server_with_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # MLServer's default: models load in a worker process (the runtime is imported there).
+    python = Path(_mlserver()).read_text(errors="replace").splitlines()[0].removeprefix("#!").strip()
+    uvloop = subprocess.run([python, "-c", "import uvloop; print(uvloop.__version__)"],
+                            capture_output=True, text=True).stdout.strip()
+    if tuple(int(p) for p in uvloop.split(".")[:2] if p.isdigit()) >= (0, 22):
+        pytest.skip(f"MLServer 1.7.1's worker processes crash at start with uvloop {uvloop} (.ci/run installs uvloop<0.22)")
+    yield from _serve(tmp_path_factory.mktemp("mlserver-workers"), workers=1)
 
 
 def _ready(url: str) -> bool:
@@ -136,6 +152,14 @@ def _answers(server: Server, model: str, version: str | None = None) -> tuple[st
 
 
 def test_versions_swap_fail_back_and_revert(server: Server, tmp_path: Path) -> None:
+    _swap_fail_back_and_revert(server, tmp_path)
+
+
+def test_the_same_with_models_in_a_worker_process(server_with_workers: Server, tmp_path: Path) -> None:
+    _swap_fail_back_and_revert(server_with_workers, tmp_path)
+
+
+def _swap_fail_back_and_revert(server: Server, tmp_path: Path) -> None:
     adapter = make_adapter(f"v2={server.url},repository={server.repository}")
     v1 = _version(tmp_path, "swap", "1.0.0", 1)
     adapter.apply(v1)
