@@ -145,6 +145,11 @@ def _after(change: Change, previous: Change) -> Change:
                   previous_folder=previous.folder, card=change.card, stage="production", registry_commit="c0ffee")
 
 
+def _folders(server: Server, model: str) -> list[str]:
+    """What the model has in the repository (hidden work folders included: none may be left)."""
+    return sorted(p.name for p in (server.repository / model).iterdir())
+
+
 def _answers(server: Server, model: str, version: str | None = None) -> tuple[str | None, Any]:
     status, answer = server.infer(model, version)
     assert status == 200, answer
@@ -168,9 +173,9 @@ def _swap_fail_back_and_revert(server: Server, tmp_path: Path) -> None:
     v2 = _after(_version(tmp_path, "swap", "2.0.0", 2), v1)
     adapter.apply(v2)
     assert _answers(server, "swap") == ("2.0.0", [6.0])  # its own helper.py, not 1.0.0's
-    assert set(layout.version_folders(server.repository, "swap")) == {"2.0.0"}
-    status, _ = server.infer("swap", "1.0.0")
-    assert status != 200  # the old version was unloaded
+    assert _folders(server, "swap") == ["current"] and layout.current_version(server.repository, "swap") == "2.0.0"
+    status, _ = server.infer("swap", "2.0.0")
+    assert status == 404  # the versioned copy it was checked as is gone: one instance serves
     adapter.apply(v2)  # idempotent: already the one loaded, just checked
     assert _answers(server, "swap") == ("2.0.0", [6.0])
 
@@ -181,12 +186,13 @@ def _swap_fail_back_and_revert(server: Server, tmp_path: Path) -> None:
     assert "swap@3.0.0: infer failed" in message and "broken on purpose" in message, message
     assert "swap@2.0.0 serves again" in message, message
     assert _answers(server, "swap") == ("2.0.0", [6.0])
-    assert set(layout.version_folders(server.repository, "swap")) == {"2.0.0"}
-    assert not [p for p in (server.repository / "swap").iterdir() if p.name.startswith(".")]
+    assert _folders(server, "swap") == ["current"] and layout.current_version(server.repository, "swap") == "2.0.0"
+    status, _ = server.infer("swap", "3.0.0")
+    assert status == 404
 
     adapter.revert(v2)  # back to 1.0.0, e.g. because another model of the same pull failed
     assert _answers(server, "swap") == ("1.0.0", [3.0])
-    assert set(layout.version_folders(server.repository, "swap")) == {"1.0.0"}
+    assert _folders(server, "swap") == ["current"] and layout.current_version(server.repository, "swap") == "1.0.0"
 
 
 def test_a_rollback_to_an_older_version_answers_with_it(server: Server, tmp_path: Path) -> None:
@@ -208,9 +214,9 @@ def test_a_new_model_that_cannot_load_is_not_left_loaded(server: Server, tmp_pat
         adapter.apply(change)
     assert "fresh@1.0.0: load failed" in str(failed.value), failed.value
     assert "not loaded on the server (it was new there)" in str(failed.value)
-    assert layout.version_folders(server.repository, "fresh") == {}
+    assert _folders(server, "fresh") == []
     status, _ = server.infer("fresh")
-    assert status != 200
+    assert status == 404
 
     good = _version(tmp_path, "fresh", "1.0.1", 1)
     adapter.apply(good)
@@ -227,8 +233,7 @@ def test_a_new_model_that_cannot_load_is_not_left_loaded(server: Server, tmp_pat
     no_entrypoint = _after(_version(tmp_path, "fresh", "1.2.0", 2), good)
     with pytest.raises(AdapterError, match=r"write failed: .*no entrypoint.*nothing was loaded, still serving 1.0.1"):
         adapter.apply(Change(**{**no_entrypoint.__dict__, "card": {"input_example": [[1.0, 2.0]]}}))
-    assert set(layout.version_folders(server.repository, "fresh")) == {"1.0.1"}
-    assert [p.name for p in (server.repository / "fresh").iterdir()] == ["1.0.1"]
+    assert _folders(server, "fresh") == ["current"] and layout.current_version(server.repository, "fresh") == "1.0.1"
 
 
 def test_several_inputs_reach_predict_as_a_dict(server: Server, tmp_path: Path) -> None:
@@ -271,7 +276,7 @@ def test_write_model_is_never_seen_half_written(tmp_path: Path) -> None:
             for found in glob.glob(str(repository / "**" / "model-settings.json"), recursive=True):
                 folder = Path(found).parent
                 before = _inode(folder)
-                actual = {f: _size(folder / "model" / f) for f in sizes}
+                actual = {f: _size(folder / layout.MODEL_DIR / f) for f in sizes}
                 runtime = (folder / "registry_runtime.py").exists()
                 if before is None or _inode(folder) != before:
                     continue  # replaced meanwhile (the old one moved away whole): this read saw two folders
@@ -290,7 +295,7 @@ def test_write_model_is_never_seen_half_written(tmp_path: Path) -> None:
     settings = json.loads((written / "model-settings.json").read_text())
     assert settings["name"] == "big" and settings["parameters"]["version"] == "1.0.0"
     assert settings["implementation"] == "registry_runtime.RegistryRuntime"
-    assert (written / "model" / "card.yaml").read_bytes() == (change.folder / "card.yaml").read_bytes()
+    assert (written / layout.MODEL_DIR / "card.yaml").read_bytes() == (change.folder / "card.yaml").read_bytes()
     assert [p.name for p in (repository / "big").iterdir()] == ["1.0.0"]
 
 
@@ -411,6 +416,40 @@ def test_apply_again_only_checks_and_a_new_model_reverts_to_nothing(server: Serv
     assert len(loads.read_text().splitlines()) == count  # checked, not loaded again
     assert _answers(server, "again") == ("1.0.0", [3.0])
     adapter.revert(change)  # it was new on this server: nothing of it is left
-    assert layout.version_folders(server.repository, "again") == {}
+    assert _folders(server, "again") == []
     status, _ = server.infer("again")
     assert status == 404
+
+
+def test_no_request_fails_while_a_version_replaces_another(server_with_workers: Server, tmp_path: Path) -> None:
+    # A version that takes a while to load: requests without a version keep being answered
+    # (by the old one, then by the new one), never "not ready" (a versioned folder alone would
+    # be MLServer's default while it loads, when it orders it newer: 400 "not ready" meanwhile).
+    server = server_with_workers
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    slow = "def load(path):\n    import time\n    time.sleep(1.5)\n    return {'factor': FACTOR}"
+    v1 = _version(tmp_path, "nogap", "1.0.0", 1)
+    adapter.apply(v1)
+    v2 = _after(_version(tmp_path, "nogap", "2.0.0", 2), v1)
+    (v2.folder / "predict.py").write_text((v2.folder / "predict.py").read_text().replace(
+        "def load(path):\n    return {\"factor\": FACTOR}", slow))
+    assert "sleep" in (v2.folder / "predict.py").read_text()
+    answers: list[tuple[int, Any]] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            status, answer = server.infer("nogap")
+            answers.append((status, answer["model_version"] if status == 200 else answer))
+            time.sleep(0.02)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        adapter.apply(v2)
+    finally:
+        stop.set()
+        asker.join()
+    assert {status for status, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
+    versions = [v for _, v in answers]
+    assert versions[0] == "1.0.0" and versions[-1] == "2.0.0"  # (requests wait while a load holds the worker)

@@ -4,23 +4,24 @@ Spec: `v2=URL,repository=DIR[,timeout=SECONDS]`. DIR is the server's model repos
 (MLServer's `model_repository_root`), on a file system this process writes. Built and
 tested against MLServer 1.7, whose repository API decides what a step can do:
 
-- `POST /v2/repository/models/<m>/load` loads every version folder of `m` in the
-  repository (one already loaded is reloaded: the new instance first, then the old one
-  goes) and unloads the loaded versions whose folders are gone;
-- `/v2/models/<m>/infer` answers with the "newest" loaded version by MLServer's own
-  order (integers, else plain string order), so the version that answers is chosen by
-  which folders are there, never by asking.
+- `POST /v2/repository/models/<m>/load` loads every folder of `m` in the repository (one
+  already loaded is reloaded: the new instance loads first, then the old one goes) and
+  unloads the loaded versions whose folders are gone;
+- `/v2/models/<m>/infer` answers with the unversioned default when there is one; a versioned
+  folder becomes the default while it is still loading when MLServer orders it "newer"
+  (integers, else plain string order), which would answer "not ready" for that time.
 
-So `apply(change)`: (1) write the new version's folder beside the old one
-(formats/v2.write_model, atomic); (2) `load`; (3) the new version's own
+So the model the server answers with is the unversioned `<m>/current/` (formats/v2.py), and
+`apply(change)`: (1) writes the new version as the versioned `<m>/<v>/` beside it (atomic);
+(2) `load`: the new version loads, the default keeps answering; (3) its own
 `/versions/<v>/ready` and an infer of the card's `input_example` there, which must say
-`model_version` = the new version; (4) move the other versions' folders out of the
-repository (kept hidden until the end) and `load` again: the old versions unload;
-(5) `/v2/models/<m>/ready`, the same infer without a version, and the repository index,
-must all name only the new version. A failing step puts the folders back as they were,
-`load`s (or `unload`s a model that was new) and checks what answers; the AdapterError
-names the step, why, and what serves now. `revert` is `apply` of the reverse change. A
-version already the only one loaded is just checked.
+`model_version` = `<v>`; (4) `current/` is rewritten with the new version (the old one kept
+aside), `<m>/<v>/` removed, `load` again: the default reloads without a gap and the
+versioned copy unloads; (5) `/v2/models/<m>/ready` and the same infer without a version must
+answer `<v>`, and the repository index must list no versioned copy. A failing step puts the
+folders back as they were, `load`s (or `unload`s a model that was new) and checks what
+answers; the AdapterError names the step, why, and what serves now. `revert` is `apply` of
+the reverse change. A version already the default, with nothing beside it, is just checked.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import Any
 
 from registry.errors import RegistryError, UsageError
 from registry.files import yamlio
-from registry.files.fsutil import fsync_dir
 from registry.files.names import check_model_name, check_version
 from registry.serving.adapters import AdapterError, Change, ServerSpec
 from registry.serving.formats import v2 as layout
@@ -125,14 +125,14 @@ class V2Adapter:
         self._expect_ok(step, "GET", f"/v2/models/{model}/ready")
         return self._infer(step, model, None, card.get("input_example"))
 
-    def _check_only(self, step: str, change: Change) -> None:
-        """The new version answers, and is the only one the repository index shows for the model."""
+    def _check_current(self, step: str, change: Change) -> None:
+        """The unversioned default answers as the new version, and no versioned copy is left loaded."""
         answered = self._answering(step, change.model, change.card)
         if answered != change.version:
             raise _StepFailed(step, f"the server answers with version {answered!r}, not {change.version}")
-        listed = sorted(str(item.get("version")) for item in self._index(step, change.model))
-        if listed != [change.version]:
-            raise _StepFailed(step, f"the repository index lists versions {listed}, not only {change.version}")
+        left = sorted(str(item["version"]) for item in self._index(step, change.model) if item.get("version"))
+        if left:
+            raise _StepFailed(step, f"the repository index still lists versions {left} beside the default")
 
     # -- the move -------------------------------------------------------------------------------
     def apply(self, change: Change) -> None:
@@ -142,40 +142,45 @@ class V2Adapter:
         if "input_example" not in change.card:
             raise AdapterError(f"{label}: card.yaml has no input_example to check the loaded version with; "
                                "nothing was changed")
-        try:
-            if set(layout.version_folders(self.repository, change.model)) == {change.version}:
-                self._check_only("check", change)
+        if (layout.current_version(self.repository, change.model) == change.version
+                and not layout.version_folders(self.repository, change.model)):
+            try:
+                self._check_current("check", change)
                 return  # already the one loaded and answering
-        except _StepFailed:
-            pass  # not (or not well) loaded: the full move below
-        hold = Path(tempfile.mkdtemp(prefix=f".hold-{change.model}-", dir=self._parent(change.model)))
-        others = {v: p for v, p in layout.version_folders(self.repository, change.model).items() if v != change.version}
-        moved: dict[str, Path] = {}
-        done = False
+            except _StepFailed:
+                pass  # not (or not well) loaded: the full move below
+        parent = self._parent(change.model)
+        hold = Path(tempfile.mkdtemp(prefix=f".hold-{change.model}-", dir=parent))
         try:
             layout.write_model(change.folder, change.card, self.repository, name=change.model, version=change.version)
         except (RegistryError, OSError) as exc:
             hold.rmdir()
             served = f"still serving {change.previous}" if change.previous else f"{change.model} was not served here"
             raise AdapterError(f"{label}: write failed: {exc}; nothing was loaded, {served}") from None
+        held: Path | None = None
+        done = False
         try:
+            # The new version loads beside the default (MLServer keeps an unversioned default as it is).
             self._load("load", change.model)
             self._expect_ok("ready", "GET", f"/v2/models/{change.model}/versions/{change.version}/ready")
             answered = self._infer("infer", change.model, change.version, change.card.get("input_example"))
             if answered != change.version:
                 raise _StepFailed("infer", f"version {change.version} answered as {answered!r}")
-            try:
-                for version, path in others.items():  # out of the repository, kept for a rollback
-                    os.replace(path, hold / version)
-                    moved[version] = hold / version
-                fsync_dir(self._parent(change.model))
-            except OSError as exc:
-                raise _StepFailed("switch", f"moving the other versions' folders aside: {exc}") from None
-            self._load("switch", change.model)
-            self._check_only("check", change)
+            try:  # the default becomes the new version; the old one is kept aside for a rollback
+                if (parent / layout.CURRENT).exists():
+                    os.replace(parent / layout.CURRENT, hold / layout.CURRENT)
+                    held = hold / layout.CURRENT
+                layout.write_model(change.folder, change.card, self.repository, name=change.model,
+                                   version=change.version, current=True)
+                for version in layout.version_folders(self.repository, change.model):
+                    layout.remove_model(self.repository, change.model, version)
+            except (RegistryError, OSError) as exc:
+                raise _StepFailed("switch", f"writing {parent / layout.CURRENT}: {exc}") from None
+            self._load("switch", change.model)  # the default reloads (new instance first), the copy unloads
+            self._check_current("check", change)
             done = True
         except _StepFailed as failed:
-            now = self._restore(change, moved)
+            now = self._restore(change, held)
             raise AdapterError(f"{label}: {failed.step} failed: {failed.detail}; {now}") from None
         finally:
             if done or not any(hold.iterdir()):
@@ -186,35 +191,38 @@ class V2Adapter:
         parent.mkdir(parents=True, exist_ok=True)
         return parent
 
-    def _restore(self, change: Change, moved: Mapping[str, Path]) -> str:
-        """Put the repository back as it was before `change`, reload, and say what serves now."""
+    def _restore(self, change: Change, held: Path | None) -> str:
+        """Put the model's folders back as they were before `change`, reload, and say what serves now."""
+        current = self.repository / change.model / layout.CURRENT
         try:
-            layout.remove_model(self.repository, change.model, change.version)
-            for version, path in moved.items():
-                os.replace(path, self.repository / change.model / version)
-            if change.previous and change.previous_folder and change.previous not in layout.version_folders(
-                    self.repository, change.model):
+            for version in layout.version_folders(self.repository, change.model):
+                layout.remove_model(self.repository, change.model, version)
+            if held is not None:
+                layout.remove_model(self.repository, change.model, layout.CURRENT)
+                os.replace(held, current)
+            elif change.previous and change.previous_folder and not current.exists():
                 layout.write_model(change.previous_folder, _card(change.previous_folder), self.repository,
-                                   name=change.model, version=change.previous)
-            if not layout.version_folders(self.repository, change.model):
+                                   name=change.model, version=change.previous, current=True)
+            if not current.exists():
                 self._call("restore", "POST", f"/v2/repository/models/{change.model}/unload")
                 return f"{change.model} is not loaded on the server (it was new there)"
             self._load("restore", change.model)
             card = _card(change.previous_folder) if change.previous_folder else {}
             if "input_example" in card:
                 answered = self._answering("restore", change.model, card)
-            else:  # nothing to infer with: the ready version the index names
+            else:  # nothing to infer with: ready is all that can be checked
                 self._expect_ok("restore", "GET", f"/v2/models/{change.model}/ready")
-                answered = ", ".join(str(item.get("version")) for item in self._index("restore", change.model))
+                answered = layout.current_version(self.repository, change.model)
         except (_StepFailed, RegistryError, OSError) as exc:
-            kept = f" (the versions moved aside are kept in {moved[next(iter(moved))].parent})" if moved else ""
+            kept = f" (the previous default is kept in {held})" if held is not None and held.exists() else ""
             return f"putting back {change.previous or 'nothing'} failed too ({exc}){kept}: check the server"
         return f"{change.model}@{answered} serves again"
 
     def revert(self, change: Change) -> None:
         if change.previous is None or change.previous_folder is None:
             try:
-                layout.remove_model(self.repository, change.model, change.version)
+                for slot in [*layout.version_folders(self.repository, change.model), layout.CURRENT]:
+                    layout.remove_model(self.repository, change.model, slot)
                 self._expect_ok("revert", "POST", f"/v2/repository/models/{change.model}/unload")
             except (_StepFailed, OSError) as exc:
                 raise AdapterError(f"v2 {self.url}: {change.model}: revert of {change.version} failed: {exc}") from None

@@ -1,16 +1,21 @@
 """The V2 model repository layout (MLServer's; the Open Inference Protocol repository API), written atomically.
 
-One folder per model version:
-
     REPOSITORY/<name>/<version>/model-settings.json   {"name", "implementation", "parameters": {"version", "uri", "extra"}}
     REPOSITORY/<name>/<version>/registry_runtime.py   the runtime (formats/v2_runtime.py, copied)
-    REPOSITORY/<name>/<version>/model/                a copy of the verified version folder
+    REPOSITORY/<name>/<version>/.model/               a copy of the verified version folder
 
-MLServer finds models by globbing `**/model-settings.json` below its repository (hidden
-folders are not searched) and loads, for `POST /v2/repository/models/<name>/load`, every
-version folder of that name. So a version is built in a hidden `REPOSITORY/<name>/.tmp-*`
-folder, `model-settings.json` written last, everything fsynced, and only then renamed to
-`<version>`: a scan sees the whole folder or none of it.
+`write_model` writes that versioned folder (what `registry export --format v2` ships, and
+what the `v2` adapter loads beside the served version to check it). With `current=True` it
+writes `REPOSITORY/<name>/current/` instead: the same, without `parameters.version` (MLServer's
+unversioned default, which it swaps without a gap: the new instance loads before the old one
+goes) and with the registry version in `parameters.extra.registry_version`, which the runtime
+answers as `model_version`.
+
+MLServer finds models by globbing `**/model-settings.json` below its repository, hidden folders
+left out. So the copy of the version folder is the hidden `.model/` (a `model-settings.json`
+among a version's files never becomes a model of its own), and a folder is built in a hidden
+`.tmp-*` folder beside its place, `model-settings.json` written last, everything fsynced, then
+renamed into place: a scan sees the whole folder or none of it.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from registry.errors import RegistryError
 from registry.files.fsutil import fsync_dir
 from registry.files.names import check_model_name, check_version
 
-__all__ = ["MODEL_DIR", "RUNTIME_FILE", "SETTINGS_FILE", "remove_model", "version_folders", "write_model"]
+__all__ = ["CURRENT", "MODEL_DIR", "RUNTIME_FILE", "SETTINGS_FILE", "current_version", "remove_model",
+           "version_folders", "write_model"]
 
 SETTINGS_FILE = "model-settings.json"
 RUNTIME_FILE = "registry_runtime.py"
-MODEL_DIR = "model"
+MODEL_DIR = ".model"
+CURRENT = "current"
 IMPLEMENTATION = "registry_runtime.RegistryRuntime"
 _RUNTIME_SOURCE = Path(__file__).with_name("v2_runtime.py")
 
@@ -87,31 +94,35 @@ def _discard(path: Path) -> None:
     shutil.rmtree(gone, ignore_errors=True)
 
 
-def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name: str, version: str) -> Path:
-    """Write `REPOSITORY/<name>/<version>/` for a verified version folder; returns it.
+def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name: str, version: str,
+                current: bool = False) -> Path:
+    """Write `REPOSITORY/<name>/<version>/` (or `current/`) for a verified version folder; returns it.
 
-    An existing folder of that version is replaced (the new one is complete before the
-    old one moves away). The version folder itself is only read.
+    An existing folder there is replaced (the new one is complete before the old one moves
+    away). The version folder itself is only read.
     """
     check_model_name(name)
     check_version(version)
     folder, repository = Path(folder), Path(repository)
     entrypoint = _entrypoint(card, folder)
+    slot = CURRENT if current else version
     parent = repository / name
     parent.mkdir(parents=True, exist_ok=True)
-    for leftover in parent.glob(f".tmp-{version}-*"):  # a write killed part-way
+    for leftover in parent.glob(f".tmp-{slot}-*"):  # a write killed part-way
         shutil.rmtree(leftover, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{slot}-", dir=parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: the server may run as another user
         _copy_tree(folder, tmp / MODEL_DIR)
         _write(tmp / RUNTIME_FILE, _RUNTIME_SOURCE.read_text(encoding="utf-8"))
-        settings = {"name": name, "implementation": IMPLEMENTATION,
-                    "parameters": {"version": version, "uri": f"./{MODEL_DIR}",
-                                   "extra": {"entrypoint": entrypoint}}}
+        parameters: dict[str, Any] = {"uri": f"./{MODEL_DIR}",
+                                      "extra": {"entrypoint": entrypoint, "registry_version": version}}
+        if not current:
+            parameters = {"version": version, **parameters}
+        settings = {"name": name, "platform": "registry", "implementation": IMPLEMENTATION, "parameters": parameters}
         _write(tmp / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")  # last: it makes the folder a model
         fsync_dir(tmp)
-        target = parent / version
+        target = parent / slot
         _discard(target)
         os.replace(tmp, target)
         fsync_dir(parent)
@@ -121,18 +132,28 @@ def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name
     return target
 
 
+def current_version(repository: Path, name: str) -> str | None:
+    """The registry version in `REPOSITORY/<name>/current/`, or None when there is none."""
+    try:
+        settings = json.loads((Path(repository) / name / CURRENT / SETTINGS_FILE).read_text(encoding="utf-8"))
+        version = settings["parameters"]["extra"]["registry_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
 def version_folders(repository: Path, name: str) -> dict[str, Path]:
-    """The versions of `name` in the repository: visible folders that hold a model-settings.json."""
+    """The versioned folders of `name` (not `current/`): visible folders that hold a model-settings.json."""
     parent = Path(repository) / name
     if not parent.is_dir():
         return {}
     return {p.name: p for p in sorted(parent.iterdir())
-            if not p.name.startswith(".") and p.is_dir() and (p / SETTINGS_FILE).is_file()}
+            if not p.name.startswith(".") and p.name != CURRENT and p.is_dir() and (p / SETTINGS_FILE).is_file()}
 
 
-def remove_model(repository: Path, name: str, version: str) -> None:
-    """Take one version out of the repository (renamed away first, then deleted)."""
-    _discard(Path(repository) / name / version)
+def remove_model(repository: Path, name: str, slot: str) -> None:
+    """Take one folder (a version, or `current`) out of the repository: renamed away first, then deleted."""
+    _discard(Path(repository) / name / slot)
 
 
 def _umask() -> int:

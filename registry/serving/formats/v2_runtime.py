@@ -19,7 +19,8 @@ subclass is made only when `RegistryRuntime` is first asked for.
   the JSON text of one value. The result becomes V2 outputs: a dict is one output per
   key, anything else one output `output0`; a rectangular array of numbers, booleans or
   strings is `shape` + flat data (FP64, INT64, BOOL, BYTES), anything else one `BYTES`
-  element holding its JSON text. `model_version` is the registry version.
+  element holding its JSON text. `model_version` is the registry version (also for the
+  unversioned `current/` folder: `parameters.extra.registry_version`).
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def _runtime_class() -> type:
         async def load(self) -> bool:
             folder = await get_model_uri(self.settings)
             extra = self.settings.parameters.extra or {}
-            label = "registry_entry_" + re.sub(r"\W", "_", f"{self.name}_{self.version}")
+            self._version = self.version or extra.get("registry_version")
+            label = "registry_entry_" + re.sub(r"\W", "_", f"{self.name}_{self._version}_{id(self)}")
             self._entrypoint = os.path.join(folder, str(extra.get("entrypoint", "predict.py")))
             try:
                 self._model, self._predict = _import_entrypoint(folder, str(extra.get("entrypoint", "predict.py")), label)
@@ -199,7 +201,7 @@ def _runtime_class() -> type:
                 result = self._predict(self._model, inputs)
             except Exception as exc:
                 raise MLServerError(described(exc, self._entrypoint), status_code=500) from exc
-            return InferenceResponse(model_name=self.name, model_version=self.version,
+            return InferenceResponse(model_name=self.name, model_version=self._version,
                                      outputs=[ResponseOutput(**t) for t in output_tensors(result)])
 
     return RegistryRuntime
