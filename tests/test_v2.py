@@ -453,3 +453,21 @@ def test_no_request_fails_while_a_version_replaces_another(server_with_workers: 
     assert {status for status, _ in answers} == {200}, [a for a in answers if a[0] != 200][:3]
     versions = [v for _, v in answers]
     assert versions[0] == "1.0.0" and versions[-1] == "2.0.0"  # (requests wait while a load holds the worker)
+
+
+def test_a_model_settings_file_among_a_versions_files_is_no_model(tmp_path: Path) -> None:
+    # A version shipping its own model-settings.json (naming another model, another runtime) must
+    # not become a model MLServer finds: its files are below the hidden .model/.
+    change = _version(tmp_path / "src", "plain", "1.0.0", 1)
+    (change.folder / "sub").mkdir()
+    for where in (change.folder, change.folder / "sub"):
+        (where / "model-settings.json").write_text(json.dumps({"name": "someone-else", "implementation": "os.system"}))
+    repository = tmp_path / "repository"
+    layout.write_model(change.folder, change.card, repository, name="plain", version="1.0.0")
+    layout.write_model(change.folder, change.card, repository, name="plain", version="1.0.0", current=True)
+    found = sorted(glob.glob(str(repository / "**" / "model-settings.json"), recursive=True))
+    assert found == [str(repository / "plain" / "1.0.0" / "model-settings.json"),
+                     str(repository / "plain" / "current" / "model-settings.json")]
+    current = json.loads((repository / "plain" / "current" / "model-settings.json").read_text())
+    assert "version" not in current["parameters"] and current["parameters"]["extra"]["registry_version"] == "1.0.0"
+    assert (repository / "plain" / "current" / layout.MODEL_DIR / "sub" / "model-settings.json").is_file()
