@@ -5,7 +5,8 @@ and is imported by MLServer (its `model-settings.json` says
 `"implementation": "registry_runtime.RegistryRuntime"`), in MLServer's own Python: it
 imports nothing from the registry, only the standard library and `mlserver`. The registry
 imports it too, for the same conversions (`request_body`), without MLServer: the MLModel
-subclass is made only when `RegistryRuntime` is first asked for.
+subclass is made only when `RegistryRuntime` is first asked for. It keeps to Python 3.9
+(MLServer 1.7's oldest): isinstance takes tuples, not `X | Y`.
 
 - `load()` imports the version's entrypoint (`parameters.extra.entrypoint`, below the
   folder `parameters.uri` names) under a module name of its own and calls its
@@ -40,7 +41,7 @@ __all__ = ["input_value", "output_tensors", "request_body", "tensor"]
 
 
 def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list | tuple):
+    if isinstance(data, (list, tuple)):
         return [leaf for item in data for leaf in _flatten(item)]
     return [data]
 
@@ -77,7 +78,7 @@ def jsonable(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
 
@@ -98,7 +99,7 @@ def _datatype(flat: list[Any]) -> str | None:
         return "BOOL"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
         return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
         return "FP64"
     if all(isinstance(v, str) for v in flat):
         return "BYTES"
