@@ -11,11 +11,11 @@ tested against MLServer 1.7, whose repository API decides what a step can do:
   folder becomes the default while it is still loading when MLServer orders it "newer"
   (integers, else plain string order), which would answer "not ready" for that time.
 
-So the model the server answers with is the unversioned `<m>/current/` (formats/v2.py), and
+So the model the server answers with is the unversioned `<m>/<m>/` (formats/v2.py), and
 `apply(change)`: (1) writes the new version as the versioned `<m>/<v>/` beside it (atomic);
 (2) `load`: the new version loads, the default keeps answering; (3) its own
 `/versions/<v>/ready` and an infer of the card's `input_example` there, which must say
-`model_version` = `<v>`; (4) `current/` is rewritten with the new version (the old one kept
+`model_version` = `<v>`; (4) `<m>/<m>/` is rewritten with the new version (the old one kept
 aside), `<m>/<v>/` removed, `load` again: the default reloads without a gap and the
 versioned copy unloads; (5) `/v2/models/<m>/ready` and the same infer without a version must
 answer `<v>`, and the repository index must list no versioned copy. A failing step puts the
@@ -167,15 +167,16 @@ class V2Adapter:
             if answered != change.version:
                 raise _StepFailed("infer", f"version {change.version} answered as {answered!r}")
             try:  # the default becomes the new version; the old one is kept aside for a rollback
-                if (parent / layout.CURRENT).exists():
-                    os.replace(parent / layout.CURRENT, hold / layout.CURRENT)
-                    held = hold / layout.CURRENT
+                current = layout.current_folder(self.repository, change.model)
+                if current.exists():
+                    os.replace(current, hold / "previous")
+                    held = hold / "previous"
                 layout.write_model(change.folder, change.card, self.repository, name=change.model,
                                    version=change.version, current=True)
                 for version in layout.version_folders(self.repository, change.model):
                     layout.remove_model(self.repository, change.model, version)
             except (RegistryError, OSError) as exc:
-                raise _StepFailed("switch", f"writing {parent / layout.CURRENT}: {exc}") from None
+                raise _StepFailed("switch", f"writing {layout.current_folder(self.repository, change.model)}: {exc}") from None
             self._load("switch", change.model)  # the default reloads (new instance first), the copy unloads
             self._check_current("check", change)
             done = True
@@ -193,12 +194,12 @@ class V2Adapter:
 
     def _restore(self, change: Change, held: Path | None) -> str:
         """Put the model's folders back as they were before `change`, reload, and say what serves now."""
-        current = self.repository / change.model / layout.CURRENT
+        current = layout.current_folder(self.repository, change.model)
         try:
             for version in layout.version_folders(self.repository, change.model):
                 layout.remove_model(self.repository, change.model, version)
             if held is not None:
-                layout.remove_model(self.repository, change.model, layout.CURRENT)
+                layout.remove_model(self.repository, change.model, change.model)
                 os.replace(held, current)
             elif change.previous and change.previous_folder and not current.exists():
                 layout.write_model(change.previous_folder, _card(change.previous_folder), self.repository,
@@ -221,7 +222,7 @@ class V2Adapter:
     def revert(self, change: Change) -> None:
         if change.previous is None or change.previous_folder is None:
             try:
-                for slot in [*layout.version_folders(self.repository, change.model), layout.CURRENT]:
+                for slot in [*layout.version_folders(self.repository, change.model), change.model]:
                     layout.remove_model(self.repository, change.model, slot)
                 self._expect_ok("revert", "POST", f"/v2/repository/models/{change.model}/unload")
             except (_StepFailed, OSError) as exc:

@@ -6,7 +6,8 @@
 
 `write_model` writes that versioned folder (what `registry export --format v2` ships, and
 what the `v2` adapter loads beside the served version to check it). With `current=True` it
-writes `REPOSITORY/<name>/current/` instead: the same, without `parameters.version` (MLServer's
+writes `REPOSITORY/<name>/<name>/` instead (named after the model, as MLServer expects of an
+unversioned folder): the same, without `parameters.version` (MLServer's
 unversioned default, which it swaps without a gap: the new instance loads before the old one
 goes) and with the registry version in `parameters.extra.registry_version`, which the runtime
 answers as `model_version`.
@@ -32,13 +33,12 @@ from registry.errors import RegistryError
 from registry.files.fsutil import fsync_dir
 from registry.files.names import check_model_name, check_version
 
-__all__ = ["CURRENT", "MODEL_DIR", "RUNTIME_FILE", "SETTINGS_FILE", "current_version", "remove_model",
+__all__ = ["MODEL_DIR", "RUNTIME_FILE", "SETTINGS_FILE", "current_folder", "current_version", "remove_model",
            "version_folders", "write_model"]
 
 SETTINGS_FILE = "model-settings.json"
 RUNTIME_FILE = "registry_runtime.py"
 MODEL_DIR = ".model"
-CURRENT = "current"
 IMPLEMENTATION = "registry_runtime.RegistryRuntime"
 _RUNTIME_SOURCE = Path(__file__).with_name("v2_runtime.py")
 
@@ -96,7 +96,7 @@ def _discard(path: Path) -> None:
 
 def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name: str, version: str,
                 current: bool = False) -> Path:
-    """Write `REPOSITORY/<name>/<version>/` (or `current/`) for a verified version folder; returns it.
+    """Write `REPOSITORY/<name>/<version>/` (or, current, `<name>/<name>/`) for a verified version folder; returns it.
 
     An existing folder there is replaced (the new one is complete before the old one moves
     away). The version folder itself is only read.
@@ -105,7 +105,7 @@ def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name
     check_version(version)
     folder, repository = Path(folder), Path(repository)
     entrypoint = _entrypoint(card, folder)
-    slot = CURRENT if current else version
+    slot = name if current else version  # a name has no dots, a version has two: never the same folder
     parent = repository / name
     parent.mkdir(parents=True, exist_ok=True)
     for leftover in parent.glob(f".tmp-{slot}-*"):  # a write killed part-way
@@ -132,10 +132,15 @@ def write_model(folder: Path, card: Mapping[str, Any], repository: Path, *, name
     return target
 
 
+def current_folder(repository: Path, name: str) -> Path:
+    """`REPOSITORY/<name>/<name>/`: the unversioned folder, the version the server answers with."""
+    return Path(repository) / name / name
+
+
 def current_version(repository: Path, name: str) -> str | None:
-    """The registry version in `REPOSITORY/<name>/current/`, or None when there is none."""
+    """The registry version in the model's unversioned folder, or None when there is none."""
     try:
-        settings = json.loads((Path(repository) / name / CURRENT / SETTINGS_FILE).read_text(encoding="utf-8"))
+        settings = json.loads((current_folder(repository, name) / SETTINGS_FILE).read_text(encoding="utf-8"))
         version = settings["parameters"]["extra"]["registry_version"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -143,16 +148,16 @@ def current_version(repository: Path, name: str) -> str | None:
 
 
 def version_folders(repository: Path, name: str) -> dict[str, Path]:
-    """The versioned folders of `name` (not `current/`): visible folders that hold a model-settings.json."""
+    """The versioned folders of `name` (not its unversioned one): visible folders that hold a model-settings.json."""
     parent = Path(repository) / name
     if not parent.is_dir():
         return {}
     return {p.name: p for p in sorted(parent.iterdir())
-            if not p.name.startswith(".") and p.name != CURRENT and p.is_dir() and (p / SETTINGS_FILE).is_file()}
+            if not p.name.startswith(".") and p.name != name and p.is_dir() and (p / SETTINGS_FILE).is_file()}
 
 
 def remove_model(repository: Path, name: str, slot: str) -> None:
-    """Take one folder (a version, or `current`) out of the repository: renamed away first, then deleted."""
+    """Take one folder (a version, or the model's name) out of the repository: renamed away first, then deleted."""
     _discard(Path(repository) / name / slot)
 
 
