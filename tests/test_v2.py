@@ -471,3 +471,26 @@ def test_a_model_settings_file_among_a_versions_files_is_no_model(tmp_path: Path
     current = json.loads((repository / "plain" / "plain" / "model-settings.json").read_text())
     assert "version" not in current["parameters"] and current["parameters"]["extra"]["registry_version"] == "1.0.0"
     assert (repository / "plain" / "plain" / layout.MODEL_DIR / "sub" / "model-settings.json").is_file()
+
+
+def test_a_version_that_fails_only_as_the_default_is_rolled_back(server: Server, tmp_path: Path) -> None:
+    # It passes the check as a versioned copy, then fails once it is the default (its folder is
+    # then named after the model): the last check catches it, and what served before serves again.
+    adapter = make_adapter(f"v2={server.url},repository={server.repository}")
+    late = "if __import__('pathlib').Path(model['path']).parent.name == 'late':\n        raise RuntimeError('late')"
+    for previous in (None, _version(tmp_path / "old", "late", "1.0.0", 1)):
+        if previous is not None:
+            adapter.apply(previous)
+        change = _version(tmp_path / ("b" if previous else "a"), "late", "2.0.0", 2, body=late)
+        (change.folder / "predict.py").write_text((change.folder / "predict.py").read_text().replace(
+            'return {"factor": FACTOR}', 'return {"factor": FACTOR, "path": path}'))
+        with pytest.raises(AdapterError, match=r"late@2.0.0: check failed: .*RuntimeError: late") as failed:
+            adapter.apply(change if previous is None else _after(change, previous))
+        if previous is None:
+            assert "not loaded on the server (it was new there)" in str(failed.value)
+            assert _folders(server, "late") == []
+            assert server.infer("late")[0] == 404
+        else:
+            assert "late@1.0.0 serves again" in str(failed.value)
+            assert _folders(server, "late") == ["late"]
+            assert _answers(server, "late") == ("1.0.0", [3.0])

@@ -201,7 +201,9 @@ class V2Adapter:
             if held is not None:
                 layout.remove_model(self.repository, change.model, change.model)
                 os.replace(held, current)
-            elif change.previous and change.previous_folder and not current.exists():
+            elif layout.current_version(self.repository, change.model) == change.version:
+                layout.remove_model(self.repository, change.model, change.model)  # written by the switch
+            if held is None and change.previous and change.previous_folder and not current.exists():
                 layout.write_model(change.previous_folder, _card(change.previous_folder), self.repository,
                                    name=change.model, version=change.previous, current=True)
             if not current.exists():
