@@ -60,7 +60,8 @@ def _get(url: str, body: Any = None) -> tuple[int, Any]:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
+        with exc:
+            return exc.code, exc.read().decode(errors="replace")
 
 
 class Server:

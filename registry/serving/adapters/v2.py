@@ -92,7 +92,8 @@ class V2Adapter:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
+            with exc:  # its body is the server's error message
+                status, raw = exc.code, exc.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _StepFailed(step, f"{method} {self.url}{path}: no answer ({reason})") from None
