@@ -13,13 +13,13 @@ from registry.cli.main import _open, _print_json, _progress, _version_ref, echo,
 @click.argument("ref", metavar="NAME@VERSION")
 @click.option("--format", "fmt", required=True, type=click.Choice(["mar", "mlflow", "v2", "kserve"]),
               help="mar: a TorchServe archive; mlflow: an MLflow pyfunc model folder; v2: the V2 (MLServer, "
-                   "KServe, Triton) model repository layout; kserve: an InferenceService YAML.")
+                   "KServe, Triton) model repository layout; kserve: that layout plus an InferenceService YAML.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="A new or empty folder; it appears only once the export is complete.")
 @click.option("--at", default="HEAD", show_default=True, help="The commit, branch or tag to export from.")
 @click.option("--storage-uri", metavar="URI",
-              help="kserve: where KServe reads the model (default: the DVC remote URL of the version's "
-                   "one DVC artifact, as `registry manifest` gives it).")
+              help="kserve (required): where you will upload DIR, e.g. s3://bucket/models; the "
+                   "InferenceService reads URI/<name>/<version>.")
 @click.option("--trusted-keys", type=click.Path(path_type=Path), metavar="FILE",
               help="PEM public key(s): the version's signature must verify against one (as `registry pull` "
                    "requires) before anything is exported.")

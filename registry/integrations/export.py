@@ -213,21 +213,17 @@ def _verify(folder: Path, name: str, version: str, keys: tuple[Any, ...]) -> str
 
 
 def kserve_storage_uri(source: Source, given: str | None) -> str:
-    """Where KServe reads the model: --storage-uri, else the DVC remote URL of the version's one DVC artifact
-    (the manifest's `url`, content-addressed: the bytes the card's sha256 names)."""
+    """Where KServe will read the exported V2 layout: --storage-uri, where the user uploads --out.
+
+    The DVC remote holds content-addressed objects, not a version's folder, so no URI there
+    is one KServe's storage initializer could load a model folder from: the export writes the
+    verified folder, and the InferenceService names where it will be uploaded.
+    """
     if given:
         return given
     ref = f"{source.card.name}@{source.card.version}"
-    urls = {path: storage.object_url(source.remote, md5) for path, md5 in source.pointers.items()}
-    if len(urls) == 1:
-        [(path, url)] = urls.items()
-        if url:
-            return url
-        raise UsageError(f"{ref}: {path} is in DVC but the registry names no default DVC remote; give --storage-uri")
-    held = ", ".join(sorted(urls)) or "none"
-    raise UsageError(f"{ref}: a KServe storageUri names one location, and the version has {len(urls)} DVC "
-                     f"artifacts ({held}); upload `registry export {ref} --format v2` somewhere KServe reads "
-                     "and give that as --storage-uri")
+    raise UsageError(f"--format kserve needs --storage-uri: where you will upload the export (s3://bucket/models); "
+                     f"the InferenceService then reads {ref.replace('@', '/')} below it")
 
 
 def build(fmt: str, folder: Path, source: Source, out: Path, *, name: str, version: str,
@@ -244,8 +240,9 @@ def build(fmt: str, folder: Path, source: Source, out: Path, *, name: str, versi
         _builder("mar", "build_mar")(folder, card, out, name=name, version=version)
     elif fmt == "v2":
         _builder("v2", "write_model")(folder, card, out, name=name, version=version)
-    else:
-        canary = source.stages.canary
+    else:  # kserve: the V2 layout KServe's MLServer runtime loads, and the InferenceService naming it
+        _builder("v2", "write_model")(folder, card, out, name=name, version=version)
+        canary = source.stages.canary if source.stages.canary and source.stages.canary.version == version else None
         text = _builder("kserve", "inference_service")(
             name, version, storage_uri, canary_version=canary.version if canary else None,
             canary_traffic=canary.traffic if canary else None)

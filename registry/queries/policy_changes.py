@@ -42,14 +42,15 @@ def _effective(raw: bytes | None) -> dict[str, Any] | None:
     policy = merged.get("policy")
     if isinstance(policy, dict):
         # As config.stage_policies reads it: each stage's keys over that stage's defaults.
-        stages = dict.fromkeys([*config.DEFAULT_POLICY, *(k for k in policy if k != "tasks")])
+        stages = dict.fromkeys([*config.DEFAULT_POLICY, *(k for k in policy if k not in config.NOT_STAGES)])
         merged["policy"] = {
             stage: ({"approvals": config.default_approvals(stage), **config.DEFAULT_POLICY.get(stage, {}), **p}
                     if isinstance(p := policy.get(stage, {}), dict) else p)
             for stage in stages
         }
-        if policy.get("tasks"):
-            merged["policy"]["tasks"] = policy["tasks"]
+        for key in config.NOT_STAGES:  # tasks, drift: not stages, compared as they are written
+            if policy.get(key):
+                merged["policy"][key] = policy[key]
     return merged
 
 
