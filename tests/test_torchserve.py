@@ -100,7 +100,7 @@ def test_build_mar_refuses_what_it_cannot_serve_and_writes_nothing(tmp_path: Pat
     out = tmp_path / "out"
     with pytest.raises(mar.MarError, match="names no Python entrypoint"):
         mar.build_mar(folder, {"name": "m"}, out, name="m", version="1.0.0")
-    with pytest.raises(mar.MarError, match="entrypoint other.py is not in the folder"):
+    with pytest.raises(mar.MarError, match=r"entrypoint other\.py is not in the folder"):
         mar.build_mar(folder, {"entrypoint": "other.py"}, out, name="m", version="1.0.0")
     (folder / "link").symlink_to("/etc/passwd")
     with pytest.raises(mar.MarError, match="link is a symbolic link"):
@@ -113,7 +113,7 @@ def test_build_mar_refuses_what_it_cannot_serve_and_writes_nothing(tmp_path: Pat
 
 
 @needs_archiver
-def test_the_handler_loads_the_entrypoint_and_answers_json(tmp_path: Path) -> None:
+def test_the_handler_loads_the_entrypoint_and_answers_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What TorchServe's worker does with the archive, in this process: initialise, then a batch."""
     folder = version_folder(tmp_path / "src", "m", "1.0.0",
                             "import helper\n\ndef load(path):\n    return helper.TAG\n\n"
@@ -124,7 +124,12 @@ def test_the_handler_loads_the_entrypoint_and_answers_json(tmp_path: Path) -> No
     extracted = tmp_path / "extracted"
     with zipfile.ZipFile(built) as archive:
         archive.extractall(extracted)
-    handler = _load_module(extracted / mar.HANDLER_FILE)
+    handler_source = Path(mar.__file__).with_name("torchserve_handler.py")
+    assert (extracted / mar.HANDLER_FILE).read_bytes() == handler_source.read_bytes()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for module in ("helper", "registry_entrypoint"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    handler = _load_module(handler_source)
     context = SimpleNamespace(system_properties={"model_dir": str(extracted)})
     assert handler.handle(None, context) is None
     rows = [{"body": [1, 2]}, {"body": bytearray(b'{"x": 1}')}, {"data": b"[3]"}]
@@ -137,10 +142,13 @@ def test_the_handler_loads_the_entrypoint_and_answers_json(tmp_path: Path) -> No
         handler.to_jsonable(object())
     with pytest.raises(TypeError, match="non-string keys"):
         handler.to_jsonable({1: 2})
+    (extracted / "predict.py").write_text("def load(path):\n    return 1\n")
+    with pytest.raises(AttributeError, match=r"predict\(\) missing"):
+        _load_module(handler_source).handle([{"body": [1]}], context)
 
 
 def _load_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"handler_{path.parent.name}", path)
+    spec = importlib.util.spec_from_file_location("registry_handler_under_test", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -239,7 +247,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "disable_system_metrics=true", "vmargs=-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1", "",
     ]))
     # TMPDIR/TEMP of its own: its pid file and extracted models stay apart from any other TorchServe.
-    env = {**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Without coverage's subprocess hook: TorchServe's workers are killed, not ended.
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}
+    env = {**inherited, "TMPDIR": str(temp), "TEMP": str(temp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = root / "torchserve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([torchserve, "--start", "--foreground", "--ncs", "--model-store", str(store),
@@ -283,7 +293,7 @@ def test_token_authorization_is_on_and_the_adapter_needs_the_key(server: Server,
     refused.value.close()
     assert refused.value.code == 400
     folder = version_folder(tmp_path, "keyless", "1.0.0", answering("v1"))
-    with pytest.raises(AdapterError, match="TorchServe refused the management key .*nothing was changed on the server"):
+    with pytest.raises(AdapterError, match=r"TorchServe refused the management key .*nothing was changed on the server"):
         server.adapter().apply(change(folder))
 
 
@@ -348,3 +358,19 @@ def test_token_files_and_a_shared_model_store(server: Server, tmp_path: Path) ->
     assert server.predict("/predictions/s", [2]) == (200, {"version": "s2", "sum": 2})
     assert sorted(p.name for p in server.store.glob("s-*")) == ["s-1.0.1.mar"]
     assert sorted(p.name for p in server.store.glob(".s-*")) == []
+
+
+def test_an_expired_key_in_the_key_file_is_renewed_through_the_token_api(server: Server, tmp_path: Path) -> None:
+    keys = server.keys()
+    stale = {**keys, "management": {**keys["management"], "expiration time": "2020-01-01T00:00:00.000000001Z"}}
+    copy = tmp_path / "key_file.json"
+    copy.write_text(json.dumps(stale))
+    # The renewal goes to TorchServe, which writes the new key to its own key file (not to this copy).
+    with pytest.raises(AdapterError, match="refused the management key"):
+        server.adapter(f"key-file={copy}").versions("m")
+    renewed = server.keys()["management"]["key"]
+    assert renewed != keys["management"]["key"]
+    assert server.adapter(f"key-file={server.key_file}").versions("nothing-here") == []
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(AdapterError, match="cannot read TorchServe's key file"):
+        server.adapter(f"key-file={tmp_path / 'broken.json'}").versions("m")

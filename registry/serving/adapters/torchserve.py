@@ -27,6 +27,7 @@ TorchServe needs its model API enabled (`enable_model_api=true`) for register/un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -51,8 +52,8 @@ _OPTIONS = ("inference", "key-file", "token", "inference-token", "model-store", 
 _POLL = 0.25
 
 
-class _StepFailed(Exception):
-    """One request or check failed; the adapter adds which step and what serves now."""
+class _StepFailed(AdapterError):
+    """One request or check failed; `apply` and `revert` add which step and what serves now."""
 
 
 def from_spec(spec: ServerSpec) -> TorchServeAdapter:
@@ -128,10 +129,9 @@ class TorchServeAdapter:
                 raise AdapterError(f"{self.text}: {name}@{version}: {exc}; nothing was changed on the server") from None
             raise AdapterError(f"{self.text}: {name}@{version}: {step} failed: {exc}; {self._restore(change, registering)}") from None
         if change.previous and change.previous != version and change.previous in before:
-            try:
+            # The new version serves; an old version left registered costs memory, not correctness.
+            with contextlib.suppress(_StepFailed):
                 self._unregister(name, change.previous)
-            except _StepFailed:
-                pass  # the new version serves; a leftover old version is unregistered by the next switch
 
     def revert(self, change: Change) -> None:
         """Serve `change.previous` again (re-registered from its folder if it is gone); unregister `change.version`."""
@@ -266,7 +266,7 @@ class TorchServeAdapter:
         if key:
             request.add_header("Authorization", f"Bearer {key}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 (http(s) only)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
             with exc:  # its socket, closed
@@ -304,7 +304,7 @@ class TorchServeAdapter:
             request = urllib.request.Request(f"{self.url}/token?type={kind}", method="GET")
             request.add_header("Authorization", f"Bearer {api_key}")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout):  # noqa: S310
+                with urllib.request.urlopen(request, timeout=self.timeout):
                     pass
             except (urllib.error.URLError, OSError) as exc:
                 raise _StepFailed(f"renewing the expired {kind} key failed: {getattr(exc, 'reason', exc)}") from None
