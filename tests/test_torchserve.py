@@ -79,6 +79,9 @@ def test_build_mar_writes_a_zip_whose_manifest_names_the_version_and_the_handler
     folder = version_folder(tmp_path / "src", "m", "1.2.0", answering("v1"))
     (folder / "weights").mkdir()
     (folder / "weights" / "w.bin").write_bytes(b"\x00\x01")
+    (folder / "env").mkdir()
+    (folder / "env" / "requirements.txt").write_text("numpy==2.1.3\n")
+    (folder / "card.yaml").write_text((folder / "card.yaml").read_text() + "environment: env/requirements.txt\n")
     before = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
     built = mar.build_mar(folder, yamlio.load_file(folder / "card.yaml"), tmp_path / "out", name="m", version="1.2.0")
     assert built == tmp_path / "out" / "m.mar"
@@ -88,8 +91,10 @@ def test_build_mar_writes_a_zip_whose_manifest_names_the_version_and_the_handler
         names = set(archive.namelist())
         config = json.loads(archive.read(mar.CONFIG_FILE))
         assert archive.read("predict.py") == (folder / "predict.py").read_bytes()
-    assert manifest["model"] == {"modelName": "m", "modelVersion": "1.2.0", "handler": mar.HANDLER_FILE}
-    assert {"card.yaml", "predict.py", "weights/w.bin", mar.HANDLER_FILE, mar.CONFIG_FILE} <= names
+    assert manifest["model"] == {"modelName": "m", "modelVersion": "1.2.0", "handler": mar.HANDLER_FILE,
+                                 "requirementsFile": "requirements.txt"}
+    assert {"card.yaml", "predict.py", "weights/w.bin", "env/requirements.txt", "requirements.txt",
+            mar.HANDLER_FILE, mar.CONFIG_FILE} <= names
     assert config == {"model": "m", "version": "1.2.0", "entrypoint": "predict.py"}
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == before  # folder untouched
 
@@ -98,6 +103,8 @@ def test_build_mar_writes_a_zip_whose_manifest_names_the_version_and_the_handler
 def test_build_mar_refuses_what_it_cannot_serve_and_writes_nothing(tmp_path: Path) -> None:
     folder = version_folder(tmp_path / "src", "m", "1.0.0", answering("v1"))
     out = tmp_path / "out"
+    with pytest.raises(mar.MarError, match="not a model name and version"):
+        mar.build_mar(folder, {"entrypoint": "predict.py"}, out, name="../m", version="1.0.0")
     with pytest.raises(mar.MarError, match="names no Python entrypoint"):
         mar.build_mar(folder, {"name": "m"}, out, name="m", version="1.0.0")
     with pytest.raises(mar.MarError, match=r"entrypoint other\.py is not in the folder"):
@@ -106,6 +113,11 @@ def test_build_mar_refuses_what_it_cannot_serve_and_writes_nothing(tmp_path: Pat
     with pytest.raises(mar.MarError, match="link is a symbolic link"):
         mar.build_mar(folder, {"entrypoint": "predict.py"}, out, name="m", version="1.0.0")
     (folder / "link").unlink()
+    (folder / "env").mkdir()
+    (folder / "env" / "requirements.txt").write_text("numpy\n")
+    (folder / "requirements.txt").write_text("torch\n")
+    with pytest.raises(mar.MarError, match=r"would replace the folder.s own requirements\.txt"):
+        mar.build_mar(folder, {"entrypoint": "predict.py", "environment": "env/requirements.txt"}, out, name="m", version="1.0.0")
     (folder / mar.HANDLER_FILE).write_text("x = 1\n")
     with pytest.raises(mar.MarError, match="would clash"):
         mar.build_mar(folder, {"entrypoint": "predict.py"}, out, name="m", version="1.0.0")

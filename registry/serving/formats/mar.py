@@ -4,7 +4,8 @@ The archive holds the version folder as it was signed (card.yaml, the artifacts,
 entrypoint, signature.json) at its root, `registry_model.json` (entrypoint, model and
 version, so the handler needs no YAML reader), and the generic handler
 `registry_handler.py` (`torchserve_handler.py` in this package) that calls the version's
-`load(path)` and `predict(model, inputs)`. The card has no field that names a handler of
+`load(path)` and `predict(model, inputs)`. The card's `environment` (requirements file), if
+any, becomes the archive's requirements file. The card has no field that names a handler of
 its own, so every archive uses that one. The archiver's `--version` is the registry
 version; that is the version TorchServe reports and routes (`/predictions/<m>/<version>`).
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError
+from registry.files.names import MODEL_NAME_RE, SEMVER_RE
 
 __all__ = ["CONFIG_FILE", "HANDLER_FILE", "MarError", "archiver_command", "build_mar"]
 
@@ -77,8 +79,23 @@ def _entrypoint(card: Mapping[str, Any], name: str, version: str) -> str:
     return entry
 
 
+def _requirements_argv(folder: Path, card: Mapping[str, Any]) -> list[str]:
+    """The card's `environment` as the archive's requirements file (TorchServe installs it only
+    with `install_py_dep_per_model=true`). The archiver copies it to the archive's root."""
+    environment = card.get("environment")
+    if not isinstance(environment, str) or not (folder / environment).is_file():
+        return []
+    root_name = Path(environment).name
+    if root_name != environment and (folder / root_name).exists():
+        raise MarError(f"{folder}: the environment {environment} would replace the folder's own {root_name} "
+                       "in the archive (TorchServe reads the requirements file from the root)")
+    return ["--requirements-file", f"src/{environment}"]
+
+
 def build_mar(folder: Path, card: Mapping[str, Any], out_dir: Path, *, name: str, version: str) -> Path:
     """Write `<out_dir>/<name>.mar` for `name@version` from its version folder; return its path."""
+    if not MODEL_NAME_RE.fullmatch(name) or not SEMVER_RE.fullmatch(version):
+        raise MarError(f"{name!r}@{version!r}: not a model name and version the registry accepts")
     entry = _entrypoint(card, name, version)
     folder = Path(folder)
     _check_folder(folder, entry)
@@ -97,7 +114,8 @@ def build_mar(folder: Path, card: Mapping[str, Any], out_dir: Path, *, name: str
         (work / "out").mkdir()
         argv = [*archiver_command(), "--model-name", name, "--version", version,
                 "--handler", HANDLER_FILE, "--extra-files", f"src,{CONFIG_FILE}",
-                "--export-path", "out", "--archive-format", "default"]
+                "--export-path", "out", "--archive-format", "default",
+                *_requirements_argv(folder, card)]
         env = {**os.environ, "TMPDIR": str(work / "tmp")}
         try:
             done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True,
