@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -369,7 +370,38 @@ def test_token_files_and_a_shared_model_store(server: Server, tmp_path: Path) ->
     adapter.apply(change(v2, previous=v1))
     assert server.predict("/predictions/s", [2]) == (200, {"version": "s2", "sum": 2})
     assert sorted(p.name for p in server.store.glob("s-*")) == ["s-1.0.1.mar"]
+    bad = version_folder(tmp_path, "s", "1.1.0", FAILING_LOAD)
+    with pytest.raises(AdapterError, match=r"s@1\.1\.0: build and register failed: .*serving now: s@1\.0\.1"):
+        adapter.apply(change(bad, previous=v2))
+    assert sorted(p.name for p in server.store.glob("s-*")) == ["s-1.0.1.mar"]
     assert sorted(p.name for p in server.store.glob(".s-*")) == []
+
+
+def test_requests_during_a_promotion_and_its_revert_all_succeed(server: Server, tmp_path: Path) -> None:
+    v1 = version_folder(tmp_path, "load", "1.0.0", answering("l1"))
+    v2 = version_folder(tmp_path, "load", "2.0.0", answering("l2"))
+    adapter = server.adapter(f"key-file={server.key_file}")
+    adapter.apply(change(v1))
+    answers: list[tuple[int, Any]] = []
+    stop = threading.Event()
+
+    def client() -> None:  # bounded: at most 3000 requests, and stops when told
+        while not stop.is_set() and len(answers) < 3000:
+            answers.append(server.predict("/predictions/load", [1]))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        to_v2 = change(v2, previous=v1)
+        adapter.apply(to_v2)
+        adapter.revert(to_v2)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    failed = [answer for answer in answers if answer[0] != 200]
+    assert answers and not failed, failed[:3]
+    assert {answer[1]["version"] for answer in answers} <= {"l1", "l2"}
+    assert server.predict("/predictions/load", [1]) == (200, {"version": "l1", "sum": 1})
 
 
 def test_an_expired_key_in_the_key_file_is_renewed_through_the_token_api(server: Server, tmp_path: Path) -> None:

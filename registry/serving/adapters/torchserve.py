@@ -160,14 +160,13 @@ class TorchServeAdapter:
         status, body = self._call("GET", f"/models/{_q(name)}/all", allow=(404,))
         if status == 404:
             return []
-        return [str(entry.get("modelVersion")) for entry in body or [] if isinstance(entry, dict)]
+        return [str(entry.get("modelVersion")) for entry in body if isinstance(entry, dict)] if isinstance(body, list) else []
 
     def default_version(self, name: str) -> str | None:
         """The version `/predictions/<name>` answers with, as the describe API says."""
         status, body = self._call("GET", f"/models/{_q(name)}", allow=(404,))
-        if status == 404 or not body or not isinstance(body[0], dict):
-            return None
-        return str(body[0].get("modelVersion"))
+        first = _first(body)
+        return None if status == 404 or first is None else str(first.get("modelVersion"))
 
     def _register(self, folder: Path, card: Mapping[str, Any], name: str, version: str) -> None:
         with tempfile.TemporaryDirectory(prefix="registry-mar-") as work:
@@ -212,8 +211,8 @@ class TorchServeAdapter:
         states: list[str] = []
         while True:
             _, body = self._call("GET", f"/models/{_q(name)}/{_q(version)}")
-            workers = body[0].get("workers", []) if body and isinstance(body[0], dict) else []
-            states = [str(worker.get("status")) for worker in workers]
+            workers = (_first(body) or {}).get("workers")
+            states = [str(worker.get("status")) for worker in workers if isinstance(worker, dict)] if isinstance(workers, list) else []
             if states and all(state == "READY" for state in states):
                 return
             if time.monotonic() > deadline:
@@ -243,6 +242,8 @@ class TorchServeAdapter:
                 self._call("PUT", f"/models/{_q(name)}/{_q(change.previous)}/set-default")
             if version in present and (registering or change.previous in present):
                 self._unregister(name, version)
+            elif registering and self.model_store is not None:
+                (self.model_store / f"{name}-{version}.mar").unlink(missing_ok=True)
         except _StepFailed as exc:
             return f"restoring failed too ({exc}); {self._serving_now(name)}"
         return self._serving_now(name)
@@ -330,6 +331,11 @@ def _card(folder: Path) -> Mapping[str, Any]:
     if not isinstance(card, dict):
         raise _StepFailed(f"{folder / 'card.yaml'}: not a card")
     return card
+
+
+def _first(body: Any) -> dict[str, Any] | None:
+    """The one entry of a describe answer (a list of one model version)."""
+    return body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else None
 
 
 def _q(part: str) -> str:
