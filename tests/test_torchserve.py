@@ -250,14 +250,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store, temp = root / "store", root / "tmp"
     store.mkdir()
     temp.mkdir()
-    inference, management, metrics = _free_ports(3)
+    inference, management, metrics, grpc_inference, grpc_management, worker_port = _free_ports(6)
     (root / "config.properties").write_text("\n".join([
         f"inference_address=http://127.0.0.1:{inference}",
         f"management_address=http://127.0.0.1:{management}",
         f"metrics_address=http://127.0.0.1:{metrics}",
+        "grpc_inference_address=127.0.0.1", f"grpc_inference_port={grpc_inference}",
+        "grpc_management_address=127.0.0.1", f"grpc_management_port={grpc_management}",
         "enable_model_api=true", "load_models=", "default_workers_per_model=1",
         "number_of_netty_threads=2", "netty_client_threads=1", "job_queue_size=16",
-        "disable_system_metrics=true", "vmargs=-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1", "",
+        "disable_system_metrics=true",
+        # Its workers' sockets are <java.io.tmpdir>/.ts.sock.<port from 9000>: a folder and ports of
+        # its own, or two TorchServes on one machine (pytest -n) take each other's workers.
+        f"initial_worker_port={worker_port}",
+        f"vmargs=-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.io.tmpdir={temp}", "",
     ]))
     # TMPDIR/TEMP of its own: its pid file and extracted models stay apart from any other TorchServe.
     # Without coverage's subprocess hook: TorchServe's workers are killed, not ended.
