@@ -16,6 +16,7 @@ so it gets a TMPDIR of its own. The result is renamed into `out_dir`, never half
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError
+from registry.files.fsutil import fsync_dir
 from registry.files.names import MODEL_NAME_RE, SEMVER_RE
 
 __all__ = ["CONFIG_FILE", "HANDLER_FILE", "MarError", "archiver_command", "build_mar"]
@@ -43,8 +45,6 @@ class MarError(RegistryError):
 
 def archiver_command() -> list[str]:
     """How to run torch-model-archiver: the module in this Python, else the command on PATH."""
-    import importlib.util
-
     if importlib.util.find_spec("model_archiver") is not None:
         return [sys.executable, "-m", "model_archiver.model_packaging"]
     found = shutil.which("torch-model-archiver", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
@@ -129,4 +129,5 @@ def build_mar(folder: Path, card: Mapping[str, Any], out_dir: Path, *, name: str
         with built.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(built, target)
+    fsync_dir(out_dir)
     return target
