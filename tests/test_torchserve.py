@@ -189,10 +189,13 @@ def test_a_server_that_is_not_there_is_an_adapter_error_naming_the_step(tmp_path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    adapter = make_adapter(f"torchserve=http://127.0.0.1:{port},timeout=5")
+    adapter = make_adapter(f"torchserve=http://ops:s3cret@127.0.0.1:{port},timeout=5")
     folder = version_folder(tmp_path, "m", "1.0.0", answering("v1"))
-    with pytest.raises(AdapterError, match=rf"GET http://127.0.0.1:{port}/models/m/all: .*nothing was changed"):
+    with pytest.raises(AdapterError, match=rf"^m@1\.0\.0: torchserve=http://127.0.0.1:{port}: GET http://127.0.0.1:{port}/models/m/all: .*nothing was changed") as refused:
         adapter.apply(change(folder))
+    assert "s3cret" not in str(refused.value)
+    with pytest.raises(AdapterError, match=rf"^m@1\.0\.0: torchserve=http://127.0.0.1:{port}: reverting to nothing failed: .*what serves m is unknown"):
+        adapter.revert(change(folder))
 
 
 # --- a real TorchServe -----------------------------------------------------------------
@@ -338,7 +341,8 @@ def test_apply_promotes_v2_refuses_a_broken_v3_and_revert_brings_v1_back(server:
     with pytest.raises(AdapterError) as refused:
         adapter.apply(change(v3, previous=v2))
     message = str(refused.value)
-    assert "m@3.0.0: check and set-default failed: input_example: /predictions/m/3.0.0 answered 503" in message
+    assert message.startswith(f"m@3.0.0: torchserve={server.management}: check and set-default failed: "
+                              "input_example: /predictions/m/3.0.0 answered 503")
     assert message.endswith("serving now: m@2.0.0")
     assert adapter.versions("m") == ["2.0.0"]
     assert server.predict("/predictions/m", [5]) == (200, {"version": "v2", "sum": 5})
@@ -355,7 +359,7 @@ def test_a_version_whose_load_fails_is_unregistered_and_the_previous_keeps_servi
     bad = version_folder(tmp_path, "n", "1.1.0", FAILING_LOAD)
     adapter = server.adapter(f"key-file={server.key_file}", "timeout=60")
     adapter.apply(change(v1))
-    with pytest.raises(AdapterError, match=r"n@1.1.0: build and register failed: .*Failed to start workers.*model_log.log.*serving now: n@1.0.0"):
+    with pytest.raises(AdapterError, match=r"n@1\.1\.0: torchserve=\S+: build and register failed: .*Failed to start workers.*model_log.log.*serving now: n@1.0.0"):
         adapter.apply(change(bad, previous=v1))
     assert adapter.versions("n") == ["1.0.0"]
     assert server.predict("/predictions/n", [1]) == (200, {"version": "n1", "sum": 1})
@@ -377,7 +381,7 @@ def test_token_files_and_a_shared_model_store(server: Server, tmp_path: Path) ->
     assert server.predict("/predictions/s", [2]) == (200, {"version": "s2", "sum": 2})
     assert sorted(p.name for p in server.store.glob("s-*")) == ["s-1.0.1.mar"]
     bad = version_folder(tmp_path, "s", "1.1.0", FAILING_LOAD)
-    with pytest.raises(AdapterError, match=r"s@1\.1\.0: build and register failed: .*serving now: s@1\.0\.1"):
+    with pytest.raises(AdapterError, match=r"s@1\.1\.0: torchserve=\S+: build and register failed: .*serving now: s@1\.0\.1"):
         adapter.apply(change(bad, previous=v2))
     assert sorted(p.name for p in server.store.glob("s-*")) == ["s-1.0.1.mar"]
     assert sorted(p.name for p in server.store.glob(".s-*")) == []

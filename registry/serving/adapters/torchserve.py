@@ -109,6 +109,7 @@ class TorchServeAdapter:
         self.workers = workers
         self.timeout = timeout
         self.text = text or f"torchserve={url}"
+        self.label = f"torchserve={_public(url)}"  # for messages: no user:password from the URL
 
     # --- the adapter interface ---------------------------------------------------------
 
@@ -126,8 +127,8 @@ class TorchServeAdapter:
             self._make_default(name, version, change.card)
         except _StepFailed as exc:
             if step == "describe":
-                raise AdapterError(f"{self.text}: {name}@{version}: {exc}; nothing was changed on the server") from None
-            raise AdapterError(f"{self.text}: {name}@{version}: {step} failed: {exc}; {self._restore(change, registering)}") from None
+                raise AdapterError(f"{name}@{version}: {self.label}: {exc}; nothing was changed on the server") from None
+            raise AdapterError(f"{name}@{version}: {self.label}: {step} failed: {exc}; {self._restore(change, registering)}") from None
         if change.previous and change.previous != version and change.previous in before:
             # The new version serves; an old version left registered costs memory, not correctness.
             with contextlib.suppress(_StepFailed):
@@ -150,7 +151,7 @@ class TorchServeAdapter:
             if change.version in present and change.version != change.previous:
                 self._unregister(name, change.version)
         except (_StepFailed, RegistryError) as exc:
-            raise AdapterError(f"{self.text}: reverting {name} to {change.previous or 'nothing'} failed: {exc}; "
+            raise AdapterError(f"{name}@{change.version}: {self.label}: reverting to {change.previous or 'nothing'} failed: {exc}; "
                                f"{self._serving_now(name)}") from None
 
     # --- steps -----------------------------------------------------------------------
@@ -253,7 +254,7 @@ class TorchServeAdapter:
             now = self.default_version(name)
         except _StepFailed as exc:
             return f"what serves {name} is unknown ({exc})"
-        return f"serving now: {name}@{now}" if now else f"nothing serves {name} on {self.url}"
+        return f"serving now: {name}@{now}" if now else f"nothing serves {name} on {self.label}"
 
     # --- HTTP --------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ class TorchServeAdapter:
             raise _StepFailed(f"{method} {path}: {exc.code} {_short(body)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _StepFailed(f"{method} {base}{path}: {reason}") from None
+            raise _StepFailed(f"{method} {_public(base)}{path}: {reason}") from None
 
     def _key(self, kind: str) -> str | None:
         if self.key_file is not None:
@@ -331,6 +332,12 @@ def _card(folder: Path) -> Mapping[str, Any]:
     if not isinstance(card, dict):
         raise _StepFailed(f"{folder / 'card.yaml'}: not a card")
     return card
+
+
+def _public(url: str) -> str:
+    """A URL as messages show it: without user:password."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _first(body: Any) -> dict[str, Any] | None:
