@@ -53,7 +53,7 @@ DEFAULT_APPROVALS: dict[str, dict[str, Any]] = {"production": {"min": 1, "no_sel
 # The file `registry init` writes: every key with its default, so admins see what to tune.
 DEFAULT_CONFIG: dict[str, Any] = {
     "lifecycle": {"transitions": DEFAULT_TRANSITIONS, "on_replace": "deprecated"},
-    "policy": {**DEFAULT_POLICY, "tasks": {}},
+    "policy": {**DEFAULT_POLICY, "tasks": {}, "drift": {}},
     "evaluation": DEFAULT_EVALUATION,
     "deprecation": {"min_sunset_days": 90},
     "retention": {"keep_latest": 3, "purge_unstaged_after_days": 7},
@@ -87,6 +87,10 @@ class StagePolicy:
     approvals: dict[str, Any] = field(default_factory=dict)
 
 
+# Keys of registry.yaml's `policy` that are not a stage's rules.
+NOT_STAGES = ("tasks", "drift")
+
+
 def stage_policies(data: dict[str, Any] | None) -> dict[str, StagePolicy]:
     """registry.yaml's `policy`, each stage's keys over that stage's defaults.
 
@@ -94,7 +98,7 @@ def stage_policies(data: dict[str, Any] | None) -> dict[str, StagePolicy]:
     sets only production's thresholds keeps production's signature rule and canary's gates.
     Turning a default off is explicit (`require_signature: false`, `max_regression: {}`).
     """
-    given = {k: v for k, v in (data or {}).items() if k != "tasks"}
+    given = {k: v for k, v in (data or {}).items() if k not in NOT_STAGES}
     return {stage: StagePolicy(**{**DEFAULT_POLICY.get(stage, {}), **given.get(stage, {})})
             for stage in dict.fromkeys([*DEFAULT_POLICY, *given])}
 
@@ -161,6 +165,38 @@ def effective_policy(config: RegistryConfig, task: str | None, stage: str,
     if own is not None:
         policy = stricter(policy or StagePolicy(), own)
     return policy
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """policy.drift: how far each metric may fall on new data below the card (`registry evaluate`)."""
+
+    max_drop: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any] | None) -> DriftPolicy:
+        return cls({str(k): float(v) for k, v in ((data or {}).get("max_drop") or {}).items()})
+
+    def stricter(self, own: DriftPolicy) -> DriftPolicy:
+        """A model.yaml's drift rules applied: an allowance only shrinks, a metric only joins."""
+        merged = dict(self.max_drop)
+        for metric, allowed in own.max_drop.items():
+            merged[metric] = min(merged.get(metric, allowed), allowed)
+        return DriftPolicy(merged)
+
+
+def effective_drift(config: RegistryConfig, task: str | None, model_policy: dict[str, Any] | None) -> DriftPolicy:
+    """The drift policy for a version of `task`, resolved as `effective_policy` resolves a stage's:
+    registry.yaml's policy.drift; policy.tasks.<task>.drift replaces it; the model's own
+    model.yaml policy.drift tightens the result."""
+    drift = config.drift
+    override = config.task_policy.get(task or "", {}).get("drift")
+    if override is not None:
+        drift = DriftPolicy.from_data(override)
+    own = (model_policy or {}).get("drift")
+    if own is not None:
+        drift = drift.stricter(DriftPolicy.from_data(own))
+    return drift
 
 
 @dataclass(frozen=True)
@@ -245,6 +281,7 @@ class RegistryConfig:
     # policy.tasks: task -> stage -> the stage keys it replaces (see effective_policy)
     task_policy: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     scan_profiles: tuple[str, ...] = ()  # scan.profiles: opt-in allow-lists (registry.artifacts.scan)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)  # policy.drift (registry evaluate)
 
     @classmethod
     def from_data(cls, data: dict[str, Any] | None) -> RegistryConfig:
@@ -271,6 +308,7 @@ class RegistryConfig:
             record_approvals=bool(key("audit", "record_approvals")),
             task_policy=dict(key("policy", "tasks") or {}),
             scan_profiles=tuple(key("scan", "profiles")),
+            drift=DriftPolicy.from_data((data.get("policy") or {}).get("drift")),
         )
 
     def allows(self, source: str, target: str) -> bool:

@@ -10,8 +10,9 @@ whatever the stage, a plain registration included.
 Every number compared is finite: the schema refuses .nan and .inf, and the comparisons here
 refuse them again, because any comparison with NaN is false and would pass.
 
-Regression direction: a metric with a `max` bound in the policy (a loss, an error
-rate) is better when lower; every other metric is better when higher.
+Direction (`lower_is_better`, also what `registry evaluate` calls a drop): a metric with a
+`max` bound in the policy is better when lower, one with a `min` bound when higher; a metric
+the policy does not bound goes by its name (mae, mse, rmse, a loss or an error: lower).
 """
 
 from __future__ import annotations
@@ -37,13 +38,28 @@ from registry.repo.registry import MODEL_FILE, MODELS_DIR
 if TYPE_CHECKING:
     from registry.files.cards import Card
     from registry.files.config import EvalSet, Evaluation, StagePolicy
+    from registry.gates.common import EnvironmentFailure
     from registry.gates.run import CheckContext
+    from registry.runner.metrics import EvalResult
 
 # The recomputation runs the model: scan and format run first, whatever --gate selects.
 REQUIRES = MODEL_RUN_PREREQUISITES
 
 # Stages a version serves live traffic from: checked for regression against production.
 AGAINST_PRODUCTION = ("production", "canary")
+
+# Metrics that are better when lower, for a policy that does not bound them (`lower_is_better`).
+LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "loss", "log_loss", "error", "error_rate"})
+
+
+def lower_is_better(metric: str, policy: StagePolicy | None) -> bool:
+    """Whether a smaller value of metric is the better one: the policy's bound says so (max: yes,
+    min: no); without one, its name (LOWER_IS_BETTER, or a name ending in _loss or _error)."""
+    bounds = policy.metrics.get(metric, {}) if policy is not None else {}
+    if "max" in bounds or "min" in bounds:
+        return "max" in bounds
+    name = metric.lower()
+    return name in LOWER_IS_BETTER or name.endswith(("_loss", "_error"))
 
 
 def _finite(value: object) -> bool:
@@ -90,8 +106,7 @@ def _regressions(card: Card, current: Card, policy: StagePolicy) -> list[str]:
             problems.append(f"{metric}: production {current.version}'s {old!r} is not a finite number, "
                             "so regression cannot be checked")
             continue
-        lower_is_better = "max" in policy.metrics.get(metric, {})
-        worse_by = (new - old) if lower_is_better else (old - new)
+        worse_by = (new - old) if lower_is_better(metric, policy) else (old - new)
         # Both kinds given (a model.yaml tightening the registry's): the smaller allowance.
         allowed = min((value if kind == "absolute" else abs(old) * value for kind, value in tolerance.items()),
                       default=0.0)
@@ -118,6 +133,27 @@ def _data_rev(ctx: CheckContext, eval_set: EvalSet) -> tuple[str, str]:
     if eval_set.declared_in.endswith("/card.yaml"):
         return ctx.head, "head"
     return ctx.base, "the base branch"
+
+
+def run_model_on(ctx: CheckContext, model: str, version: str, card: Card, data_file: Path,
+                 names: list[str]) -> EvalResult | EnvironmentFailure:
+    """The version's model run on a labelled data file and scored: its card's entrypoint, in
+    the sandbox (`registry.runner.metrics.evaluate`), with its declared environment's Python
+    when it has one; `names` computed here from its predictions. What this gate recomputes on
+    an evaluation set and `registry evaluate` (registry.gates.drift) on new data.
+
+    Only for a version whose scan and format gates passed (the callers check).
+    """
+    from registry.runner import metrics as runner
+
+    policy = ctx.config.policy.get("production")
+    timeout = policy.smoke_timeout_s if policy else 60
+    folder = ctx.version_folder(model, version)
+    python, problem = environment_python(folder, model, version, card.data.get("environment"))
+    if problem:
+        return problem
+    return runner.evaluate(folder, card.data.get("entrypoint"), data_file, names,
+                           timeout_s=max(timeout, 60), python=python)
 
 
 def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set: EvalSet) -> tuple[list[str], str]:
@@ -148,14 +184,9 @@ def _recompute(ctx: CheckContext, model: str, version: str, card: Card, eval_set
             if actual != eval_set.hash:
                 return [*problems, f"evaluation data {path} has sha256 {actual}, but {eval_set.declared_in} "
                                    f"pins {eval_set.hash}"], ""
-        policy = ctx.config.policy.get("production")
-        timeout = policy.smoke_timeout_s if policy else 60
-        folder = ctx.version_folder(model, version)
-        python, problem = environment_python(folder, model, version, card.data.get("environment"))
-        if problem:
-            return [*problems, f"recomputing metrics on {path}: {problem.message}"], ""
-        result = runner.evaluate(folder, card.data.get("entrypoint"), local, names,
-                                 timeout_s=max(timeout, 60), python=python)
+        result = run_model_on(ctx, model, version, card, local, names)
+        if not isinstance(result, runner.EvalResult):
+            return [*problems, f"recomputing metrics on {path}: {result.message}"], ""
     if result.status != "pass":
         return [*problems, f"recomputing metrics on {path} ({eval_set.declared_in}) failed: {result.message}"], ""
     # The PR summary marks these as measured, not self-reported.

@@ -8,29 +8,29 @@
     puller = Puller("/srv/models", stage="production", source=url, trusted_keys="release.pub")
     puller.watch(interval=30)                       # until puller.stop.set() or a signal
 
+    pull(..., servers=["torchserve=http://127.0.0.1:8081"], per_model=True, with_canary=True)
+
 One poll: ``git ls-remote`` the ref; if it still names the commit last applied,
 stop there (no fetch, no download, no write). Otherwise fetch it into a blob-less
 mirror, refuse it unless it descends from the commit last applied, resolve the stage
-(`registry.serving.resolve`), and for each model whose version changed download
-its files into ``DIR/.tmp-*`` (hashing as they arrive), check each artifact's size
-and sha256 against the card, the signature against keys given out of band
-(`registry.serving.verify`), rename
-the folder to ``DIR/<name>/versions/<version>`` and, once every model is ready,
-switch each ``DIR/<name>/current`` symlink and write ``DIR/state.json``. Any failure
-before the switch changes nothing that is served; its message says what was refused
-and why.
+(`registry.serving.resolve`; with ``with_canary`` the canary beside production), and
+for each model bring a verified folder to ``DIR/<name>/versions/<version>``
+(`registry.serving.prepare`). Then `registry.serving.switch` switches the links, drives
+the model servers given (`servers=["torchserve=URL", ...]`, `registry.serving.drive`)
+and writes ``DIR/state.json``. Any refusal leaves the last good version serving and
+says which model blocked the pull; with ``per_model`` the other models switch anyway and
+the refused one is retried by the next poll. `watch` retries failures with back-off
+(`registry.serving.watch`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -38,37 +38,33 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import RegistryError, UsageError
-from registry.files.fsutil import fsync_dir, write_new
 from registry.files.names import check_model_name
 from registry.queries import manifest
 from registry.repo import git
+from registry.serving import watch as watching
+from registry.serving.adapters import Adapter, ServerSpec
+from registry.serving.drive import Driver, load_adapters
 from registry.serving.mirror import Mirror, SourceError, remote_head
-from registry.serving.remote import ProgressFn, Remote, copy_hashing
+from registry.serving.prepare import Preparer, Progress, blame
+from registry.serving.remote import ProgressFn
 from registry.serving.resolve import resolve
 from registry.serving.store import (
+    CANARY,
     CURRENT,
-    ModelRecord,
     PullError,
+    RewindError,
     ServingDir,
     State,
     Stopped,
     Unwritable,
-    VersionRecord,
     is_write_error,
     now_iso,
     probe_file,
     unwritable,
     write_metrics,
 )
-from registry.serving.verify import (
-    VerificationError,
-    Wanted,
-    check_artifact,
-    check_version,
-    is_trusted,
-    load_trusted_keys,
-    verify_in_place,
-)
+from registry.serving.switch import Plan, PullResult, Served, Switcher, served
+from registry.serving.verify import VerificationError, Wanted, is_trusted, load_trusted_keys
 
 __all__ = ["PullError", "PullResult", "Puller", "RewindError", "Served", "Stopped", "VerificationError",
            "pull", "stop_on_signals"]
@@ -76,52 +72,7 @@ __all__ = ["PullError", "PullResult", "Puller", "RewindError", "Served", "Stoppe
 SERVABLE = manifest.SERVABLE
 MIRROR_DIR = "registry.repo.git"
 EventFn = Callable[[dict[str, Any]], None]
-
-
-class RewindError(PullError):
-    """The registry commit does not descend from the one last applied."""
-
-
-@dataclass(frozen=True)
-class Served:
-    """A model as it is served after a poll."""
-
-    name: str
-    version: str
-    traffic: float | None
-    path: Path  # DIR/<name>/current
-    sha256: Mapping[str, str]
-    signed_by: str | None
-
-
-@dataclass(frozen=True)
-class PullResult:
-    changed: bool  # a model switched, changed traffic or left the stage
-    registry_commit: str
-    previous_commit: str | None
-    stage: str
-    models: Mapping[str, Served]
-    switched: tuple[str, ...] = ()
-    fetched: bool = False  # whether git fetched anything
-    downloaded_files: int = 0  # files read from the DVC remote
-    downloaded_bytes: int = 0
-    verified_files: int = 0  # files hashed on disk to (re)verify a folder already there
-    events: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass
-class _Ready:
-    want: Wanted
-    record: VersionRecord
-    downloaded_files: int = 0
-    downloaded_bytes: int = 0
-    verified_files: int = 0
-
-
-@dataclass
-class _Progress:
-    installed: dict[tuple[str, str], VersionRecord] = field(default_factory=dict)
-    commit: str | None = None
+ServerArg = str | ServerSpec | Adapter
 
 
 class Puller:
@@ -142,9 +93,14 @@ class Puller:
         on_event: EventFn | None = None,
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
+        servers: Sequence[ServerArg] = (),
+        per_model: bool = False,
+        with_canary: bool = False,
     ) -> None:
         if stage not in SERVABLE:
             raise UsageError(f"--stage {stage}: serving pulls one of {', '.join(SERVABLE)}")
+        if with_canary and stage != "production":
+            raise UsageError(f"--with-canary goes with --stage production (the canary served beside it), not {stage}")
         for name in models:
             check_model_name(name)
         if not ref or ref.startswith("-") or any(c.isspace() for c in ref):
@@ -163,33 +119,20 @@ class Puller:
         self._polls = 0
         self._failures: int | None = None
         self._last_success: float | None = None
-        self._refused: tuple[str, str] | None = None
+        self._refused: tuple[str, str] | None = None  # a rewind refused: waits until the ref moves
+        self.per_model = per_model
+        self.with_canary = with_canary
+        self.watching = False  # set by watch(): it reports failures itself, with the next try's time
+        self.switcher = Switcher(self.store, stage, self.scope, Driver(load_adapters(servers)), per_model,
+                                 with_canary, self.keys is not None, False, self._check_stop)
+        self.preparer = Preparer(self.store, self.keys, self._check_stop, progress)
 
     # --- the loop ---------------------------------------------------------------------
 
     def watch(self, interval: float) -> None:
-        """Poll every interval seconds until `stop` is set; failures are reported as events."""
-        if interval <= 0:
-            raise UsageError(f"--interval {interval}: give a number of seconds above 0")
-        self._emit({"event": "watching", "stage": self.stage, "to": str(self.store.root),
-                    "source": self._source_in_use(), "ref": self.ref, "interval": interval})
-        while not self.stop.is_set():
-            try:
-                self.poll()
-            except Stopped:
-                break
-            except (UsageError, Unwritable) as exc:
-                if self._polls <= 1:
-                    raise
-                self._emit({"event": "failed", "error": str(exc)})
-            except PullError as exc:
-                if not exc.repeated:
-                    self._emit({"event": "failed", "error": str(exc)})
-            except RegistryError as exc:
-                self._emit({"event": "failed", "error": str(exc)})
-            if self.stop.wait(interval):
-                break
-        self._emit({"event": "stopped"})
+        """Poll every interval seconds until `stop` is set; failures are reported as events and
+        retried with back-off (`registry.serving.watch`); a refused rewind waits for the ref to move."""
+        watching.run(self, interval)
 
     def _source_in_use(self) -> str | None:
         """--from, else the registry the folder was first pulled from (what `_sync` will use)."""
@@ -229,7 +172,7 @@ class Puller:
                 if created_root:
                     self.store.remove_first_pull(created_root)
                 raise unwritable("--to", self.store.root, exc) from None
-            progress = _Progress()
+            progress = Progress()
             try:
                 result, after = self._sync(state, progress)
             except UsageError:
@@ -245,16 +188,19 @@ class Puller:
             except PullError as exc:
                 if not exc.repeated:
                     self.store.drop_temps()
-                    raise self._failed(state, exc, progress, created_root) from None
+                    for event in getattr(exc, "events", ()):
+                        self._emit(event)  # rolled_back, before the failure that caused them
+                    raise self._report(self._failed(state, exc, progress, created_root)) from None
                 # The commit refused by an earlier poll of this watch, still at the ref: say nothing new.
                 if state is None:
                     self.store.remove_first_pull(created_root)
                 raise
             except (RegistryError, OSError) as exc:
                 self.store.drop_temps()
-                raise self._failed(state, exc, progress, created_root) from None
+                raise self._report(self._failed(state, exc, progress, created_root)) from None
         self._last_success = time.time()
         self._refused = None
+        self._failures = after.failures_total
         self._write_metrics(after, self._last_success)
         for event in result.events:
             self._emit(event)
@@ -262,7 +208,7 @@ class Puller:
 
     # --- one poll, under the lock ---------------------------------------------------------
 
-    def _sync(self, state: State | None, progress: _Progress) -> tuple[PullResult, State]:
+    def _sync(self, state: State | None, progress: Progress) -> tuple[PullResult, State]:
         if state is not None and state.stage != self.stage:
             raise UsageError(f"--to {self.store.root} serves {state.stage}; pull {self.stage} into another folder")
         source = self.source or (state.source if state else None)
@@ -272,9 +218,11 @@ class Puller:
         except SourceError as exc:
             raise PullError(str(exc)) from None
         if state is not None and head == state.registry_commit and self._in_sync(state, source):
+            if self.switcher.driver and not self.switcher.synced:
+                self.switcher.reapply(state)
             return self._unchanged(state), state
         if self._refused is not None and self._refused[0] == head:
-            again = PullError(self._refused[1])
+            again = RewindError(self._refused[1])
             again.repeated = True
             raise again
         progress.commit = head
@@ -304,12 +252,36 @@ class Puller:
             rewound = True
         with git.CatFile(mirror.path) as cat:
             wanted, remote = resolve(mirror, cat, commit, source, self.stage, self.scope, self._check_stop)
-            ready = [self._prepare(cat, want, state, remote, progress) for want in wanted]
-        return self._apply(state, source, refname, commit, ready, fetched, rewound)
+            canaries: dict[str, Wanted] = {}
+            if self.with_canary:
+                found, canary_remote = resolve(mirror, cat, commit, source, "canary", self.scope, self._check_stop,
+                                               required=False)
+                canaries = {w.name: w for w in found}
+                remote = remote or canary_remote
+            plans: list[Plan] = []
+            held: dict[str, dict[str, str]] = {}
+            for want in wanted:
+                doing = want
+                try:
+                    current = self.preparer.prepare(cat, want, state, remote, progress, CURRENT)
+                    canary = None
+                    if want.name in canaries:
+                        doing = canaries[want.name]
+                        canary = self.preparer.prepare(cat, doing, state, remote, progress, CANARY)
+                    plans.append(Plan(want.name, current, canary))
+                except PullError as exc:
+                    named = blame(exc, doing)
+                    if not self.per_model:
+                        raise named from None
+                    self.store.drop_temps()
+                    held[want.name] = {"version": doing.version, "error": str(named)}
+        return self.switcher.apply(state, source, refname, commit, plans, held, fetched, rewound)
 
     def _in_sync(self, state: State, source: str) -> bool:
-        if state.source != source or state.scope != self.scope:
+        if state.source != source or state.scope != self.scope or state.with_canary != self.with_canary:
             return False
+        if state.held:
+            return False  # --per-model held a model back: try it again
         for name in state.in_scope(self.scope):
             model = state.models[name]
             record = state.record(name, model.version)
@@ -317,175 +289,46 @@ class Puller:
                 return False
             if self.store.current_version(name) != model.version:
                 return False
+            canary = model.canary.version if model.canary else None
+            if self.store.current_version(name, CANARY) != canary or (
+                    canary and not is_trusted(self.keys, getattr(state.record(name, canary), "signed_by", None))):
+                return False
         return True
 
     def _unchanged(self, state: State) -> PullResult:
         event = {"event": "unchanged", "time": now_iso(), "stage": self.stage,
                  "registry_commit": state.registry_commit}
         return PullResult(False, state.registry_commit, state.registry_commit, self.stage,
-                          self._served(state), events=(event,))
-
-    # --- prepare: a verified folder at versions/<version> ------------------------------
-
-    def _prepare(self, cat: git.CatFile, want: Wanted, state: State | None, remote: Remote | None,
-                 progress: _Progress) -> _Ready:
-        self._check_stop()
-        known = state.record(want.name, want.version) if state else None
-        folder = self.store.version_dir(want.name, want.version)
-        serving = self.store.current_version(want.name) == want.version
-        if folder.is_dir():
-            if known is not None and known.tree == want.tree and is_trusted(self.keys, known.signed_by):
-                return _Ready(want, known)
-            if serving and known is not None and known.tree != want.tree:
-                raise VerificationError(
-                    f"{want.ref} changed in the registry after it was applied ({want.folder} was tree "
-                    f"{known.tree[:12]}, is now {want.tree[:12]}); a merged version is immutable: "
-                    "register a new version instead")
-            try:
-                record, hashed = verify_in_place(want, folder, self.keys, self._check_stop)
-            except VerificationError:
-                if serving:
-                    raise
-                self.store.discard(folder)
-            else:
-                progress.installed[(want.name, want.version)] = record
-                return _Ready(want, record, verified_files=hashed)
-        ready = self._download(cat, want, remote)
-        progress.installed[(want.name, want.version)] = ready.record
-        return ready
-
-    def _download(self, cat: git.CatFile, want: Wanted, remote: Remote | None) -> _Ready:
-        tmp = self.store.new_temp(f"{want.name}-{want.version}")
-        digests: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        got_bytes = 0
-        for blob in want.git_files:
-            self._check_stop()
-            data = cat.read(blob.oid)
-            if data is None:
-                raise PullError(f"{want.folder}/{blob.path}: missing from the registry mirror")
-            target = tmp / blob.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_new(target, data, executable=blob.mode == "100755")
-            digests[blob.path] = hashlib.sha256(data).hexdigest()
-            sizes[blob.path] = len(data)
-        cards = {a.path: a for a in want.artifacts}
-        for path, md5 in sorted(want.dvc_md5.items()):
-            assert remote is not None
-            artifact = cards[path]
-            target = tmp / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            label = f"{want.ref} {path}"
-            with remote.open(md5) as src:
-                size, digest = copy_hashing(src, target, artifact.size, label, self._check_stop, self.progress)
-            sizes[path], digests[path] = size, digest
-            got_bytes += size
-            check_artifact(want, artifact, size, digest, f"the DVC remote's copy at {remote.location(md5)}")
-        signed_by = check_version(want, tmp, digests, sizes, self.keys)
-        for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
-            fsync_dir(Path(dirpath))
-        self.store.install(tmp, want.name, want.version)
-        record = VersionRecord(want.tree, dict(sorted(digests.items())), signed_by)
-        return _Ready(want, record, downloaded_files=len(want.dvc_md5), downloaded_bytes=got_bytes)
-
-    # --- apply: switch, record, prune ---------------------------------------------------
-
-    def _apply(self, state: State | None, source: str, refname: str, commit: str, ready: list[_Ready],
-               fetched: bool, rewound: bool) -> tuple[PullResult, State]:
-        stamp = now_iso()
-        events: list[dict[str, Any]] = []
-        old_models = dict(state.models) if state else {}
-        models: dict[str, ModelRecord] = {n: m for n, m in old_models.items() if self.scope and n not in self.scope}
-        versions: dict[str, dict[str, VersionRecord]] = {}
-        switched: list[str] = []
-        undo: list[tuple[str, str | None]] = []  # (model, version served before), newest last
-        try:
-            for item in ready:
-                want, old = item.want, old_models.get(item.want.name)
-                serving = self.store.current_version(want.name)
-                if serving != want.version:
-                    self.store.switch(want.name, want.version)
-                    undo.append((want.name, serving))
-                previous = serving if serving not in (None, want.version) else (old.previous if old else None)
-                if old is None or old.version != want.version or serving != want.version:
-                    switched.append(want.name)
-                    event: dict[str, Any] = {
-                        "event": "switched", "time": stamp, "model": want.name, "version": want.version,
-                        "previous": serving, "stage": self.stage, "registry_commit": commit,
-                        "path": str(self.store.model_dir(want.name) / CURRENT)}
-                    if want.traffic is not None:
-                        event["traffic"] = want.traffic
-                    events.append(event)
-                elif old.traffic != want.traffic:
-                    events.append({"event": "traffic", "time": stamp, "model": want.name, "version": want.version,
-                                   "traffic": want.traffic, "previous_traffic": old.traffic, "stage": self.stage,
-                                   "registry_commit": commit})
-                same = old is not None and old.version == want.version and old.traffic == want.traffic
-                models[want.name] = ModelRecord(want.version, want.traffic, previous,
-                                                old.commit if same and old else commit)
-                kept = {want.version: item.record}
-                if previous is not None and state is not None and (record := state.record(want.name, previous)):
-                    kept[previous] = record
-                versions[want.name] = kept
-            retired = [n for n in old_models if (not self.scope or n in self.scope) and n not in models]
-            for name in retired:
-                self.store.retire(name)
-                events.append({"event": "removed", "time": stamp, "model": name, "version": old_models[name].version,
-                               "stage": self.stage, "registry_commit": commit})
-            for name in models:
-                if name not in versions and state is not None:
-                    versions[name] = dict(state.versions.get(name, {}))
-            new_state = State(
-                source=source, ref=refname, stage=self.stage, scope=self.scope, registry_commit=commit,
-                applied_at=stamp, models=models, versions=versions,
-                failures_total=state.failures_total if state else 0,
-                last_failure=state.last_failure if state else None, last_success=time.time())
-            self.store.write_state(new_state)
-        except BaseException:
-            # A disk error part-way (or an interrupt): what was switched goes back, so the
-            # folder serves exactly what state.json says and the failure message is true.
-            self.store.switch_back(undo)
-            raise
-        for item in ready:
-            self.store.prune(item.want.name, set(versions[item.want.name]))
-        summary: dict[str, Any] = {
-            "event": "applied", "time": stamp, "stage": self.stage, "registry_commit": commit,
-            "previous_commit": state.registry_commit if state else None, "rewound": rewound,
-            "models": {n: _model_json(m) for n, m in sorted(models.items())},
-            "switched": switched, "fetched": fetched,
-            "downloaded_files": sum(r.downloaded_files for r in ready),
-            "downloaded_bytes": sum(r.downloaded_bytes for r in ready),
-        }
-        events.append(summary)
-        return PullResult(
-            changed=bool(switched or retired or any(e["event"] == "traffic" for e in events)), registry_commit=commit, previous_commit=state.registry_commit if state else None,
-            stage=self.stage, models=self._served(new_state), switched=tuple(switched), fetched=fetched,
-            downloaded_files=summary["downloaded_files"], downloaded_bytes=summary["downloaded_bytes"],
-            verified_files=sum(r.verified_files for r in ready), events=tuple(events)), new_state
-
-    def _served(self, state: State) -> dict[str, Served]:
-        served = {}
-        for name, model in sorted(state.models.items()):
-            record = state.record(name, model.version)
-            served[name] = Served(name, model.version, model.traffic, self.store.model_dir(name) / CURRENT,
-                                  dict(record.sha256) if record else {}, record.signed_by if record else None)
-        return served
+                          served(self.store, state), events=(event,))
 
     # --- failure, metrics, events -----------------------------------------------------
 
-    def _failed(self, state: State | None, exc: BaseException, progress: _Progress, created_root: bool) -> PullError:
+    def _report(self, failure: PullError) -> PullError:
+        """A one-off poll says its failure as a `failed` event (a watch says it with the next try's time)."""
+        if not self.watching:
+            self._emit({"event": "failed", "error": str(failure),
+                        **({"model": failure.model} if failure.model else {})})
+            failure.reported = True
+        return failure
+
+    def _failed(self, state: State | None, exc: BaseException, progress: Progress, created_root: bool) -> PullError:
         if isinstance(exc, RegistryError):
             detail = str(exc)
         elif isinstance(exc, OSError) and is_write_error(exc, self.store.root):
             detail = str(unwritable("--to", self.store.root, exc))
         else:
             detail = f"{type(exc).__name__}: {exc}"
+        model = exc.model if isinstance(exc, PullError) else None
+        blocks = (f"; {model} blocks this all-or-nothing pull (--per-model lets the other models switch)"
+                  if model else "")
         if state is not None and state.models:
             serving = ", ".join(f"{n}@{m.version}" for n, m in sorted(state.models.items()))
-            message = f"{detail}\nnothing was changed: still serving {serving} (registry commit {state.registry_commit[:12]})"
+            message = (f"{detail}\nnothing was changed: still serving {serving} "
+                       f"(registry commit {state.registry_commit[:12]}){blocks}")
         else:
-            message = f"{detail}\nnothing was changed: nothing is served from {self.store.root} yet"
+            message = f"{detail}\nnothing was changed: nothing is served from {self.store.root} yet{blocks}"
         error = type(exc)(message) if isinstance(exc, PullError) else PullError(message)
+        error.model = model
         self._failures = (self._failures if self._failures is not None else (state.failures_total if state else 0)) + 1
         try:
             if state is not None:
@@ -494,13 +337,13 @@ class Puller:
             else:
                 self.store.remove_first_pull(created_root)
         except OSError as also:  # the disk that failed the pull may fail this too: say so, keep the cause
-            error = type(error)(f"{error}\nrecording the failure in {self.store.state_path} failed too: {also}")
-        if isinstance(exc, RewindError | VerificationError) and progress.commit:
+            error = _again(error, f"{error}\nrecording the failure in {self.store.state_path} failed too: {also}")
+        if isinstance(exc, RewindError) and progress.commit:
             self._refused = (progress.commit, message)
         try:
             self._write_metrics(state, self._last_success or (state.last_success if state else None))
         except Unwritable as also:
-            error = type(error)(f"{error}\n{also}")
+            error = _again(error, f"{error}\n{also}")
         return error
 
     def _write_metrics(self, state: State | None, last_success: float | None) -> None:
@@ -526,11 +369,11 @@ class Puller:
             raise Stopped("stopped by a signal; the step in progress was abandoned and nothing was changed")
 
 
-def _model_json(model: ModelRecord) -> dict[str, Any]:
-    data: dict[str, Any] = {"version": model.version}
-    if model.traffic is not None:
-        data["traffic"] = model.traffic
-    return data
+def _again(error: PullError, message: str) -> PullError:
+    """The same error with a longer message (and still naming its model)."""
+    longer = type(error)(message)
+    longer.model = error.model
+    return longer
 
 
 def _normalise_source(source: str) -> str:
@@ -545,11 +388,13 @@ def _normalise_source(source: str) -> str:
 def pull(to: str | Path, *, stage: str, source: str | None = None, ref: str = "main", models: Sequence[str] = (),
          trusted_keys: str | Path | Sequence[ec.EllipticCurvePublicKey] | None = None,
          insecure_skip_signature: bool = False, allow_rewind: bool = False,
-         metrics_file: str | Path | None = None, on_event: EventFn | None = None) -> PullResult:
+         metrics_file: str | Path | None = None, on_event: EventFn | None = None,
+         servers: Sequence[ServerArg] = (), per_model: bool = False, with_canary: bool = False) -> PullResult:
     """One pull of a stage into a folder (see `Puller`)."""
     return Puller(to, stage=stage, source=source, ref=ref, models=models, trusted_keys=trusted_keys,
                   insecure_skip_signature=insecure_skip_signature, allow_rewind=allow_rewind,
-                  metrics_file=metrics_file, on_event=on_event).poll()
+                  metrics_file=metrics_file, on_event=on_event, servers=servers, per_model=per_model,
+                  with_canary=with_canary).poll()
 
 
 @contextlib.contextmanager

@@ -19,9 +19,10 @@ __all__ = ["resolve"]
 
 
 def resolve(mirror: Mirror, cat: git.CatFile, commit: str, source: str, stage: str, scope: Sequence[str],
-            should_stop: Callable[[], None]) -> tuple[list[Wanted], Remote | None]:
+            should_stop: Callable[[], None], required: bool = True) -> tuple[list[Wanted], Remote | None]:
     """What each model in scope must serve of `stage` at commit (all models when scope is empty),
-    and the DVC remote its artifacts are read from."""
+    and the DVC remote its artifacts are read from. With required=False (the canary beside
+    production) a model of the scope without a version in `stage` is left out, not refused."""
     root = mirror.subtrees(cat, f"{commit}^{{tree}}")
     model_trees = mirror.subtrees(cat, root[MODELS_DIR][1]) if MODELS_DIR in root else {}
     names = [n for n in sorted(model_trees) if not scope or n in scope]
@@ -44,7 +45,7 @@ def resolve(mirror: Mirror, cat: git.CatFile, commit: str, source: str, stage: s
     should_stop()
     served = manifest.build(Registry(mirror.path), stage, at=commit, names=tuple(names)).as_json()["models"]
     missing = [n for n in scope if n not in served]
-    if missing:
+    if missing and required:
         raise PullError(f"--model {missing[0]}: has no {stage} version at registry commit {commit[:12]}")
     remote = from_config(cat.read(config_blob[1]) if config_blob else None, source)
     wanted = []

@@ -4,6 +4,7 @@ Layout of DIR (model names never start with a dot nor contain one, so nothing cl
 
     DIR/<name>/versions/<version>/   a verified copy of the version folder
     DIR/<name>/current               symlink to versions/<version>, switched by rename
+    DIR/<name>/canary                symlink to the canary's version (`pull --with-canary`)
     DIR/state.json                   what was applied (registry commit, versions, digests)
     DIR/.registry-cache/             the registry mirror (a cache)
     DIR/.lock                        flock'ed by the pull that is working in DIR
@@ -40,6 +41,7 @@ LOCK_FILE = ".lock"
 CACHE_DIR = ".registry-cache"
 TMP_PREFIX = ".tmp-"
 CURRENT = "current"
+CANARY = "canary"
 VERSIONS = "versions"
 STATE_FORMAT = 1
 
@@ -48,6 +50,12 @@ class PullError(RegistryError):
     """A pull could not be applied; the last good version keeps serving."""
 
     repeated = False
+    reported = False  # a `failed` event already said it
+    model: str | None = None  # the model that blocked the pull, when one did
+
+
+class RewindError(PullError):
+    """The registry commit does not descend from the one last applied."""
 
 
 class Stopped(RegistryError):
@@ -147,11 +155,20 @@ class VersionRecord:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """The canary assignment served beside production (`--with-canary`): DIR/<name>/canary."""
+
+    version: str
+    traffic: float | None
+
+
+@dataclass(frozen=True)
 class ModelRecord:
     version: str
     traffic: float | None
     previous: str | None
     commit: str  # the registry commit that made this assignment
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,9 @@ class State:
     failures_total: int = 0
     last_failure: Mapping[str, str] | None = None
     last_success: float | None = None
+    # --per-model: models refused at registry_commit (name -> version, error); retried by every poll
+    held: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    with_canary: bool = False
 
     def record(self, name: str, version: str) -> VersionRecord | None:
         return self.versions.get(name, {}).get(version)
@@ -187,6 +207,8 @@ class State:
             entry["tree"] = record.tree if record else None
             entry["previous"] = model.previous
             entry["commit"] = model.commit
+            if model.canary is not None:
+                entry["canary"] = {"version": model.canary.version, "traffic": model.canary.traffic}
             models[name] = entry
         return {
             "format": STATE_FORMAT,
@@ -202,6 +224,8 @@ class State:
             "failures_total": self.failures_total,
             "last_failure": dict(self.last_failure) if self.last_failure else None,
             "last_success": self.last_success,
+            "held": {name: dict(why) for name, why in sorted(self.held.items())},
+            "with_canary": self.with_canary,
         }
 
     @classmethod
@@ -215,7 +239,9 @@ class State:
                 for name, kept in data.get("versions", {}).items()
             }
             models = {
-                name: ModelRecord(str(m["version"]), m.get("traffic"), m.get("previous"), str(m["commit"]))
+                name: ModelRecord(str(m["version"]), m.get("traffic"), m.get("previous"), str(m["commit"]),
+                                  Canary(str(m["canary"]["version"]), m["canary"].get("traffic"))
+                                  if m.get("canary") else None)
                 for name, m in data["models"].items()
             }
             return cls(
@@ -224,6 +250,8 @@ class State:
                 applied_at=str(data["applied_at"]), models=models, versions=versions,
                 failures_total=int(data.get("failures_total", 0)), last_failure=data.get("last_failure"),
                 last_success=data.get("last_success"),
+                held={str(n): {str(k): str(v) for k, v in why.items()} for n, why in data.get("held", {}).items()},
+                with_canary=bool(data.get("with_canary", False)),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise PullError(f"{path}: not a state file this version of registry can read ({exc}); "
@@ -382,7 +410,7 @@ class ServingDir:
         versions = self.model_dir(name) / VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         target = versions / version
-        if self.current_version(name) == version:
+        if version in (self.current_version(name), self.current_version(name, CANARY)):
             raise PullError(f"{name}@{version} is being served; it is never replaced in place")
         self.discard(target)
         os.rename(tmp, target)
@@ -390,10 +418,10 @@ class ServingDir:
         fsync_dir(self.root)
         self._temps = [t for t in self._temps if t != tmp]
 
-    def current_version(self, name: str) -> str | None:
-        """The version `current` points at, if it points at a version folder that exists."""
+    def current_version(self, name: str, link: str = CURRENT) -> str | None:
+        """The version `current` (or `canary`) points at, if it points at a version folder that exists."""
         try:
-            target = os.readlink(self.model_dir(name) / CURRENT)
+            target = os.readlink(self.model_dir(name) / link)
         except OSError:
             return None
         prefix = f"{VERSIONS}/"
@@ -402,29 +430,33 @@ class ServingDir:
         version = target[len(prefix):]
         return version if "/" not in version and (self.model_dir(name) / target).is_dir() else None
 
-    def switch(self, name: str, version: str) -> None:
-        """Point current at versions/<version>: a new symlink renamed over the old one."""
+    def switch(self, name: str, version: str, link_name: str = CURRENT) -> None:
+        """Point current (or canary) at versions/<version>: a new symlink renamed over the old one."""
         model_dir = self.model_dir(name)
-        link = model_dir / f"{TMP_PREFIX}current-{secrets.token_hex(4)}"
+        link = model_dir / f"{TMP_PREFIX}{link_name}-{secrets.token_hex(4)}"
         os.symlink(f"{VERSIONS}/{version}", link)
         try:
-            os.replace(link, model_dir / CURRENT)
+            os.replace(link, model_dir / link_name)
         except BaseException:
             link.unlink(missing_ok=True)
             raise
         fsync_dir(model_dir)
 
-    def switch_back(self, undo: list[tuple[str, str | None]]) -> None:
-        """Undo the switches of a pull that failed part-way: each model points at what it
-        served before, newest switch first (a model new in this pull serves nothing again).
+    def unlink(self, name: str, link_name: str) -> None:
+        """Remove a model's link (a canary that left the stage)."""
+        (self.model_dir(name) / link_name).unlink(missing_ok=True)
+        fsync_dir(self.model_dir(name))
+
+    def switch_back(self, undo: list[tuple[str, str | None, str]]) -> None:
+        """Undo the switches of a pull that failed part-way: each link points at what it
+        named before, newest switch first (a link new in this pull is removed again).
         Best effort: a failure here leaves that model on the verified version it was switched to."""
-        for name, version in reversed(undo):
+        for name, version, link in reversed(undo):
             with contextlib.suppress(OSError):
                 if version is None:
-                    (self.model_dir(name) / CURRENT).unlink(missing_ok=True)
-                    fsync_dir(self.model_dir(name))
+                    self.unlink(name, link)
                 else:
-                    self.switch(name, version)
+                    self.switch(name, version, link)
 
     def retire(self, name: str) -> None:
         """A model no longer in the stage: its folder goes (current first, so readers see it gone)."""
