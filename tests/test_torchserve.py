@@ -29,11 +29,16 @@ from typing import Any
 
 import pytest
 
+from registry import api
 from registry.errors import UsageError
 from registry.files import yamlio
+from registry.serving import puller
 from registry.serving.adapters import AdapterError, Change, make_adapter, parse_spec
 from registry.serving.adapters.torchserve import TorchServeAdapter, from_spec
 from registry.serving.formats import mar
+from registry.signing.bundle import sign_folder
+from registry.signing.keys import generate_keypair, read_private_key
+from tests.conftest import CARD, git, isolate
 
 BIN = Path(sys.executable).parent
 HAVE_ARCHIVER = importlib.util.find_spec("model_archiver") is not None
@@ -428,3 +433,77 @@ def test_an_expired_key_in_the_key_file_is_renewed_through_the_token_api(server:
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(AdapterError, match="cannot read TorchServe's key file"):
         server.adapter(f"key-file={tmp_path / 'broken.json'}").versions("m")
+
+
+# --- the whole story: registry pull --server torchserve=... --------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    bare: Path
+    trusted: Path
+
+    def merge(self, tag: str) -> None:
+        """What merging the promotion's pull request does to main."""
+        git(self.bare, "update-ref", "refs/heads/main", git(self.bare, "rev-parse", f"{tag}^{{commit}}").strip())
+
+
+@pytest.fixture(scope="module")
+def registry_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    """A registry whose model `ts` has 1.0.0, 1.1.0 (answering with their versions) and a broken 1.2.0, each
+    promoted to production in turn (tags v1, v2, broken), pushed to a bare origin."""
+    base = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as env:
+        isolate(env, base)
+        bare = base / "origin.git"
+        git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+        reg = api.init(base / "reg", dvc_remote=str(base / "dvc-remote"))
+        generate_keypair(base / "release")
+        for version, code, tag in (("1.0.0", answering("1.0.0"), "v1"), ("1.1.0", answering("1.1.0"), "v2"),
+                                   ("1.2.0", RAISING, "broken")):
+            inputs = base / "inputs" / version
+            inputs.mkdir(parents=True)
+            (inputs / "predict.py").write_text(code)
+            (inputs / "card.yaml").write_text(CARD + "entrypoint: predict.py\ninput_example: [1, 2]\n")
+            reg.register("ts", version, inputs / "card.yaml", [inputs / "predict.py"], no_branch=True)
+            sign_folder(reg.version_dir("ts", version), "ts", version, read_private_key(base / "release.key"))
+            git(reg.root, "add", str(reg.version_dir("ts", version) / "signature.json"))
+            git(reg.root, "commit", "--quiet", "-m", f"Sign ts@{version}")
+            for stage in ("staging", "production"):
+                reg.promote("ts", version, stage, "test", no_branch=True)
+            git(reg.root, "tag", tag)
+        git(reg.root, "remote", "add", "origin", str(bare))
+        git(reg.root, "push", "--quiet", "origin", "main", "--tags")
+        yield Origin(bare, base / "release.pub")
+
+
+def test_registry_pull_drives_torchserve_through_a_promotion_and_refuses_a_broken_version(
+        server: Server, registry_origin: Origin, tmp_path: Path) -> None:
+    serve, seen = tmp_path / "serve", []
+    spec = f"torchserve={server.management},inference={server.inference},key-file={server.key_file}"
+
+    def pull() -> puller.PullResult:
+        return puller.pull(serve, stage="production", source=str(registry_origin.bare),
+                           trusted_keys=registry_origin.trusted, servers=[spec], on_event=seen.append)
+
+    registry_origin.merge("v1")
+    pull()
+    adapter = server.adapter(f"key-file={server.key_file}")
+    assert adapter.versions("ts") == ["1.0.0"]
+    assert server.predict("/predictions/ts", [1, 2]) == (200, {"version": "1.0.0", "sum": 3})
+
+    registry_origin.merge("v2")
+    assert pull().switched == ("ts",)
+    assert adapter.versions("ts") == ["1.1.0"]
+    assert server.predict("/predictions/ts", [1, 2]) == (200, {"version": "1.1.0", "sum": 3})
+    switched = [e for e in seen if e["event"] == "switched"][-1]
+    assert switched["servers"] == [f"torchserve={server.management}"]
+
+    registry_origin.merge("broken")
+    with pytest.raises(puller.PullError, match=r"ts@1\.2\.0: torchserve=\S+: check and set-default failed: input_example"):
+        pull()
+    assert os.readlink(serve / "ts" / "current") == "versions/1.1.0"
+    assert adapter.versions("ts") == ["1.1.0"]
+    assert server.predict("/predictions/ts", [1, 2]) == (200, {"version": "1.1.0", "sum": 3})
+    back = [e for e in seen if e["event"] == "rolled_back"][-1]
+    assert (back["version"], back["from_version"]) == ("1.1.0", "1.2.0")
