@@ -8,6 +8,7 @@ Skipped with the reason when Java, TorchServe or torch-model-archiver is missing
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -434,6 +435,32 @@ def test_an_expired_key_in_the_key_file_is_renewed_through_the_token_api(server:
     with pytest.raises(AdapterError, match="cannot read TorchServe's key file"):
         server.adapter(f"key-file={tmp_path / 'broken.json'}").versions("m")
 
+
+
+def test_a_canary_beside_production_is_registered_and_checked_but_not_made_the_default(
+        server: Server, tmp_path: Path) -> None:
+    v1 = version_folder(tmp_path, "c", "1.0.0", answering("c1"))
+    v2 = version_folder(tmp_path, "c", "2.0.0", answering("c2"))
+    v3 = version_folder(tmp_path, "c", "3.0.0", answering("c3"))
+    broken = version_folder(tmp_path, "c", "4.0.0", RAISING)
+    adapter = server.adapter(f"key-file={server.key_file}")
+    adapter.apply(change(v1))
+
+    def canary(folder: Path, previous: Path | None = None) -> Change:
+        return dataclasses.replace(change(folder, previous), traffic=0.25)  # pull --with-canary's canary
+
+    adapter.apply(canary(v2))
+    assert sorted(adapter.versions("c")) == ["1.0.0", "2.0.0"] and adapter.default_version("c") == "1.0.0"
+    assert server.predict("/predictions/c", [1]) == (200, {"version": "c1", "sum": 1})
+    assert server.predict("/predictions/c/2.0.0", [1]) == (200, {"version": "c2", "sum": 1})
+    with pytest.raises(AdapterError, match=r"c@4\.0\.0: torchserve=\S+: check failed: input_example.*serving now: c@1\.0\.0"):
+        adapter.apply(canary(broken, previous=v2))
+    assert sorted(adapter.versions("c")) == ["1.0.0", "2.0.0"]
+    to_v3 = canary(v3, previous=v2)  # a new canary replaces the old one; production stays
+    adapter.apply(to_v3)
+    assert sorted(adapter.versions("c")) == ["1.0.0", "3.0.0"] and adapter.default_version("c") == "1.0.0"
+    adapter.revert(to_v3)
+    assert sorted(adapter.versions("c")) == ["1.0.0", "2.0.0"] and adapter.default_version("c") == "1.0.0"
 
 # --- the whole story: registry pull --server torchserve=... --------------------------------
 

@@ -20,7 +20,9 @@ version), register it (`initial_workers`, `synchronous=true`), wait until its wo
 READY, send the card's `input_example` to `/predictions/<model>/<version>` (before any
 user request can reach it), `set-default`, check with the describe API that the default
 is now that version, then unregister the previous version. A version already registered
-is not built again. Any failure puts the previous version back as default, unregisters
+is not built again. A canary beside production (`pull --with-canary`) is registered and
+checked but stays off the default: TorchServe splits no traffic, so a router in front sends
+the canary's share to `/predictions/<model>/<version>`. Any failure puts the previous version back as default, unregisters
 the new one, and raises AdapterError naming the step and what serves now.
 TorchServe needs its model API enabled (`enable_model_api=true`) for register/unregister.
 """
@@ -114,8 +116,14 @@ class TorchServeAdapter:
     # --- the adapter interface ---------------------------------------------------------
 
     def apply(self, change: Change) -> None:
-        """Register, check and make `change.version` the default; unregister `change.previous`."""
+        """Register, check and make `change.version` the default; unregister `change.previous`.
+
+        A canary beside production (`--with-canary`: stage production, a traffic share) is
+        registered and checked but not made the default: TorchServe splits no traffic, so
+        the canary answers at `/predictions/<model>/<version>` for a router to send its share to.
+        """
         name, version = change.model, change.version
+        beside = _canary_beside_production(change)
         step = "describe"
         registering = False
         try:
@@ -123,20 +131,23 @@ class TorchServeAdapter:
             if version not in before:
                 step, registering = "build and register", True
                 self._register(change.folder, change.card, name, version)
-            step = "check and set-default"
-            self._make_default(name, version, change.card)
+            step = "check" if beside else "check and set-default"
+            self._check(name, version, change.card, make_default=not beside)
         except _StepFailed as exc:
             if step == "describe":
                 raise AdapterError(f"{name}@{version}: {self.label}: {exc}; nothing was changed on the server") from None
-            raise AdapterError(f"{name}@{version}: {self.label}: {step} failed: {exc}; {self._restore(change, registering)}") from None
+            raise AdapterError(f"{name}@{version}: {self.label}: {step} failed: {exc}; "
+                               f"{self._restore(change, registering, beside)}") from None
         if change.previous and change.previous != version and change.previous in before:
             # The new version serves; an old version left registered costs memory, not correctness.
             with contextlib.suppress(_StepFailed):
-                self._unregister(name, change.previous)
+                if not beside or self.default_version(name) != change.previous:
+                    self._unregister(name, change.previous)
 
     def revert(self, change: Change) -> None:
         """Serve `change.previous` again (re-registered from its folder if it is gone); unregister `change.version`."""
         name = change.model
+        beside = _canary_beside_production(change)
         try:
             present = self.versions(name)
             if change.previous is not None:
@@ -147,8 +158,9 @@ class TorchServeAdapter:
                     self._register(change.previous_folder, card, name, change.previous)
                 else:
                     card = _card(change.previous_folder) if change.previous_folder else {}
-                self._make_default(name, change.previous, card)
-            if change.version in present and change.version != change.previous:
+                self._check(name, change.previous, card, make_default=not beside)
+            dropped = change.version in present and change.version != change.previous
+            if dropped and (not beside or self.default_version(name) != change.version):
                 self._unregister(name, change.version)
         except (_StepFailed, RegistryError) as exc:
             raise AdapterError(f"{name}@{change.version}: {self.label}: reverting to {change.previous or 'nothing'} failed: {exc}; "
@@ -198,10 +210,12 @@ class TorchServeAdapter:
                 hint = " (the worker's load() failed? TorchServe's logs/model_log.log has its traceback)" if "Failed to start workers" in str(exc) else ""
                 raise _StepFailed(f"{exc}{hint}") from None
 
-    def _make_default(self, name: str, version: str, card: Mapping[str, Any]) -> None:
+    def _check(self, name: str, version: str, card: Mapping[str, Any], *, make_default: bool) -> None:
         self._wait_ready(name, version)
         if "input_example" in card:
             self._predict(name, version, card["input_example"])
+        if not make_default:
+            return
         self._call("PUT", f"/models/{_q(name)}/{_q(version)}/set-default")
         serving = self.default_version(name)
         if serving != version:
@@ -233,15 +247,18 @@ class TorchServeAdapter:
         if self.model_store is not None:
             (self.model_store / f"{name}-{version}.mar").unlink(missing_ok=True)
 
-    def _restore(self, change: Change, registering: bool) -> str:
+    def _restore(self, change: Change, registering: bool, beside: bool) -> str:
         """Put `previous` back as default and drop the new version; say what serves now."""
         name, version = change.model, change.version
         try:
             # TorchServe 0.12 keeps a version whose workers failed to start (0 workers): drop it too.
             present = self.versions(name)
-            if change.previous and change.previous != version and change.previous in present:
+            if change.previous and change.previous != version and change.previous in present and not beside:
                 self._call("PUT", f"/models/{_q(name)}/{_q(change.previous)}/set-default")
-            if version in present and (registering or change.previous in present):
+            if beside:
+                if version in present and registering and self.default_version(name) != version:
+                    self._unregister(name, version)
+            elif version in present and (registering or change.previous in present):
                 self._unregister(name, version)
             elif registering and self.model_store is not None:
                 (self.model_store / f"{name}-{version}.mar").unlink(missing_ok=True)
@@ -332,6 +349,11 @@ def _card(folder: Path) -> Mapping[str, Any]:
     if not isinstance(card, dict):
         raise _StepFailed(f"{folder / 'card.yaml'}: not a card")
     return card
+
+
+def _canary_beside_production(change: Change) -> bool:
+    """`pull --stage production --with-canary`'s canary change (with `--stage canary` the canary is what serves)."""
+    return change.traffic is not None and change.stage == "production"
 
 
 def _public(url: str) -> str:
