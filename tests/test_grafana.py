@@ -13,17 +13,6 @@ from registry.serving.store import write_metrics
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana" / "registry-serving.json"
 
-# CONTEXT15 C3: the built-in server's /metrics. registry/serving/server/metrics.py (METRIC_NAMES) is
-# written in parallel on another branch; until it is merged this list stands in for it.
-# The lead: once it is on main, drop this list and the fallback below (import it directly).
-C3_SERVER_NAMES = (
-    "registry_model_requests_total",
-    "registry_model_request_errors_total",
-    "registry_model_request_duration_seconds",
-    "registry_served_version_info",
-    "registry_model_swaps_total",
-)
-
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
     "offset", "bool", "inf", "nan", "atan2",
@@ -50,14 +39,26 @@ def metric_names(expr: str) -> set[str]:
 
 
 def server_names() -> set[str]:
-    try:
-        from registry.serving.server.metrics import METRIC_NAMES  # type: ignore[import-not-found]
-    except ImportError:
-        return set(C3_SERVER_NAMES)
-    # A collection of names, or a mapping with names as keys or values (whichever shape it took).
-    items = [*METRIC_NAMES.keys(), *METRIC_NAMES.values()] if isinstance(METRIC_NAMES, dict) else list(METRIC_NAMES)
-    names = {item for item in items if isinstance(item, str) and item.startswith("registry_")}
-    assert names, "registry/serving/server/metrics.py: METRIC_NAMES names no registry_* metric"
+    """The series names in the text the built-in server's /metrics gives after it served a request."""
+    pytest.importorskip("prometheus_client", reason="the built-in server's metrics need the [serve] extra")
+    from registry.serving.server.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.request("m", "1.0.0", 200, 0.01)
+    metrics.request("m", "1.0.0", 500, 0.01)
+    metrics.serving("m", "production", "1.0.0", None)
+    metrics.swaps.labels("m").inc()
+    metrics.swap_failures.labels("m", "1.1.0").inc()
+    return _names(metrics.text().decode())
+
+
+def _names(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            names.add(line.split()[2])
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     return names
 
 
@@ -65,13 +66,7 @@ def pull_client_names(tmp_path: Path) -> set[str]:
     """The names in the text write_metrics produces for a sample (TYPE lines and samples)."""
     path = tmp_path / "registry.prom"
     write_metrics(path, "production", {"m": "1.0.0", "n": "2.0.0"}, 1_700_000_000.0, 3)
-    names = set()
-    for line in path.read_text().splitlines():
-        if line.startswith("# TYPE "):
-            names.add(line.split()[2])
-        elif line and not line.startswith("#"):
-            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
-    return names
+    return _names(path.read_text())
 
 
 def exported(names: set[str]) -> set[str]:

@@ -173,15 +173,10 @@ def test_a_real_pull_v1_then_v2_leaves_two_signed_receipts_that_served_answers_f
     shutil.copytree(small_world["origin"], origin)
     git(origin, "update-ref", "refs/heads/main", small_world["commits"]["v1"])
     serve = tmp_path / "serve"
-    log = ReceiptLog(serve, host="web-1", key=keys["web-1"])
     seen: list[str] = []
-
-    def on_event(event: dict[str, Any]) -> None:  # what the lead wires into Puller._emit
-        seen.append(event["event"])
-        log.record(event)
-
     puller = serving.Puller(serve, stage="production", source=str(origin), trusted_keys=small_world["trusted"],
-                            on_event=on_event)
+                            on_event=lambda event: seen.append(event["event"]),
+                            receipts=ReceiptLog(serve, host="web-1", key=keys["web-1"]))
     puller.poll()
     git(origin, "update-ref", "refs/heads/main", small_world["commits"]["v2"])
     puller.poll()

@@ -330,7 +330,7 @@ def test_sigkill_mid_download_then_the_next_run_recovers_with_no_leftovers(
     assert result.switched == ("big",)
     assert leftovers(serve) == []
     assert (serve / "big" / "current" / "weights.bin").read_bytes() == (world.inputs / "big-1.0.0" / "weights.bin").read_bytes()
-    assert sorted(os.listdir(serve)) == [".lock", ".registry-cache", "big", "state.json"]
+    assert sorted(os.listdir(serve)) == [".lock", ".registry-cache", "big", "receipts.jsonl", "state.json"]
 
 
 # --- refusals: the last good version keeps serving ---------------------------------------------

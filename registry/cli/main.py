@@ -76,6 +76,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("registry.cli.changes", "register"),
     "rollback": ("registry.cli.changes", "rollback"),
     "scan": ("registry.cli.gates", "scan_command"),
+    "serve": ("registry.cli.serve", "serve_command"),
     "served": ("registry.cli.served", "served_command"),
     "show": ("registry.cli.read", "show"),
     "sign": ("registry.cli.signing", "sign_command"),

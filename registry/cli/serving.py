@@ -36,6 +36,10 @@ from registry.errors import UsageError
 @click.option("--interval", type=float, metavar="S", help="Seconds between polls with --watch.  [default: 30]")
 @click.option("--metrics-file", type=click.Path(path_type=Path), metavar="FILE",
               help="Write Prometheus metrics to FILE after each poll.")
+@click.option("--host", "host", metavar="NAME",
+              help="This host's name in DIR/receipts.jsonl.  [default: the machine's host name]")
+@click.option("--host-key", type=click.Path(path_type=Path), metavar="FILE",
+              help="Sign each receipt with this host's private key (PEM; passphrase from $REGISTRY_KEY_PASSPHRASE).")
 @click.option("--server", "servers", multiple=True, metavar="KIND=URL",
               help="After a verified switch, make this model server serve it (repeatable): torchserve=URL, "
                    "v2=URL[,repository=DIR], http=URL[,timeout=S] or command=PROGRAM; rolled back if it refuses.")
@@ -47,13 +51,14 @@ from registry.errors import UsageError
 def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tuple[str, ...],
                  trusted_keys: Path | None, insecure_skip_signature: bool, allow_rewind: bool, watch: bool,
                  interval: float | None, metrics_file: Path | None, servers: tuple[str, ...], per_model: bool,
-                 with_canary: bool, as_json: bool) -> None:
+                 with_canary: bool, host: str | None, host_key: Path | None, as_json: bool) -> None:
     """Serve a stage: download verified versions into DIR, switch DIR/<name>/current atomically."""
     import signal
     import sys
     import threading
 
     from registry.serving import puller as serving
+    from registry.serving.receipts import ReceiptLog
 
     if interval is not None and not watch:
         raise UsageError("--interval goes with --watch")
@@ -105,7 +110,8 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
         puller = serving.Puller(to, stage=stage, source=source, ref=ref, models=models, trusted_keys=trusted_keys,
                                 insecure_skip_signature=insecure_skip_signature, allow_rewind=allow_rewind,
                                 metrics_file=metrics_file, on_event=show, progress=progress, stop=stop,
-                                servers=servers, per_model=per_model, with_canary=with_canary)
+                                servers=servers, per_model=per_model, with_canary=with_canary,
+                                receipts=ReceiptLog(to, host=host, key=host_key))
         try:
             if watch:
                 puller.watch(30.0 if interval is None else interval)

@@ -1,7 +1,7 @@
 """The child side of `registry.runner`: runs a model's code, reports back as JSON.
 
 Started by `registry.runner` as a script, never imported by the registry itself:
-`python -s -P -B child.py REQUEST_FILE REPLY_FD LANDLOCK_ABI`. Before any of the
+`python -s -P -B child.py REQUEST_FILE REPLY_FD LANDLOCK_ABI [REQUESTS_FD]`. Before any of the
 model's code runs, it confines itself (`confine`): no new privileges, no capabilities,
 and with Landlock (when the parent found the kernel has it, LANDLOCK_ABI > 0) writes
 only below its working directory, no TCP, no ptrace or signals outside its sandbox. It uses only the standard
@@ -12,15 +12,25 @@ The reply is one JSON object written to the pipe `REPLY_FD`, never to stdout: th
 user's code may print anything. `{"ok": true, ...}` when the mode completed,
 `{"ok": false, "error": message}` when the user's code or the model failed, or
 `{"ok": false, "skip": reason}` when the mode cannot run here (no onnxruntime).
+
+The `serve` mode (`registry.runner.worker`, the built-in model server) is a loop instead:
+it confines itself as the other modes do, loads the model once and writes one frame
+(`{"ok": true, "ready": true, "load_s": ...}` or the failure), then answers each request
+frame read from `REQUESTS_FD` (`{"inputs": ...}`) with one reply frame on `REPLY_FD`
+(`{"ok": true, "output": ...}` or `{"ok": false, "error": ...}`: the model raised, the
+worker goes on) until that pipe is closed. A frame is a 4-byte big-endian length, then
+that many bytes of UTF-8 JSON.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import json
 import os
 import platform
+import struct
 import sys
 import time
 import traceback
@@ -49,16 +59,14 @@ def main(argv: list[str]) -> int:
     request_path, reply_fd, landlock_abi = argv[1], int(argv[2]), int(argv[3])
     # The reply pipe must not leak into processes the user's code starts.
     os.set_inheritable(reply_fd, False)
-    reply_stream = os.fdopen(reply_fd, "w", encoding="utf-8")
     _no_core_dumps()
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    if request["mode"] == "serve":
+        serve(request, reply_fd, int(argv[4]), landlock_abi)  # never returns
+    reply_stream = os.fdopen(reply_fd, "w", encoding="utf-8")
     reply: dict[str, Any]
     try:
-        confine(os.getcwd(), landlock_abi)
-        if request.get("site"):  # a declared environment's Python, started with -S: its packages now
-            import site
-
-            site.main()
+        _confine_and_site(request, landlock_abi)
         reply = {"ok": True, **MODES[request["mode"]](request)}
     except SandboxError as exc:
         reply = {"ok": False, "error": f"the sandbox could not be set up: {exc}"}
@@ -76,6 +84,14 @@ def main(argv: list[str]) -> int:
     sys.stderr.flush()
     # Threads or atexit hooks the user's code left behind must not hold the result back.
     os._exit(0)
+
+
+def _confine_and_site(request: dict[str, Any], landlock_abi: int) -> None:
+    confine(os.getcwd(), landlock_abi)
+    if request.get("site"):  # a declared environment's Python, started with -S: its packages now
+        import site
+
+        site.main()
 
 
 def _no_core_dumps() -> None:
@@ -350,53 +366,132 @@ ONNX_DTYPES = {
 }
 
 
-def onnx(request: dict[str, Any]) -> dict[str, Any]:
-    try:
-        import onnxruntime  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        raise Skip("onnxruntime not installed") from None
-    try:
-        import numpy as np
-    except ImportError:
-        raise ModelError("onnxruntime needs numpy, which is not installed in the model's environment") from None
+class OnnxModel:
+    """An ONNX artifact in an onnxruntime session; `run` takes the input example's forms."""
 
-    label = request["artifact"]
-    started = time.perf_counter()
-    try:
-        session = onnxruntime.InferenceSession(
-            str(Path(request["folder"]) / label), providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        raise ModelError(f"{label}: onnxruntime could not load it: {_shorten(str(exc))}") from None
-    loaded = time.perf_counter()
-    declared = session.get_inputs()
-    names = [item.name for item in declared]
-    example = request["input_example"]
-    if isinstance(example, dict) and sorted(example) == sorted(names):
-        values = example
-    elif len(declared) == 1:
-        values = {names[0]: example}
-    else:
-        raise ModelError(
-            f"{label} takes inputs {', '.join(names)}: input_example must map each name to a value"
-        )
-    feeds: dict[str, Any] = {}
-    for item in declared:
+    def __init__(self, request: dict[str, Any]) -> None:
         try:
-            feeds[item.name] = np.asarray(values[item.name], dtype=ONNX_DTYPES.get(item.type))
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{label}: input {item.name} ({item.type}): {exc}") from None
-    try:
-        outputs = session.run(None, feeds)
-    except Exception as exc:
-        raise ModelError(f"{label}: onnxruntime raised {type(exc).__name__}: {_shorten(str(exc))}") from None
+            import onnxruntime  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise Skip("onnxruntime not installed") from None
+        try:
+            import numpy as np
+        except ImportError:
+            raise ModelError("onnxruntime needs numpy, which is not installed in the model's environment") from None
+        self.np = np
+        self.label = label = request["artifact"]
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(Path(request["folder"]) / label), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelError(f"{label}: onnxruntime could not load it: {_shorten(str(exc))}") from None
+
+    def run(self, example: Any) -> Any:
+        label, np = self.label, self.np
+        declared = self.session.get_inputs()
+        names = [item.name for item in declared]
+        if isinstance(example, dict) and sorted(example) == sorted(names):
+            values = example
+        elif len(declared) == 1:
+            values = {names[0]: example}
+        else:
+            raise ModelError(
+                f"{label} takes inputs {', '.join(names)}: input_example must map each name to a value"
+            )
+        feeds: dict[str, Any] = {}
+        for item in declared:
+            try:
+                feeds[item.name] = np.asarray(values[item.name], dtype=ONNX_DTYPES.get(item.type))
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"{label}: input {item.name} ({item.type}): {exc}") from None
+        try:
+            outputs = self.session.run(None, feeds)
+        except Exception as exc:
+            raise ModelError(f"{label}: onnxruntime raised {type(exc).__name__}: {_shorten(str(exc))}") from None
+        output_names = [item.name for item in self.session.get_outputs()]
+        return dict(zip(output_names, outputs, strict=True))
+
+
+def onnx(request: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    model = OnnxModel(request)
+    loaded = time.perf_counter()
+    output = model.run(request["input_example"])
     predicted = time.perf_counter()
-    output_names = [item.name for item in session.get_outputs()]
     return {
-        "output": _jsonable_output(dict(zip(output_names, outputs, strict=True)), label),
+        "output": _jsonable_output(output, model.label),
         "load_s": loaded - started,
         "predict_s": predicted - loaded,
     }
+
+
+# --- serve: a persistent worker ------------------------------------------------------
+
+FRAME_HEADER = struct.Struct(">I")
+
+
+def write_frame(fd: int, message: dict[str, Any]) -> None:
+    try:
+        data = json.dumps(message).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        data = json.dumps({"ok": False, "error": f"could not encode the reply: {exc}"}).encode("utf-8")
+    view = memoryview(FRAME_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def read_frame(fd: int) -> Any:
+    """The next request, or None when the parent closed the pipe."""
+    header = _read_exactly(fd, FRAME_HEADER.size)
+    if header is None:
+        return None
+    body = _read_exactly(fd, FRAME_HEADER.unpack(header)[0])
+    return None if body is None else json.loads(body)
+
+
+def serve(request: dict[str, Any], reply_fd: int, requests_fd: int, landlock_abi: int) -> None:
+    """Load once, then answer requests until the parent closes REQUESTS_FD; never returns."""
+    os.set_inheritable(requests_fd, False)
+    run: Callable[[Any], Any]
+    label = request.get("entrypoint") or request.get("artifact") or "the model"
+    try:
+        _confine_and_site(request, landlock_abi)
+        started = time.perf_counter()
+        if request.get("entrypoint"):
+            entry = Entrypoint(Path(request["folder"]), request["entrypoint"])
+            model = entry.load_model()
+            run = functools.partial(entry.run, model)
+        else:
+            run = OnnxModel(request).run
+        write_frame(reply_fd, {"ok": True, "ready": True, "load_s": time.perf_counter() - started})
+    except SandboxError as exc:
+        write_frame(reply_fd, {"ok": False, "error": f"the sandbox could not be set up: {exc}"})
+        os._exit(0)
+    except (ModelError, Skip) as exc:
+        write_frame(reply_fd, {"ok": False, "error": str(exc)})
+        os._exit(0)
+    while (message := read_frame(requests_fd)) is not None:
+        started = time.perf_counter()
+        try:
+            output = _jsonable_output(run(message["inputs"]), f"{label}: predict()")
+            reply = {"ok": True, "output": output, "predict_s": time.perf_counter() - started}
+        except ModelError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        write_frame(reply_fd, reply)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)
 
 
 MODES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

@@ -47,6 +47,7 @@ from registry.serving.drive import Driver, load_adapters
 from registry.serving.mirror import Mirror, SourceError, remote_head
 from registry.serving.prepare import Preparer, Progress, blame
 from registry.serving.remote import ProgressFn
+from registry.serving.receipts import ReceiptLog
 from registry.serving.resolve import resolve
 from registry.serving.store import (
     CANARY,
@@ -96,6 +97,7 @@ class Puller:
         servers: Sequence[ServerArg] = (),
         per_model: bool = False,
         with_canary: bool = False,
+        receipts: ReceiptLog | None = None,
     ) -> None:
         if stage not in SERVABLE:
             raise UsageError(f"--stage {stage}: serving pulls one of {', '.join(SERVABLE)}")
@@ -114,6 +116,8 @@ class Puller:
         self.allow_rewind = allow_rewind
         self.metrics_file = Path(metrics_file).absolute() if metrics_file is not None else None
         self.on_event = on_event
+        # DIR/receipts.jsonl: one line per switch and rollback (signed when given a host key).
+        self.receipts = receipts if receipts is not None else ReceiptLog(self.store.root)
         self.progress = progress
         self.stop = stop or threading.Event()
         self._polls = 0
@@ -358,6 +362,7 @@ class Puller:
 
     def _emit(self, event: dict[str, Any]) -> None:
         event.setdefault("time", now_iso())
+        self.receipts.record(event)
         if self.on_event is not None:
             self.on_event(event)
 

@@ -35,10 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import Problem, RegistryError, UsageError
 from registry.files.fsutil import fsync_dir
-from registry.serving.store import STATE_FILE, Unwritable, now_iso
+from registry.serving.store import RECEIPTS_FILE, STATE_FILE, Unwritable, now_iso
 from registry.signing import keys
 
-RECEIPTS_FILE = "receipts.jsonl"
 ACTIONS = {"switched": "switch", "rolled_back": "rollback"}
 _REQUIRED = ("host", "model", "version", "role", "action", "time")
 

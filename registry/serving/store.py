@@ -38,6 +38,7 @@ from registry.files.names import MODEL_NAME_RE
 
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
+RECEIPTS_FILE = "receipts.jsonl"  # registry.serving.receipts appends to it
 CACHE_DIR = ".registry-cache"
 TMP_PREFIX = ".tmp-"
 CURRENT = "current"
@@ -309,7 +310,7 @@ class ServingDir:
             if not self.root.is_dir() or self.state_path.exists() or self.cache.exists():
                 return
             foreign = [e.name for e in os.scandir(self.root)
-                       if e.name != LOCK_FILE and not e.name.startswith(TMP_PREFIX)]
+                       if e.name not in (LOCK_FILE, RECEIPTS_FILE) and not e.name.startswith(TMP_PREFIX)]
         except OSError as exc:
             raise unwritable("--to", self.root, exc) from None
         if foreign:
