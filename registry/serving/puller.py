@@ -46,8 +46,8 @@ from registry.serving.adapters import Adapter, ServerSpec
 from registry.serving.drive import Driver, load_adapters
 from registry.serving.mirror import Mirror, SourceError, remote_head
 from registry.serving.prepare import Preparer, Progress, blame
-from registry.serving.remote import ProgressFn
 from registry.serving.receipts import ReceiptLog
+from registry.serving.remote import ProgressFn
 from registry.serving.resolve import resolve
 from registry.serving.store import (
     CANARY,
