@@ -186,7 +186,7 @@ def test_spec_settings_and_their_defaults() -> None:
     assert adapter.inference_url == "http://h:9080" and adapter.key_file is None
     for bad, message in [("torchserve=http://h:1,colour=red", "unknown setting 'colour'"),
                          ("torchserve=ftp://h", "not an http"), ("torchserve=http://h,workers=0", "at least 1"),
-                         ("torchserve=http://h,timeout=soon", "number of seconds")]:
+                         ("torchserve=http://h,timeout=soon", "numbers of seconds"), ("torchserve=http://h,drain=-1", "drain")]:
         with pytest.raises(UsageError, match=message):
             make_adapter(bad)
 
@@ -219,18 +219,19 @@ class Server:
         return dict(json.loads(self.key_file.read_text()))
 
     def adapter(self, *settings: str) -> TorchServeAdapter:
-        spec = ",".join([f"torchserve={self.management}", f"inference={self.inference}", *settings])
+        drain = [] if any(s.startswith("drain=") for s in settings) else ["drain=0.3"]  # quick; the load test keeps 2 s
+        spec = ",".join([f"torchserve={self.management}", f"inference={self.inference}", *drain, *settings])
         adapter = make_adapter(spec)
         assert isinstance(adapter, TorchServeAdapter)
         return adapter
 
-    def predict(self, path: str, body: Any, key: str | None = "inference") -> tuple[int, Any]:
+    def predict(self, path: str, body: Any, key: str | None = "inference", timeout: float = 30) -> tuple[int, Any]:
         request = urllib.request.Request(self.inference + path, data=json.dumps(body).encode(), method="POST")
         request.add_header("Content-Type", "application/json")
         if key:
             request.add_header("Authorization", f"Bearer {self.keys()[key]['key']}")
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             with exc:
@@ -396,24 +397,32 @@ def test_token_files_and_a_shared_model_store(server: Server, tmp_path: Path) ->
 def test_requests_during_a_promotion_and_its_revert_all_succeed(server: Server, tmp_path: Path) -> None:
     v1 = version_folder(tmp_path, "load", "1.0.0", answering("l1"))
     v2 = version_folder(tmp_path, "load", "2.0.0", answering("l2"))
-    adapter = server.adapter(f"key-file={server.key_file}")
+    adapter = server.adapter(f"key-file={server.key_file}", "drain=2")
     adapter.apply(change(v1))
     answers: list[tuple[int, Any]] = []
     stop = threading.Event()
 
-    def client() -> None:  # bounded: at most 3000 requests, and stops when told
-        while not stop.is_set() and len(answers) < 3000:
-            answers.append(server.predict("/predictions/load", [1]))
+    def client() -> None:  # bounded: at most 3000 requests each, and stops when told
+        for _ in range(3000):
+            if stop.is_set():
+                break
+            try:
+                answers.append(server.predict("/predictions/load", [1], timeout=10))
+            except OSError as exc:  # a request that TorchServe dropped times out
+                answers.append((0, repr(exc)))
 
-    thread = threading.Thread(target=client)
-    thread.start()
+    threads = [threading.Thread(target=client) for _ in range(3)]  # more than one: requests queue up
+    for thread in threads:
+        thread.start()
     try:
         to_v2 = change(v2, previous=v1)
-        adapter.apply(to_v2)
-        adapter.revert(to_v2)
+        for _ in range(3):
+            adapter.apply(to_v2)
+            adapter.revert(to_v2)
     finally:
         stop.set()
-        thread.join(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
     failed = [answer for answer in answers if answer[0] != 200]
     assert answers and not failed, failed[:3]
     assert {answer[1]["version"] for answer in answers} <= {"l1", "l2"}

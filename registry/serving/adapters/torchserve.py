@@ -14,6 +14,8 @@ API. Settings:
   by `file://` URL (TorchServe copies it into its store; `allowed_urls` must allow file://,
   as it does by default) and the copy here is removed.
 - `workers=N` (default 1), `timeout=SECONDS` (default 120: each request, and readiness).
+- `drain=SECONDS` (default 2): how long a replaced version keeps its worker after its queue
+  is empty, for the request it is answering (TorchServe's unregister kills workers at once).
 
 `apply(change)`, per model: build the `.mar` (the registry version is its TorchServe
 version), register it (`initial_workers`, `synchronous=true`), wait until its workers are
@@ -50,7 +52,7 @@ from registry.serving.formats.mar import MarError, build_mar
 
 __all__ = ["TorchServeAdapter", "from_spec"]
 
-_OPTIONS = ("inference", "key-file", "token", "inference-token", "model-store", "workers", "timeout")
+_OPTIONS = ("inference", "key-file", "token", "inference-token", "model-store", "workers", "timeout", "drain")
 _POLL = 0.25
 
 
@@ -71,10 +73,12 @@ def from_spec(spec: ServerSpec) -> TorchServeAdapter:
     try:
         workers = int(spec.options.get("workers", "1"))
         timeout = float(spec.options.get("timeout", "120"))
+        drain = float(spec.options.get("drain", "2"))
     except ValueError:
-        raise UsageError(f"--server {spec.text!r}: workers is a whole number and timeout a number of seconds") from None
-    if workers < 1 or not 0 < timeout <= 3600:
-        raise UsageError(f"--server {spec.text!r}: workers must be at least 1 and timeout within (0, 3600] seconds")
+        raise UsageError(f"--server {spec.text!r}: workers is a whole number, timeout and drain numbers of seconds") from None
+    if workers < 1 or not 0 < timeout <= 3600 or not 0 <= drain <= 600:
+        raise UsageError(f"--server {spec.text!r}: workers must be at least 1, timeout within (0, 3600] and drain "
+                         "within [0, 600] seconds")
 
     def path(key: str) -> Path | None:
         value = spec.options.get(key)
@@ -83,7 +87,7 @@ def from_spec(spec: ServerSpec) -> TorchServeAdapter:
     return TorchServeAdapter(
         management, _base_url(inference, spec.text), key_file=path("key-file"), token_file=path("token"),
         inference_token_file=path("inference-token"), model_store=path("model-store"),
-        workers=workers, timeout=timeout, text=spec.text,
+        workers=workers, timeout=timeout, drain=drain, text=spec.text,
     )
 
 
@@ -101,7 +105,7 @@ class TorchServeAdapter:
 
     def __init__(self, url: str, inference_url: str, *, key_file: Path | None = None, token_file: Path | None = None,
                  inference_token_file: Path | None = None, model_store: Path | None = None,
-                 workers: int = 1, timeout: float = 120.0, text: str = "") -> None:
+                 workers: int = 1, timeout: float = 120.0, drain: float = 2.0, text: str = "") -> None:
         self.url = url
         self.inference_url = inference_url
         self.key_file = key_file
@@ -110,6 +114,7 @@ class TorchServeAdapter:
         self.model_store = model_store
         self.workers = workers
         self.timeout = timeout
+        self.drain = drain
         self.text = text or f"torchserve={url}"
         self.label = f"torchserve={_public(url)}"  # for messages: no user:password from the URL
 
@@ -142,7 +147,7 @@ class TorchServeAdapter:
             # The new version serves; an old version left registered costs memory, not correctness.
             with contextlib.suppress(_StepFailed):
                 if not beside or self.default_version(name) != change.previous:
-                    self._unregister(name, change.previous)
+                    self._retire(name, change.previous)
 
     def revert(self, change: Change) -> None:
         """Serve `change.previous` again (re-registered from its folder if it is gone); unregister `change.version`."""
@@ -161,7 +166,7 @@ class TorchServeAdapter:
                 self._check(name, change.previous, card, make_default=not beside)
             dropped = change.version in present and change.version != change.previous
             if dropped and (not beside or self.default_version(name) != change.version):
-                self._unregister(name, change.version)
+                self._retire(name, change.version)
         except (_StepFailed, RegistryError) as exc:
             raise AdapterError(f"{name}@{change.version}: {self.label}: reverting to {change.previous or 'nothing'} failed: {exc}; "
                                f"{self._serving_now(name)}") from None
@@ -241,6 +246,23 @@ class TorchServeAdapter:
         if status != 200:
             raise _StepFailed(f"input_example: /predictions/{name}/{version} answered {status}: {_short(body)}")
         return body
+
+    def _retire(self, name: str, version: str) -> None:
+        """Unregister a version that no longer gets new requests, once those it took are answered.
+
+        TorchServe's unregister kills the version's workers at once: a request routed to it just
+        before set-default would never be answered. So: wait until its queue is empty, then
+        `drain` seconds for the request in its worker, then unregister.
+        """
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            _, body = self._call("GET", f"/models/{_q(name)}/{_q(version)}")
+            queue = (_first(body) or {}).get("jobQueueStatus")
+            if not isinstance(queue, dict) or not queue.get("pendingRequests"):
+                break
+            time.sleep(_POLL / 5)
+        time.sleep(self.drain)
+        self._unregister(name, version)
 
     def _unregister(self, name: str, version: str) -> None:
         self._call("DELETE", f"/models/{_q(name)}/{_q(version)}")
