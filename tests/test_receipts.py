@@ -408,3 +408,17 @@ def test_a_receipt_that_cannot_be_written_is_a_clear_error_and_a_bad_host_key_is
         ReceiptLog(tmp_path, host="h", key=tmp_path / "missing.key")
     with pytest.raises(RegistryError, match="is a public key"):
         ReceiptLog(tmp_path, host="h", key=keys["web-1"].with_suffix(".pub"))
+
+
+def test_a_model_that_left_the_stage_is_served_by_no_one_after_its_removal(tmp_path: Path) -> None:
+    log = ReceiptLog(tmp_path, host="h")
+    log.record(switched("m", "1.0.0", None, "2026-12-01T07:00:00+00:00"))
+    log.record(switched("m", "1.1.0", None, "2026-12-01T07:00:00+00:00", role="canary"))
+    log.record({"event": "removed", "time": "2026-12-01T08:00:00+00:00", "model": "m", "version": "1.1.0",
+                "role": "canary", "stage": "production", "registry_commit": "abc"})
+    reading = read_receipts([tmp_path / RECEIPTS_FILE])
+    assert not reading.problems
+    before = served_at(reading.receipts, parse_time("2026-12-01T07:30:00Z"))
+    assert [(r["role"], r["version"]) for r in before] == [("canary", "1.1.0"), ("current", "1.0.0")]
+    after = served_at(reading.receipts, parse_time("2026-12-01T08:30:00Z"))
+    assert [(r["role"], r["version"]) for r in after] == [("current", "1.0.0")]

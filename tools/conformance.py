@@ -146,6 +146,7 @@ def merge(world: World, version: str) -> float:
 
 class Target(Protocol):
     name: str
+    follows_folder: bool  # True: the server watches DIR itself; False: the pull drives it (--server)
 
     @staticmethod
     def missing() -> str | None: ...  # why the target cannot run on this machine
@@ -194,6 +195,7 @@ class Builtin:
     """`registry serve DIR` as a separate process: it follows DIR by itself."""
 
     name = "builtin"
+    follows_folder = True
 
     @staticmethod
     def missing() -> str | None:
@@ -227,7 +229,8 @@ class Builtin:
 
     def stop(self) -> None:
         _stop(self.process)
-        self.log.close()
+        if hasattr(self, "log"):
+            self.log.close()
 
 
 def _wait_ready(address: tuple[str, int], path: str, process: subprocess.Popen[bytes] | None, log: Path,
@@ -263,10 +266,60 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
+class V2:
+    """MLServer (the Open Inference Protocol's model-repository API), driven by the pull's `v2` adapter."""
+
+    name = "v2"
+    follows_folder = False
+
+    @staticmethod
+    def binary() -> Path:
+        return Path(os.environ.get("REGISTRY_MLSERVER") or ROOT / ".ci-venvs/mlserver/bin/mlserver")
+
+    @staticmethod
+    def missing() -> str | None:
+        if not V2.binary().is_file():
+            return (f"MLServer is not installed at {V2.binary()} (.ci/run installs it in .ci-venvs/mlserver; "
+                    "or set REGISTRY_MLSERVER)")
+        return None
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.repository = Path()
+
+    def start(self, world: World, serve_dir: Path) -> None:
+        self.repository = world.base / "mlserver-models"
+        self.repository.mkdir(exist_ok=True)
+        self.port = free_port()
+        (self.repository / "settings.json").write_text(json.dumps({
+            "host": "127.0.0.1", "http_port": self.port, "grpc_port": free_port(), "metrics_endpoint": None,
+            "parallel_workers": 1, "load_models_at_startup": False, "debug": False}))
+        self.log = open(world.base / "mlserver.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([str(self.binary()), "start", str(self.repository)], cwd=world.base,
+                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_ready(self.address(), "/v2/health/ready", self.process, world.base / "mlserver.log")
+
+    def servers(self) -> list[str]:
+        return [f"v2=http://127.0.0.1:{self.port},repository={self.repository}"]
+
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def ask(self, conn: http.client.HTTPConnection) -> tuple[bool, str | None, str]:
+        return _v2_ask(conn, f"/v2/models/{MODEL}/infer")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        if hasattr(self, "log"):
+            self.log.close()
+
+
 class TorchServe:
     """TorchServe 0.12 (model API on, token authorization on), driven by `--server torchserve=...`."""
 
     name = "torchserve"
+    follows_folder = False
 
     @staticmethod
     def missing() -> str | None:
@@ -363,7 +416,7 @@ class TorchServe:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-TARGETS: dict[str, type[Any]] = {"builtin": Builtin, "torchserve": TorchServe}
+TARGETS: dict[str, type[Any]] = {"builtin": Builtin, "torchserve": TorchServe, "v2": V2}
 
 
 # --- the load ---------------------------------------------------------------------------------
@@ -465,14 +518,17 @@ def run(target_name: str, base: Path, swaps: int = 10, clients: int = 4, rate: f
     world = build(base)
     serve_dir = base / "serve"
     events: list[dict[str, Any]] = []
+    if not target.follows_folder:  # a server the pull drives: up before the first pull loads 1.0.0 into it
+        target.start(world, serve_dir)
     puller = Puller(serve_dir, stage="production", source=str(world.origin), trusted_keys=world.trusted,
-                    on_event=events.append, **({"servers": target.servers()} if target.servers() else {}))
-    if target.servers():  # the pull drives the server: it must be up for the first poll
-        target.start(world, serve_dir)
+                    on_event=events.append, servers=target.servers())
+    try:
         puller.poll()
-    else:  # the server reads the folder: it must be there first
-        puller.poll()
-        target.start(world, serve_dir)
+        if target.follows_folder:  # `registry serve` needs a folder a pull made
+            target.start(world, serve_dir)
+    except BaseException:
+        target.stop()
+        raise
     watcher = threading.Thread(target=puller.watch, args=(interval,), daemon=True)
     watcher.start()
     windows: list[tuple[float, float]] = []

@@ -42,7 +42,7 @@ from registry.errors import UsageError
               help="Sign each receipt with this host's private key (PEM; passphrase from $REGISTRY_KEY_PASSPHRASE).")
 @click.option("--server", "servers", multiple=True, metavar="KIND=URL",
               help="After a verified switch, make this model server serve it (repeatable): torchserve=URL, "
-                   "v2=URL[,repository=DIR], http=URL[,timeout=S] or command=PROGRAM; rolled back if it refuses.")
+                   "v2=URL,repository=DIR, http=URL[,timeout=S] or command=PROGRAM; rolled back if it refuses.")
 @click.option("--per-model", is_flag=True,
               help="Switch the models that verify even when another is refused (it keeps its version; exit 1).")
 @click.option("--with-canary", is_flag=True,

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import UsageError
+from registry.errors import RegistryError, UsageError
 
 SCIENTIST = ("Dana Scientist", "dana@example.com")
 REVIEWER = ("Rita Reviewer", "rita@example.com")
@@ -107,7 +108,9 @@ class _Story:
         self.echo(f"  (reviewer {REVIEWER[0]} approves and merges PR #{self.pr}: {branch})")
 
     def pull(self, into: str, *, expect: int = 0) -> None:
-        self.registry_cmd("pull", "--stage", "production", "--from", str(self.root / "origin.git"),
+        self.registry_cmd("pull", "--stage", "production", "--with-canary", "--host", "web-1",
+                          "--host-key", str(self.root / "keys/web-1.key"),
+                          "--from", str(self.root / "origin.git"),
                           "--to", str(self.root / into), "--trusted-keys", str(self.root / "keys/release.pub"),
                           cwd=self.root, expect=expect)
 
@@ -156,7 +159,7 @@ def _summary_head(markdown: str) -> str:
 
 
 def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
-    from registry.integrations import demo_models
+    from registry.integrations import demo_models, demo_serving
 
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="registry-demo-"))
     if root.exists() and any(root.iterdir()):
@@ -173,6 +176,7 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     story.git("remote", "add", "origin", str(root / "origin.git"))
     (root / "keys").mkdir()
     story.registry_cmd("keys", "generate", "--out", str(root / "keys/release"), cwd=root, who=ADMIN)
+    story.registry_cmd("keys", "generate", "--out", str(root / "keys/web-1"), cwd=root, who=ADMIN, show_output=False)
     (story.registry / "keys").mkdir()
     (story.registry / "keys/release.pub").write_bytes((root / "keys/release.pub").read_bytes())
     config = story.registry / "registry.yaml"
@@ -213,44 +217,17 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
         story.check(f"promote/{MODEL}/1.0.0-to-{stage}")
         story.merge(f"promote/{MODEL}/1.0.0-to-{stage}")
 
-    story.say("A serving host pulls production, verifies digests and signature, and predicts via the Python API")
+    story.say("A serving host pulls production (and any canary), verifies digests and signature, and predicts via the Python API")
     story.pull("serving")
     serve_and_predict(story, x_test, y_test)
 
-    story.say("v2 goes through staging and a 10% canary to production")
-    for stage, extra in (("staging", []), ("canary", ["--traffic", "0.1"]), ("production", [])):
-        story.registry_cmd("promote", MODEL, "1.1.0", "--to", stage, *extra, "--reason", f"v2 to {stage}", "--push")
-        if stage == "production":
-            diff = story.git("diff", "main", f"promote/{MODEL}/1.1.0-to-production", "--", f"models/{MODEL}/stages.yaml")
-            echo("  The diff the reviewer reads:")
-            echo(textwrap.indent("\n".join(line for line in diff.splitlines()
-                                           if line[:1] in "+-" and line[:3] not in ("+++", "---")), "    "))
-        story.check(f"promote/{MODEL}/1.1.0-to-{stage}", summary=stage == "production")
-        story.merge(f"promote/{MODEL}/1.1.0-to-{stage}")
-        if stage == "canary":
-            story.registry_cmd("manifest", "--stage", "canary")
-
-    story.say("Someone tampered with v2's weights in storage: the serving host refuses them and keeps v1")
-    pointer = (story.registry / f"models/{MODEL}/1.1.0/model.safetensors.dvc").read_text()
-    md5 = pointer.split("md5: ")[1].split()[0]
-    blob = root / "dvc-storage/files/md5" / md5[:2] / md5[2:]
-    good = blob.read_bytes()
-    blob.chmod(0o644)
-    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    echo(f"  (one bit of {blob.relative_to(root)} flipped)")
-    story.pull("serving", expect=1)
-    echo(f"  serving still answers with: {(root / 'serving' / MODEL / 'current').resolve().name}")
-    blob.write_bytes(good)
-    echo("  (storage restored from backup)")
-    story.pull("serving")
-    serve_and_predict(story, x_test, y_test)
-
-    story.say("Incident: roll production back to v1 (a PR like any other; v1 is still on the host)")
-    story.registry_cmd("rollback", MODEL, "--reason", "v2 misreads 7s in production", "--push")
-    story.check(f"rollback/{MODEL}/1.0.0")
-    story.merge(f"rollback/{MODEL}/1.0.0")
-    story.pull("serving")
-    serve_and_predict(story, x_test, y_test)
+    port = demo_serving.free_port()
+    story.say("It serves them over HTTP with the built-in server (Open Inference Protocol V2), which follows the folder")
+    echo(f"$ registry serve serving --port {port} &")
+    command = [str(Path(sys.executable).parent / "registry"), "serve", str(root / "serving"), "--port", str(port),
+               "--poll", "0.2"]
+    with demo_serving.running(command, story.env, root / "serve.log", port):
+        _serve_the_rest(story, port, x_test)
 
     story.say("A pull request that smuggles a malicious pickle is refused, and nothing is executed")
     work = root / "work/evil"
@@ -284,6 +261,86 @@ def run(directory: Path | None, echo: Callable[[str], None] = print) -> Path:
     echo("")
     echo(f"Done. Look around: cd {story.registry} && git log --graph --oneline; open the serving folder {root / 'serving'}")
     return root
+
+
+def _serve_the_rest(story: _Story, port: int, x_test: np.ndarray) -> None:
+    """Canary, promotion and rollback as the built-in server sees them, with clients asking all along."""
+    from registry.integrations import demo_serving
+
+    echo, root = story.echo, story.root
+    body = demo_serving.v2_request(x_test[:2].tolist())
+    client = demo_serving.Client(port, MODEL)
+    try:
+        answer = client.infer(body)
+    finally:
+        client.close()
+    echo(f"  POST /v2/models/{MODEL}/infer (2 images) → HTTP {answer.status}, X-Model-Version: {answer.version}, "
+         f"digits {answer.outputs}")
+
+    story.say("v2 goes through staging to a 10% canary; each promotion is a one-line PR with its own gates")
+    for stage, extra in (("staging", []), ("canary", ["--traffic", "0.1"])):
+        story.registry_cmd("promote", MODEL, "1.1.0", "--to", stage, *extra, "--reason", f"v2 to {stage}", "--push")
+        story.check(f"promote/{MODEL}/1.1.0-to-{stage}")
+        story.merge(f"promote/{MODEL}/1.1.0-to-{stage}")
+    story.registry_cmd("manifest", "--stage", "canary")
+
+    story.say("Someone tampered with v2's weights in storage: the serving host refuses the canary and keeps v1")
+    pointer = (story.registry / f"models/{MODEL}/1.1.0/model.safetensors.dvc").read_text()
+    md5 = pointer.split("md5: ")[1].split()[0]
+    blob = root / "dvc-storage/files/md5" / md5[:2] / md5[2:]
+    good = blob.read_bytes()
+    blob.chmod(0o644)
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    echo(f"  (one bit of {blob.relative_to(root)} flipped)")
+    story.pull("serving", expect=1)
+    answered = demo_serving.split(port, MODEL, body, 200)
+    echo(f"  200 requests: answered by {dict(answered)}")
+    blob.write_bytes(good)
+    echo("  (storage restored from backup; the next pull takes the canary)")
+    story.pull("serving")
+
+    story.say("The canary answers its share of live requests (X-Model-Version says which version did)")
+    time.sleep(1.0)  # the server loads 1.1.0 beside 1.0.0 and checks it before routing to it
+    count = 1000
+    answered = demo_serving.split(port, MODEL, body, count)
+    low, high = demo_serving.binomial_range(0.1, count)
+    share = answered["1.1.0"] / count
+    echo(f"  {count} requests: 1.0.0 answered {answered['1.0.0']}, 1.1.0 answered {answered['1.1.0']} "
+         f"({share:.1%}; the share is 10%, and 3 standard deviations allow {low:.1%}–{high:.1%})")
+    if not low <= share <= high:
+        raise RegistryError(f"the canary answered {share:.1%} of requests, outside {low:.1%}–{high:.1%}")
+
+    story.say("v2 goes to production; the host hot-swaps it while clients keep asking")
+    story.registry_cmd("promote", MODEL, "1.1.0", "--to", "production", "--reason", "v2 to production", "--push")
+    diff = story.git("diff", "main", f"promote/{MODEL}/1.1.0-to-production", "--", f"models/{MODEL}/stages.yaml")
+    echo("  The diff the reviewer reads:")
+    echo(textwrap.indent("\n".join(line for line in diff.splitlines()
+                                   if line[:1] in "+-" and line[:3] not in ("+++", "---")), "    "))
+    story.check(f"promote/{MODEL}/1.1.0-to-production", summary=True)
+    story.merge(f"promote/{MODEL}/1.1.0-to-production")
+    _swap_under_load(story, port, body, "1.1.0")
+
+    story.say("Incident: roll production back to v1 (a PR like any other; v1 is still on the host)")
+    story.registry_cmd("rollback", MODEL, "--reason", "v2 misreads 7s in production", "--push")
+    story.check(f"rollback/{MODEL}/1.0.0")
+    story.merge(f"rollback/{MODEL}/1.0.0")
+    _swap_under_load(story, port, body, "1.0.0")
+    echo("  What served where and when, from the receipts the host signed with its own key:")
+    story.registry_cmd("served", "--receipts", str(root / "serving/receipts.jsonl"),
+                       "--trusted-keys", str(root / "keys/web-1.pub"), cwd=root)
+
+
+def _swap_under_load(story: _Story, port: int, body: bytes, version: str) -> None:
+    from registry.integrations import demo_serving
+
+    with demo_serving.Load(port, MODEL, body) as load:
+        time.sleep(0.5)
+        story.pull("serving")
+        load.wait_for(version)
+    story.echo(f"  {load.total} requests while the server swapped to {version}: {load.failed} failed; "
+               f"answered by {dict(sorted(load.answered.items()))}")
+    if load.failed:
+        raise RegistryError(f"{load.failed} requests failed during the swap to {version}")
 
 
 def serve_and_predict(story: _Story, x_test: np.ndarray, y_test: np.ndarray) -> None:

@@ -1,7 +1,7 @@
-"""Receipts: what actually served, where and when — one signed line per switch and rollback.
+"""Receipts: what actually served, where and when — one signed line per switch, rollback and removal.
 
 `ReceiptLog(DIR).record(event)` appends a receipt to ``DIR/receipts.jsonl`` for each
-``switched`` and ``rolled_back`` pull event (other events are ignored). A receipt names the
+``switched``, ``rolled_back`` and ``removed`` pull event (other events are ignored). A receipt names the
 host, the model, the version now served and the one before, the role (current or canary),
 the stage, the registry commit, the artifacts' sha256, the key that signed the version and
 whether it was verified, the model servers that took it, the event's time and when it was
@@ -38,7 +38,7 @@ from registry.files.fsutil import fsync_dir
 from registry.serving.store import RECEIPTS_FILE, STATE_FILE, Unwritable, now_iso
 from registry.signing import keys
 
-ACTIONS = {"switched": "switch", "rolled_back": "rollback"}
+ACTIONS = {"switched": "switch", "rolled_back": "rollback", "removed": "remove"}  # remove: left the stage
 _REQUIRED = ("host", "model", "version", "role", "action", "time")
 
 
@@ -282,7 +282,7 @@ def _validate(data: Any) -> dt.datetime:
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f'"{key}" missing or not a string')
     if data["action"] not in ACTIONS.values():
-        raise ValueError(f'"action" {data["action"]!r} is not switch or rollback')
+        raise ValueError(f'"action" {data["action"]!r} is not switch, rollback or remove')
     try:
         moment = dt.datetime.fromisoformat(data["time"])
     except ValueError:
@@ -303,7 +303,8 @@ def served_at(receipts: Iterable[Receipt], at: dt.datetime, *, model: str | None
         if (model is not None and receipt["model"] != model) or (host is not None and receipt["host"] != host):
             continue
         latest[(receipt["host"], receipt["model"], receipt["role"])] = receipt
-    return [latest[k] for k in sorted(latest)]
+    # A model (or its canary) that left the stage was served by no one after its remove receipt.
+    return [latest[k] for k in sorted(latest) if latest[k]["action"] != "remove"]
 
 
 def as_json(receipt: Receipt) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def parse_spec(text: str) -> ServerSpec:
     """Parse one `--server` value; a usage error names what is wrong and what the forms are."""
     kind, sep, rest = text.partition("=")
     kind = kind.strip()
-    forms = "torchserve=URL, v2=URL[,repository=DIR], http=URL or command=PROGRAM"
+    forms = "torchserve=URL, v2=URL,repository=DIR, http=URL or command=PROGRAM"
     if not sep or kind not in KINDS:
         raise UsageError(f"--server {text!r}: give one of {forms}")
     url, *settings = rest.split(",") if kind != "command" else [rest]

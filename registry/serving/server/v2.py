@@ -1,5 +1,8 @@
 """Open Inference Protocol (V2) bodies <-> the JSON a model's `predict(model, inputs)` takes and returns.
 
+The tensor conversions are `registry.serving.formats.v2_runtime`'s, the module the V2 adapter
+ships into MLServer's model folders: the built-in server and MLServer answer alike.
+
 Requests (`POST /v2/models/{m}/infer`), `{"inputs": [...]}`:
 
 - V2 tensors: a non-empty list of objects that each have `name` and `data` (and `shape`,
@@ -18,10 +21,10 @@ rectangular array of numbers, booleans or strings becomes `shape` + flat row-maj
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from typing import Any
+
+from registry.serving.formats.v2_runtime import input_value, output_tensors
 
 __all__ = ["BadRequest", "model_inputs", "outputs"]
 
@@ -34,19 +37,6 @@ def _is_tensor(item: Any) -> bool:
     return isinstance(item, Mapping) and "name" in item and "data" in item
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [leaf for item in data for leaf in _flatten(item)]
-    return [data]
-
-
-def _reshape(flat: list[Any], shape: list[int]) -> Any:
-    if len(shape) <= 1:
-        return flat
-    step = len(flat) // shape[0]
-    return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
-
-
 def _tensor_value(tensor: Mapping[str, Any]) -> Any:
     name, data, shape = tensor["name"], tensor["data"], tensor.get("shape")
     if shape is None:
@@ -54,12 +44,11 @@ def _tensor_value(tensor: Mapping[str, Any]) -> Any:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
-    flat = _flatten(data)
-    if len(flat) != math.prod(shape):
-        raise BadRequest(f"input {name!r}: shape {shape} holds {math.prod(shape)} values, data has {len(flat)}")
-    if not shape:  # a scalar
-        return flat[0]
-    return _reshape(flat, shape)
+    parameters = tensor.get("parameters")
+    try:
+        return input_value(str(name), shape, data, parameters if isinstance(parameters, Mapping) else None)
+    except ValueError as exc:  # a count that does not fit the shape, or JSON text that is not JSON
+        raise BadRequest(str(exc)) from None
 
 
 def model_inputs(body: Any) -> Any:
@@ -77,43 +66,6 @@ def model_inputs(body: Any) -> Any:
     return inputs
 
 
-def _shape(value: Any) -> list[int] | None:
-    """The shape of a rectangular nested list, or None when ragged or holding maps."""
-    if not isinstance(value, list):
-        return None if isinstance(value, Mapping) else []
-    if not value:
-        return [0]
-    inner = [_shape(item) for item in value]
-    if inner[0] is None or any(s != inner[0] for s in inner):
-        return None
-    return [len(value), *inner[0]]
-
-
-def _datatype(flat: list[Any]) -> str | None:
-    if all(isinstance(v, bool) for v in flat):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
-        return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
-        return "FP64"
-    if all(isinstance(v, str) for v in flat):
-        return "BYTES"
-    return None
-
-
-def _output(name: str, value: Any) -> dict[str, Any]:
-    shape = _shape(value)
-    if shape is not None:
-        flat = _flatten(value)
-        datatype = _datatype(flat) if flat else "FP64"
-        if datatype is not None:
-            return {"name": name, "shape": shape, "datatype": datatype, "data": flat}
-    return {"name": name, "shape": [1], "datatype": "BYTES", "data": [json.dumps(value)],
-            "parameters": {"content_type": "json"}}
-
-
 def outputs(output: Any) -> list[dict[str, Any]]:
     """The V2 `outputs` list for what predict returned."""
-    if isinstance(output, Mapping) and output:
-        return [_output(str(key), value) for key, value in output.items()]
-    return [_output("output0", output)]
+    return output_tensors(output)
