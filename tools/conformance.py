@@ -315,7 +315,108 @@ class V2:
             self.log.close()
 
 
-TARGETS: dict[str, type[Any]] = {"builtin": Builtin, "v2": V2}
+class TorchServe:
+    """TorchServe 0.12 (model API on, token authorization on), driven by `--server torchserve=...`."""
+
+    name = "torchserve"
+    follows_folder = False
+
+    @staticmethod
+    def missing() -> str | None:
+        import importlib.util
+        import shutil
+
+        if shutil.which("java") is None:
+            return "TorchServe needs Java 17 (java is not on PATH)"
+        if TorchServe._command() is None or importlib.util.find_spec("model_archiver") is None:
+            return "torchserve / torch-model-archiver are not installed (.ci/run installs torchserve==0.12.0)"
+        return None
+
+    @staticmethod
+    def _command() -> str | None:
+        import shutil
+
+        found = Path(sys.executable).parent / "torchserve"
+        return str(found) if found.exists() else shutil.which("torchserve")
+
+    def __init__(self) -> None:
+        # The pull client is made (with servers()) before start(): the ports and the key file's place come first.
+        self.home = Path(tempfile.mkdtemp(prefix="conformance-torchserve-"))
+        self.inference, self.management, metrics, grpc_i, grpc_m, workers = (free_port() for _ in range(6))
+        temp = self.home / "tmp"
+        temp.mkdir()
+        (self.home / "config.properties").write_text("\n".join([
+            f"inference_address=http://127.0.0.1:{self.inference}",
+            f"management_address=http://127.0.0.1:{self.management}",
+            f"metrics_address=http://127.0.0.1:{metrics}",
+            "grpc_inference_address=127.0.0.1", f"grpc_inference_port={grpc_i}",
+            "grpc_management_address=127.0.0.1", f"grpc_management_port={grpc_m}",
+            f"initial_worker_port={workers}", "enable_model_api=true", "load_models=",
+            "default_workers_per_model=1", "number_of_netty_threads=4", "job_queue_size=100",
+            "disable_system_metrics=true", f"vmargs=-Xmx512m -XX:+UseSerialGC -Djava.io.tmpdir={temp}", "",
+        ]))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.key = ""
+
+    def servers(self) -> list[str]:
+        return [f"torchserve=http://127.0.0.1:{self.management},inference=http://127.0.0.1:{self.inference},"
+                f"key-file={self.home / 'key_file.json'}"]
+
+    def start(self, world: World, serve_dir: Path) -> None:
+        (self.home / "store").mkdir()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE_")}
+        env.update(TMPDIR=str(self.home / "tmp"), TEMP=str(self.home / "tmp"),
+                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+        self.log = open(world.base / "torchserve.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(self._command()), "--start", "--foreground", "--ncs", "--model-store", str(self.home / "store"),
+             "--ts-config", str(self.home / "config.properties")],
+            cwd=self.home, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not (self.home / "key_file.json").exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"TorchServe did not start:\n{(world.base / 'torchserve.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        time.sleep(0.5)  # the key file is written, then the listeners open
+        self.key = json.loads((self.home / "key_file.json").read_text())["inference"]["key"]
+        deadline = time.monotonic() + 180
+        while True:
+            conn = http.client.HTTPConnection(*self.address(), timeout=2)
+            try:
+                conn.request("GET", "/ping", headers={"Authorization": f"Bearer {self.key}"})
+                if conn.getresponse().status == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"TorchServe did not answer /ping:\n{(world.base / 'torchserve.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.inference
+
+    def ask(self, conn: http.client.HTTPConnection) -> tuple[bool, str | None, str]:
+        conn.request("POST", f"/predictions/{MODEL}", body="[[0.5]]",
+                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return False, None, f"HTTP {response.status}: {body[:200]!r}"
+        answered = _version_of(json.loads(body)[0])
+        return answered is not None, answered, ""
+
+    def stop(self) -> None:
+        import shutil
+
+        _stop(self.process)
+        if self.process is not None:
+            self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+TARGETS: dict[str, type[Any]] = {"builtin": Builtin, "torchserve": TorchServe, "v2": V2}
 
 
 # --- the load ---------------------------------------------------------------------------------
