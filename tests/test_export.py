@@ -149,7 +149,8 @@ def test_a_tampered_dvc_cache_object_is_refused_naming_the_artifact_and_nothing_
     cached.write_bytes(WEIGHTS[:-2] + b"\x01\0")  # same size, other bytes
     out = tmp_path / "out"
     for fmt in ("mlflow", "kserve"):
-        result = cli("export", "scorer@1.0.0", "--format", fmt, "--out", str(out), cwd=reg.root)
+        result = cli("export", "scorer@1.0.0", "--format", fmt, "--out", str(out), "--storage-uri", "s3://b/m",
+                     cwd=reg.root)
         assert result.code == 1, result.out
         assert result.err.startswith("error: scorer@1.0.0: weights.bin: sha256 is ")
         assert "the copy in the DVC cache or remote is not the registered artifact" in result.err
@@ -206,19 +207,19 @@ def test_an_older_commit_exports_the_version_as_it_was_then(
     before = git(reg.root, "rev-parse", "HEAD").strip()
     git(reg.root, "rm", "--quiet", "-r", "models/plain")
     git(reg.root, "commit", "--quiet", "-m", "Remove plain")
-    gone = cli("export", "plain@1.0.0", "--format", "kserve", "--out", str(tmp_path / "a"), cwd=reg.root)
+    gone = cli("export", "plain@1.0.0", "--format", "mlflow", "--out", str(tmp_path / "a"), cwd=reg.root)
     assert gone.code == 2 and "no model named 'plain'" in gone.err
     source = exporting.read_source(reg, "plain", "1.0.0", before)
     assert source.commit == before and set(source.pointers) == {"weights.bin"}
 
 
-def test_the_kserve_storage_uri_is_the_dvc_remote_object_of_the_versions_one_dvc_artifact(reg: api.Registry) -> None:
-    source = exporting.read_source(reg, "scorer", "1.0.0", "HEAD")
-    manifest = reg.manifest("canary")
-    [url] = [a["url"] for a in manifest["models"]["scorer"]["artifacts"] if a["storage"] == "dvc"]
-    assert exporting.kserve_storage_uri(source, None) == url
-    assert exporting.kserve_storage_uri(source, "s3://bucket/models/scorer") == "s3://bucket/models/scorer"
-    assert source.stages.canary is not None and source.stages.canary.traffic == 0.25
+def test_a_kserve_export_needs_the_uri_it_will_be_uploaded_to(
+        reg: api.Registry, cli: Callable[..., Result], tmp_path: Path) -> None:
+    # The DVC remote holds content-addressed objects, not a folder KServe could load a model from.
+    out = tmp_path / "kserve"
+    result = cli("export", "scorer@1.0.0", "--format", "kserve", "--out", str(out), cwd=reg.root)
+    assert result.code == 2 and "--format kserve needs --storage-uri" in result.err
+    assert not out.exists() and "Traceback" not in result.err
 
 
 def test_the_pyfunc_signature_and_example_follow_the_card(tmp_path: Path) -> None:
@@ -289,18 +290,23 @@ def test_a_v2_export_is_the_model_repository_layout(reg: api.Registry, cli: Call
     assert [p.read_bytes() for p in (out / "scorer").rglob("weights.bin")] == [WEIGHTS]
 
 
-def test_a_kserve_export_names_the_verified_storage_uri_and_the_canary_share(
+def test_a_kserve_export_is_the_verified_v2_folder_and_an_inference_service_naming_where_it_goes(
         reg: api.Registry, cli: Callable[..., Result], tmp_path: Path) -> None:
     pytest.importorskip("registry.serving.formats.kserve", reason="the KServe renderer is not in this build")
-    out = tmp_path / "kserve"
-    result = cli("export", "scorer@1.0.0", "--format", "kserve", "--out", str(out), cwd=reg.root)
-    assert result.code == 0, result.err
-    text = (out / exporting.KSERVE_FILE).read_text()
-    service = yaml.safe_load(text)
-    assert service["kind"] == "InferenceService"
     source = exporting.read_source(reg, "scorer", "1.0.0", "HEAD")
-    assert exporting.kserve_storage_uri(source, None) in text
-    assert "canaryTrafficPercent: 25" in text
+    assert source.stages.canary is not None and source.stages.canary.version == "1.0.0"
+    out = tmp_path / "kserve"
+    result = cli("export", "scorer@1.0.0", "--format", "kserve", "--out", str(out), "--storage-uri",
+                 "s3://bucket/models/", cwd=reg.root)
+    assert result.code == 0, result.err
+    service = yaml.safe_load((out / exporting.KSERVE_FILE).read_text())
+    assert service["kind"] == "InferenceService"
+    predictor = service["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://bucket/models/scorer/1.0.0"
+    assert predictor["canaryTrafficPercent"] == 25  # scorer@1.0.0 is the canary, at 0.25
+    # What the URI names is in the export, verified: upload DIR there.
+    assert [p.read_bytes() for p in (out / "scorer" / "1.0.0").rglob("weights.bin")] == [WEIGHTS]
+    assert (out / "scorer" / "1.0.0" / "model-settings.json").is_file()
 
 
 def test_the_loader_module_runs_the_entrypoint_without_mlflow(reg: api.Registry, cli: Callable[..., Result],
