@@ -645,3 +645,21 @@ def test_a_slow_load_holds_back_no_other_model_and_stop_kills_it(tmp_path: Path)
     finally:
         server.stop()
     wait_for(lambda: not any(alive(pid) for pid in started), timeout=10, what="every worker to stop")
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    # A response's header and body are two writes: with Nagle on, the second waited for the
+    # client's delayed ACK (40 ms per request on Linux). asyncio sets TCP_NODELAY only on the
+    # sockets it makes itself, and `registry serve` hands uvicorn a socket of its own.
+    import socket
+
+    from registry.serving.server.app import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    client = socket.create_connection(listener.getsockname()[:2])
+    accepted, _ = listener.accept()
+    try:
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        for s in (accepted, client, listener):
+            s.close()

@@ -143,7 +143,11 @@ def create_app(source: Server | Path) -> FastAPI:
 
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    listener = socket.create_server((host, port), family=family, backlog=2048)
+    # Accepted connections inherit it (Linux). asyncio sets TCP_NODELAY only on sockets it makes
+    # itself: without it, a response's header and body writes met the client's delayed ACK, 40 ms each.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
 
 
 class _Stopped(BaseException):  # not caught as a failed version on its way out
