@@ -87,8 +87,10 @@ def pull_command(stage: str, to: Path, source: str | None, ref: str, models: tup
             echo(f"{event['model']}@{event['version']} removed: no longer in {gone}")
         elif kind == "applied":
             held = f", {len(event['held'])} held ({', '.join(event['held'])})" if event.get("held") else ""
+            canaries = f", {len(event['canaries_switched'])} canary switched" if event.get("canaries_switched") else ""
             echo(f"{event['stage']} at registry commit {event['registry_commit'][:12]}: "
-                 f"{len(event['switched'])} switched{held}, {_size(event['downloaded_bytes'])} downloaded and verified")
+                 f"{len(event['switched'])} switched{canaries}{held}, {_size(event['downloaded_bytes'])} downloaded "
+                 "and verified")
         elif kind == "unchanged" and not watch:
             echo(f"{event['stage']} is up to date at registry commit {event['registry_commit'][:12]}")
         elif kind == "failed":

@@ -79,11 +79,15 @@ def running(command: list[str], env: dict[str, str], log: Path, port: int) -> It
                 if process.poll() is not None:
                     raise RegistryError(f"registry serve exited with {process.returncode}: "
                                         f"{log.read_text(errors='replace')[-2000:]}")
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                try:
                     conn.request("GET", "/v2/health/ready")
                     if conn.getresponse().status == 200:
                         break
+                except (OSError, http.client.HTTPException):
+                    pass
+                finally:
+                    conn.close()
                 if time.monotonic() > deadline:
                     raise RegistryError(f"registry serve was not ready after 60 s: {log.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.1)

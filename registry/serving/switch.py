@@ -142,6 +142,7 @@ class Switcher:
         models: dict[str, ModelRecord] = {n: m for n, m in old_models.items() if self.scope and n not in self.scope}
         versions: dict[str, dict[str, VersionRecord]] = {}
         switched: list[str] = []
+        canaries: list[str] = []  # models whose canary link switched
         undo: list[tuple[str, str | None, str]] = []  # (model, version linked before, link), newest last
         applied: list[Applied] = []
         rolled: list[dict[str, Any]] = []
@@ -200,6 +201,8 @@ class Switcher:
                 events += model_events
                 if any(e["event"] == "switched" and e["role"] == CURRENT for e in model_events):
                     switched.append(name)
+                if any(e["event"] == "switched" and e["role"] == CANARY for e in model_events):
+                    canaries.append(name)
                 same = old is not None and old.version == want.version and old.traffic == want.traffic
                 models[name] = ModelRecord(want.version, want.traffic, previous,
                                            old.commit if same and old else commit, canary)
@@ -252,7 +255,7 @@ class Switcher:
             "event": "applied", "time": stamp, "stage": self.stage, "registry_commit": commit,
             "previous_commit": state.registry_commit if state else None, "rewound": rewound,
             "models": {n: _model_json(m) for n, m in sorted(models.items())},
-            "switched": switched, "fetched": fetched, "held": sorted(held),
+            "switched": switched, "canaries_switched": canaries, "fetched": fetched, "held": sorted(held),
             "downloaded_files": sum(r.downloaded_files for p in plans for r in _readies(p)),
             "downloaded_bytes": sum(r.downloaded_bytes for p in plans for r in _readies(p)),
         }
