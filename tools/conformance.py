@@ -191,7 +191,26 @@ def _v2_ask(conn: http.client.HTTPConnection, path: str) -> tuple[bool, str | No
     return answered is not None, answered, ""
 
 
-class Builtin:
+class _V2Process:
+    """A server process answering the V2 protocol on 127.0.0.1:port (the built-in server, MLServer)."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None
+    log: Any
+
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def ask(self, conn: http.client.HTTPConnection) -> tuple[bool, str | None, str]:
+        return _v2_ask(conn, f"/v2/models/{MODEL}/infer")
+
+    def stop(self) -> None:
+        _stop(self.process)
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+class Builtin(_V2Process):
     """`registry serve DIR` as a separate process: it follows DIR by itself."""
 
     name = "builtin"
@@ -221,16 +240,6 @@ class Builtin:
     def servers(self) -> list[str]:
         return []
 
-    def address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def ask(self, conn: http.client.HTTPConnection) -> tuple[bool, str | None, str]:
-        return _v2_ask(conn, f"/v2/models/{MODEL}/infer")
-
-    def stop(self) -> None:
-        _stop(self.process)
-        if hasattr(self, "log"):
-            self.log.close()
 
 
 def _wait_ready(address: tuple[str, int], path: str, process: subprocess.Popen[bytes] | None, log: Path,
@@ -266,7 +275,7 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-class V2:
+class V2(_V2Process):
     """MLServer (the Open Inference Protocol's model-repository API), driven by the pull's `v2` adapter."""
 
     name = "v2"
@@ -303,16 +312,6 @@ class V2:
     def servers(self) -> list[str]:
         return [f"v2=http://127.0.0.1:{self.port},repository={self.repository}"]
 
-    def address(self) -> tuple[str, int]:
-        return "127.0.0.1", self.port
-
-    def ask(self, conn: http.client.HTTPConnection) -> tuple[bool, str | None, str]:
-        return _v2_ask(conn, f"/v2/models/{MODEL}/infer")
-
-    def stop(self) -> None:
-        _stop(self.process)
-        if hasattr(self, "log"):
-            self.log.close()
 
 
 class TorchServe:
