@@ -384,12 +384,26 @@ def test_an_unreachable_server_fails_the_load_and_says_so(tmp_path: Path) -> Non
 
 def test_two_versions_in_one_process_each_import_their_own_helpers(tmp_path: Path) -> None:
     # What MLServer does when two versions are loaded side by side: the runtime's import, in-process.
+    import sys
+    import types
+
     first = _version(tmp_path, "side", "1.0.0", 1)
     second = _version(tmp_path, "side", "2.0.0", 2)
-    model1, predict1 = v2_runtime._import_entrypoint(str(first.folder), "predict.py", "side_1")
-    model2, predict2 = v2_runtime._import_entrypoint(str(second.folder), "predict.py", "side_2")
+    # A module of that name imported before (the server's own, or another runtime's) must not
+    # answer the entrypoint's `from helper import ...`, and is left where it was.
+    theirs = types.ModuleType("helper")
+    saved = sys.modules.get("helper")
+    sys.modules["helper"] = theirs
+    try:
+        model1, predict1 = v2_runtime._import_entrypoint(str(first.folder), "predict.py", "side_1")
+        model2, predict2 = v2_runtime._import_entrypoint(str(second.folder), "predict.py", "side_2")
+        assert sys.modules["helper"] is theirs
+    finally:
+        if saved is None:
+            sys.modules.pop("helper", None)
+        else:
+            sys.modules["helper"] = saved
     assert (predict1(model1, [[1, 2]]), predict2(model2, [[1, 2]])) == ([3], [6])
-    assert "helper" not in __import__("sys").modules
     (second.folder / "outside.py").symlink_to(first.folder / "predict.py")
     with pytest.raises(ValueError, match="not a file inside"):
         v2_runtime._import_entrypoint(str(second.folder), "outside.py", "side_x")

@@ -139,6 +139,12 @@ def _import_entrypoint(folder: str, entrypoint: str, label: str) -> tuple[Any, A
     path = os.path.realpath(os.path.join(folder, entrypoint))
     if not path.startswith(os.path.realpath(folder) + os.sep) or not os.path.isfile(path):
         raise ValueError(f"entrypoint {entrypoint!r} is not a file inside {folder}")
+    # A module of the same name already imported (another model's helper, or one of the
+    # server's own) would answer the entrypoint's `import helper`: set it aside meanwhile.
+    own = {entry[:-3] if entry.endswith(".py") else entry for entry in os.listdir(folder)
+           if entry.endswith(".py") or os.path.isdir(os.path.join(folder, entry))}
+    shadowed = {name: sys.modules.pop(name) for name in list(sys.modules)
+                if name.split(".", 1)[0] in own}
     before = set(sys.modules)
     sys.path.insert(0, folder)
     try:
@@ -157,6 +163,7 @@ def _import_entrypoint(folder: str, entrypoint: str, label: str) -> tuple[Any, A
             file = getattr(sys.modules[name], "__file__", None)
             if file and os.path.realpath(file).startswith(inside):
                 del sys.modules[name]
+        sys.modules.update(shadowed)
     return model, module.predict
 
 
