@@ -14,7 +14,6 @@ Every step is a real `registry` (or `git`, `dvc`) command, printed as it runs.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -357,7 +356,3 @@ def serve_and_predict(story: _Story, x_test: np.ndarray, y_test: np.ndarray) -> 
     version = current.resolve().name
     story.echo(f"  python: load {MODEL}/current ({version}) → predict {len(y_test)} hold-out digits: "
                f"accuracy {np.mean(predicted == y_test):.4f}; first five {predicted[:5].tolist()}")
-    state = json.loads((story.root / "serving" / ".registry-state.json").read_text()) \
-        if (story.root / "serving" / ".registry-state.json").exists() else None
-    if state is not None:
-        story.echo(f"  serving state: registry commit {str(state.get('registry_commit', ''))[:8]}")
