@@ -384,11 +384,11 @@ def test_a_disk_error_while_switching_the_second_model_switches_the_first_back(
     merge_to(origin, world, "big1")  # m@1.3.0, and big@1.0.0 new: two switches in one pull
     real_switch, calls = ServingDir.switch, []
 
-    def full_disk_on_the_second(store: ServingDir, name: str, version: str) -> None:
+    def full_disk_on_the_second(store: ServingDir, name: str, version: str, link: str = "current") -> None:
         calls.append(name)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_switch(store, name, version)
+        real_switch(store, name, version, link)
 
     monkeypatch.setattr(ServingDir, "switch", full_disk_on_the_second)
     with pytest.raises(serving.PullError) as failed:

@@ -243,14 +243,14 @@ class Builtin(_V2Process):
 
 
 def _wait_ready(address: tuple[str, int], path: str, process: subprocess.Popen[bytes] | None, log: Path,
-                timeout: float = 120.0) -> None:
+                timeout: float = 120.0, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         conn = http.client.HTTPConnection(*address, timeout=2)
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers or {})
             if conn.getresponse().status == 200:
                 return
         except (OSError, http.client.HTTPException):
@@ -378,20 +378,8 @@ class TorchServe:
             time.sleep(0.2)
         time.sleep(0.5)  # the key file is written, then the listeners open
         self.key = json.loads((self.home / "key_file.json").read_text())["inference"]["key"]
-        deadline = time.monotonic() + 180
-        while True:
-            conn = http.client.HTTPConnection(*self.address(), timeout=2)
-            try:
-                conn.request("GET", "/ping", headers={"Authorization": f"Bearer {self.key}"})
-                if conn.getresponse().status == 200:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            finally:
-                conn.close()
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"TorchServe did not answer /ping:\n{(world.base / 'torchserve.log').read_text()[-3000:]}")
-            time.sleep(0.2)
+        _wait_ready(self.address(), "/ping", self.process, world.base / "torchserve.log", timeout=180,
+                    headers={"Authorization": f"Bearer {self.key}"})
 
     def address(self) -> tuple[str, int]:
         return "127.0.0.1", self.inference

@@ -155,21 +155,9 @@ class Switcher:
                 drive: list[tuple[Change, bool]] = []
                 model_events: list[dict[str, Any]] = []
                 want = plan.current.want
-                serving = self.store.current_version(name)
-                if serving != want.version:
-                    self.store.switch(name, want.version)
-                    model_undo.append((name, serving, CURRENT))
+                serving = self._link(plan.current, CURRENT, (old.version, old.traffic) if old else None,
+                                     model_undo, drive, model_events, stamp, commit)
                 previous = serving if serving not in (None, want.version) else (old.previous if old else None)
-                if old is None or old.version != want.version or serving != want.version:
-                    model_events.append(self._switched(plan.current, serving, CURRENT, stamp, commit))
-                    drive.append((self.change(want, plan.current.record, serving, commit), True))
-                elif old.traffic != want.traffic:
-                    model_events.append({"event": "traffic", "time": stamp, "model": name, "version": want.version,
-                                         "traffic": want.traffic, "previous_traffic": old.traffic, "role": CURRENT,
-                                         **base})
-                    drive.append((self.change(want, plan.current.record, None, commit), False))
-                elif not self.synced:
-                    drive.append((self.change(want, plan.current.record, None, commit), False))
                 canary = self._canary(plan, old, model_undo, drive, model_events, stamp, commit)
                 undo += model_undo
                 if self.driver and drive:
@@ -273,9 +261,9 @@ class Switcher:
                 commit: str) -> Canary | None:
         """The canary link of one model: switched to its assignment, or removed when it has none."""
         name = plan.name
-        linked = self.store.current_version(name, CANARY)
         was = old.canary if old else None
         if plan.canary is None:
+            linked = self.store.current_version(name, CANARY)
             if linked is not None or was is not None or (self.store.model_dir(name) / CANARY).is_symlink():
                 self.store.unlink(name, CANARY)
                 model_undo.append((name, linked, CANARY))
@@ -283,21 +271,31 @@ class Switcher:
                                      "version": was.version if was else linked, "stage": self.stage,
                                      "registry_commit": commit})
             return None
-        want, record = plan.canary.want, plan.canary.record
+        self._link(plan.canary, CANARY, (was.version, was.traffic) if was else None, model_undo, drive,
+                   model_events, stamp, commit)
+        return Canary(plan.canary.want.version, plan.canary.want.traffic)
+
+    def _link(self, ready: Ready, link: str, was: tuple[str, float | None] | None,
+              model_undo: list[tuple[str, str | None, str]], drive: list[tuple[Change, bool]],
+              model_events: list[dict[str, Any]], stamp: str, commit: str) -> str | None:
+        """Point one link (current or canary) at its verified version; say so and queue the servers'
+        change. `was`: the (version, traffic) state.json recorded for it. Returns the version linked before."""
+        want, record = ready.want, ready.record
+        linked = self.store.current_version(want.name, link)
         if linked != want.version:
-            self.store.switch(name, want.version, CANARY)
-            model_undo.append((name, linked, CANARY))
-        if was is None or was.version != want.version or linked != want.version:
-            model_events.append(self._switched(plan.canary, linked, CANARY, stamp, commit))
+            self.store.switch(want.name, want.version, link)
+            model_undo.append((want.name, linked, link))
+        if was is None or was[0] != want.version or linked != want.version:
+            model_events.append(self._switched(ready, linked, link, stamp, commit))
             drive.append((self.change(want, record, linked, commit), True))
-        elif was.traffic != want.traffic:
-            model_events.append({"event": "traffic", "time": stamp, "model": name, "version": want.version,
-                                 "traffic": want.traffic, "previous_traffic": was.traffic, "role": CANARY,
+        elif was[1] != want.traffic:
+            model_events.append({"event": "traffic", "time": stamp, "model": want.name, "version": want.version,
+                                 "traffic": want.traffic, "previous_traffic": was[1], "role": link,
                                  "stage": self.stage, "registry_commit": commit})
             drive.append((self.change(want, record, None, commit), False))
         elif not self.synced:
             drive.append((self.change(want, record, None, commit), False))
-        return Canary(want.version, want.traffic)
+        return linked
 
     def _switched(self, ready: Ready, before: str | None, role: str, stamp: str, commit: str) -> dict[str, Any]:
         want = ready.want
