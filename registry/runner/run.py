@@ -281,6 +281,14 @@ def entrypoint_problem(folder: Path, entrypoint: str) -> str | None:
     return _file_problem(folder, entrypoint, "entrypoint")
 
 
+def onnx_problem(folder: Path, artifact: str) -> str | None:
+    """Why an ONNX artifact cannot be run (not a .onnx file inside the folder), or None."""
+    relative = PurePosixPath(artifact)
+    if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".onnx":
+        return f"{artifact!r} must name a .onnx file inside the version folder"
+    return _file_problem(folder, artifact, "ONNX artifact")
+
+
 def _file_problem(folder: Path, relative: str, what: str) -> str | None:
     path = folder / relative
     if not path.is_file():
@@ -336,10 +344,7 @@ def onnx_smoke(folder: Path, artifact: str, input_example: Any, timeout_s: float
         return RunResult("skip", "onnxruntime not installed", 0.0)
     if input_example is None:
         return RunResult("skip", "the card has no input_example to run the model on", 0.0)
-    relative = PurePosixPath(artifact)
-    if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".onnx":
-        return RunResult("fail", f"{artifact!r} must name a .onnx file inside the version folder", 0.0)
-    problem = _file_problem(folder, artifact, "ONNX artifact")
+    problem = onnx_problem(folder, artifact)
     if problem:
         return RunResult("fail", problem, 0.0)
     request = {

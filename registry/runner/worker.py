@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NoReturn
 
 from registry.runner.environment import EnvironmentProblem, prepare
@@ -41,6 +41,7 @@ from registry.runner.run import (
     child_environment,
     entrypoint_problem,
     no_environment_hint,
+    onnx_problem,
 )
 from registry.runner.sandbox import last_line, not_dumpable, sandbox
 
@@ -84,10 +85,9 @@ def worker_spec(folder: Path, card: Mapping[str, Any], label: str) -> tuple[dict
     onnx = [a["path"] for a in card.get("artifacts", ()) if isinstance(a, Mapping)
             and str(a.get("path", "")).endswith(".onnx")]
     if len(onnx) == 1:
-        relative = PurePosixPath(onnx[0])
-        if relative.is_absolute() or ".." in relative.parts or not (folder / relative).resolve().is_relative_to(
-                folder.resolve()):
-            raise WorkerError(f"{onnx[0]!r} must name a .onnx file inside the version folder")
+        problem = onnx_problem(folder, onnx[0])
+        if problem:
+            raise WorkerError(problem)
         return {"mode": "serve", "folder": str(folder.resolve()), "artifact": onnx[0]}, python
     raise WorkerError("the card names no entrypoint (predict.py with load and predict) and no single .onnx "
                       "artifact: nothing to serve (see docs/model-code.md)")
