@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,18 +34,15 @@ from typing import Any
 
 from registry.errors import UsageError
 from registry.files import cards, yamlio
+from registry.files.names import MODEL_NAME_RE, SEMVER_RE
 from registry.runner.worker import ModelFailed, WorkerDied, WorkerError
 from registry.serving.server import routing
 from registry.serving.server.metrics import Metrics
 from registry.serving.server.pool import Busy, Served, Timeouts, launch
+from registry.serving.store import CANARY, CURRENT, STATE_FILE, VERSIONS
 
 __all__ = ["NotFound", "ServeError", "Server", "Unavailable", "check_dir"]
 
-STATE_FILE = "state.json"
-CURRENT, CANARY = "current", "canary"
-VERSIONS = "versions"
-_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,127}")
 
 
 class ServeError(Exception):
@@ -110,7 +106,7 @@ def _link_version(model_dir: Path, link: str) -> str | None:
     except OSError:
         return UNUSABLE
     parts = target.split("/")
-    if len(parts) != 2 or parts[0] != VERSIONS or not _VERSION.fullmatch(parts[1]):
+    if len(parts) != 2 or parts[0] != VERSIONS or not SEMVER_RE.fullmatch(parts[1]):
         return UNUSABLE
     folder = model_dir / VERSIONS / parts[1]
     if folder.is_symlink() or not folder.is_dir() or not (folder / cards.CARD_FILE).is_file():
@@ -157,7 +153,7 @@ def read_dir(root: Path, state: Mapping[str, Any]) -> dict[str, Wanted]:
     except OSError:
         return wanted
     for entry in entries:
-        if not _MODEL_NAME.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+        if not MODEL_NAME_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
             continue
         links, unsure = _links(Path(entry.path))
         if not links and not unsure:
