@@ -27,6 +27,7 @@ from registry.files.layout import CARD_FILE
 from registry.files.names import check_model_name, check_version
 from registry.repo import git, storage
 from registry.repo.registry import MODELS_DIR, Registry
+from registry.serving.verify import artifact_mismatch
 
 FORMATS = ("mar", "mlflow", "v2", "kserve")
 KSERVE_FILE = "inferenceservice.yaml"
@@ -183,11 +184,9 @@ def materialise(reg: Registry, source: Source, dest: Path, progress: storage.Pro
     for artifact in card.artifacts:
         digest, size = storage.file_digest(dest / artifact.path)
         where = "the DVC cache or remote" if artifact.storage == "dvc" else "git"
-        if size != artifact.size or digest != artifact.sha256:
-            found = f"size is {size} bytes, expected {artifact.size}" if size != artifact.size else \
-                f"sha256 is {digest}, expected {artifact.sha256}"
-            raise ExportError(f"{ref}: {artifact.path}: {found} (card.yaml); the copy in {where} is not the "
-                              "registered artifact, so nothing was exported")
+        problem = artifact_mismatch(ref, artifact, size, digest, f"the copy in {where}")
+        if problem:
+            raise ExportError(f"{problem}, so nothing was exported")
     return dest
 
 

@@ -32,7 +32,7 @@ from registry.signing.manifest import (
     is_signed_file,
 )
 
-__all__ = ["VerificationError", "Wanted", "check_artifact", "check_version", "is_trusted",
+__all__ = ["VerificationError", "Wanted", "artifact_mismatch", "check_artifact", "check_version", "is_trusted",
            "load_trusted_keys", "safe_relative", "verify_in_place"]
 
 
@@ -121,16 +121,25 @@ def verify_in_place(want: Wanted, folder: Path, keys: Sequence[ec.EllipticCurveP
     signed_by = check_version(want, folder, digests, sizes, keys)
     return VersionRecord(want.tree, dict(sorted(digests.items())), signed_by), len(digests)
 
+def artifact_mismatch(ref: str, artifact: Artifact, size: int, digest: str, where: str) -> str | None:
+    """Why a copy of an artifact is not the one its card registered (size, then sha256), or None.
+
+    `ref` is name@version; `where` names the copy checked. `registry pull` and `registry export`
+    both refuse with this message."""
+    if size != artifact.size:
+        found = f"size is {size} bytes, expected {artifact.size}"
+    elif digest != artifact.sha256:
+        found = f"sha256 is {digest}, expected {artifact.sha256}"
+    else:
+        return None
+    return f"{ref}: {artifact.path}: {found} (card.yaml); {where} is not the registered artifact"
+
+
 def check_artifact(want: Wanted, artifact: Artifact, size: int, digest: str, where: str) -> None:
     """An artifact's size and sha256 against the card's; `where` names the copy checked."""
-    if size != artifact.size:
-        raise VerificationError(
-            f"{want.ref}: {artifact.path}: size is {size} bytes, expected {artifact.size} "
-            f"(card.yaml); {where} is not the registered artifact")
-    if digest != artifact.sha256:
-        raise VerificationError(
-            f"{want.ref}: {artifact.path}: sha256 is {digest}, expected {artifact.sha256} "
-            f"(card.yaml); {where} is not the registered artifact")
+    problem = artifact_mismatch(want.ref, artifact, size, digest, where)
+    if problem:
+        raise VerificationError(problem)
 
 def check_version(want: Wanted, folder: Path, digests: Mapping[str, str], sizes: Mapping[str, int],
                   keys: Sequence[ec.EllipticCurvePublicKey] | None) -> str | None:
