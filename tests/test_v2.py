@@ -507,3 +507,12 @@ def test_a_version_that_fails_only_as_the_default_is_rolled_back(server: Server,
             assert "late@1.0.0 serves again" in str(failed.value)
             assert _folders(server, "late") == ["late"]
             assert _answers(server, "late") == ("1.0.0", [3.0])
+
+
+def test_messages_name_the_server_without_the_credentials_in_its_url(tmp_path: Path) -> None:
+    # As events and receipts name servers (serving/drive.label): a password in --server's URL stays out.
+    adapter = make_adapter(f"v2=http://user:s3cret@127.0.0.1:9,repository={tmp_path / 'repository'},timeout=3")
+    change = _version(tmp_path, "creds", "1.0.0", 1)
+    with pytest.raises(AdapterError) as failed:
+        adapter.apply(change)
+    assert "s3cret" not in str(failed.value) and "v2 http://127.0.0.1:9: creds@1.0.0" in str(failed.value)

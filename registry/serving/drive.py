@@ -11,7 +11,6 @@ every served model once, whatever the folder says.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,14 @@ from typing import Any
 from registry.errors import UsageError
 from registry.files import yamlio
 from registry.files.layout import CARD_FILE
-from registry.serving.adapters import Adapter, AdapterError, Change, ServerSpec, make_adapter
+from registry.serving.adapters import (
+    Adapter,
+    AdapterError,
+    Change,
+    ServerSpec,
+    make_adapter,
+    public_url,
+)
 
 __all__ = ["Applied", "Driver", "label", "load_adapters", "read_card"]
 
@@ -30,9 +36,7 @@ def label(adapter: Adapter) -> str:
     (a URL's user:password and query, a command's arguments)."""
     url = adapter.url
     if "://" in url:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]
-        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+        url = public_url(url)
     elif adapter.kind == "command":
         program = url.split(maxsplit=1)
         url = program[0] + (" …" if len(program) > 1 else "") if program else url

@@ -24,6 +24,7 @@ A spec is `KIND=URL` with optional `,key=value` settings after the URL
 from __future__ import annotations
 
 import importlib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 
 from registry.errors import RegistryError, UsageError
 
-__all__ = ["KINDS", "Adapter", "AdapterError", "Change", "ServerSpec", "make_adapter", "parse_spec"]
+__all__ = ["KINDS", "Adapter", "AdapterError", "Change", "ServerSpec", "make_adapter", "parse_spec", "public_url"]
 
 # kind -> module under registry.serving.adapters that defines `from_spec(spec) -> Adapter`.
 KINDS: Mapping[str, str] = {"torchserve": "torchserve", "v2": "v2", "http": "notify", "command": "notify"}
@@ -106,3 +107,11 @@ def make_adapter(spec: ServerSpec | str) -> Adapter:
     module = importlib.import_module(f"registry.serving.adapters.{KINDS[spec.kind]}")
     adapter: Adapter = module.from_spec(spec)
     return adapter
+
+
+def public_url(url: str) -> str:
+    """A server's URL as events, receipts and messages show it: without user:password, and with a
+    query (which may hold a token) shown as "…"."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path,
+                                    "…" if parts.query else "", ""))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import UsageError
-from registry.serving.adapters import Adapter, AdapterError, Change, ServerSpec
+from registry.serving.adapters import Adapter, AdapterError, Change, ServerSpec, public_url
 
 __all__ = ["CommandAdapter", "HttpAdapter", "from_spec"]
 
@@ -91,10 +91,7 @@ class HttpAdapter:
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         opener = urllib.request.build_opener(_NoRedirect)
-        parts = urllib.parse.urlsplit(self.url)  # named without user:password or query (they may be secrets)
-        shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path,
-                                         "…" if parts.query else "", ""))
-        what = f"{change.model}@{change.version}: http={shown}"
+        what = f"{change.model}@{change.version}: http={public_url(self.url)}"
         try:
             with opener.open(request, timeout=self.timeout) as answer:
                 status = answer.status

@@ -47,7 +47,7 @@ from typing import Any
 
 from registry.errors import RegistryError, UsageError
 from registry.files import yamlio
-from registry.serving.adapters import AdapterError, Change, ServerSpec
+from registry.serving.adapters import AdapterError, Change, ServerSpec, public_url
 from registry.serving.formats.mar import MarError, build_mar
 
 __all__ = ["TorchServeAdapter", "from_spec"]
@@ -116,7 +116,7 @@ class TorchServeAdapter:
         self.timeout = timeout
         self.drain = drain
         self.text = text or f"torchserve={url}"
-        self.label = f"torchserve={_public(url)}"  # for messages: no user:password from the URL
+        self.label = f"torchserve={public_url(url)}"  # for messages: no user:password from the URL
 
     # --- the adapter interface ---------------------------------------------------------
 
@@ -321,7 +321,7 @@ class TorchServeAdapter:
             raise _StepFailed(f"{method} {path}: {exc.code} {_short(body)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _StepFailed(f"{method} {_public(base)}{path}: {reason}") from None
+            raise _StepFailed(f"{method} {public_url(base)}{path}: {reason}") from None
 
     def _key(self, kind: str) -> str | None:
         if self.key_file is not None:
@@ -376,12 +376,6 @@ def _card(folder: Path) -> Mapping[str, Any]:
 def _canary_beside_production(change: Change) -> bool:
     """`pull --stage production --with-canary`'s canary change (with `--stage canary` the canary is what serves)."""
     return change.traffic is not None and change.stage == "production"
-
-
-def _public(url: str) -> str:
-    """A URL as messages show it: without user:password."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def _first(body: Any) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ from typing import Any
 from registry.errors import RegistryError, UsageError
 from registry.files import yamlio
 from registry.files.names import check_model_name, check_version
-from registry.serving.adapters import AdapterError, Change, ServerSpec
+from registry.serving.adapters import AdapterError, Change, ServerSpec, public_url
 from registry.serving.formats import v2 as layout
 from registry.serving.formats.v2_runtime import request_body
 
@@ -96,7 +96,7 @@ class V2Adapter:
                 status, raw = exc.code, exc.read()
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _StepFailed(step, f"{method} {self.url}{path}: no answer ({reason})") from None
+            raise _StepFailed(step, f"{method} {public_url(self.url)}{path}: no answer ({reason})") from None
         try:
             return status, json.loads(raw) if raw else None
         except ValueError:
@@ -139,7 +139,7 @@ class V2Adapter:
     def apply(self, change: Change) -> None:
         check_model_name(change.model)  # both name folders in the repository
         check_version(change.version)
-        label = f"v2 {self.url}: {change.model}@{change.version}"
+        label = f"v2 {public_url(self.url)}: {change.model}@{change.version}"
         if "input_example" not in change.card:
             raise AdapterError(f"{label}: card.yaml has no input_example to check the loaded version with; "
                                "nothing was changed")
@@ -229,7 +229,7 @@ class V2Adapter:
                     layout.remove_model(self.repository, change.model, slot)
                 self._expect_ok("revert", "POST", f"/v2/repository/models/{change.model}/unload")
             except (_StepFailed, OSError) as exc:
-                raise AdapterError(f"v2 {self.url}: {change.model}: revert of {change.version} failed: {exc}") from None
+                raise AdapterError(f"v2 {public_url(self.url)}: {change.model}: revert of {change.version} failed: {exc}") from None
             return
         back = replace(change, version=change.previous, folder=change.previous_folder, previous=change.version,
                        previous_folder=change.folder, card=_card(change.previous_folder))
