@@ -27,6 +27,7 @@ from typing import Any
 from registry.errors import RegistryError, UsageError
 from registry.files import config
 from registry.files.cards import CARD_FILE, Artifact
+from registry.files.promtext import label_value
 from registry.gates import format as format_gate
 from registry.gates import scan as scan_gate
 from registry.gates.common import EnvironmentFailure, base_model_data, policy_task, stage_policy
@@ -92,29 +93,24 @@ class DriftReport:
 
     def prometheus(self) -> str:
         """The node-exporter textfile: card and evaluated values, each metric's drop, the verdict."""
-        who = f'model="{_label(self.model)}",version="{_label(self.version)}"'
+        who = f'model="{label_value(self.model)}",version="{label_value(self.version)}"'
         lines = ["# HELP registry_model_metric A model version's metric: as its card claims it (source=\"card\") "
                  "or as `registry evaluate` measured it on new data (source=\"evaluated\").",
                  "# TYPE registry_model_metric gauge"]
         for m in self.metrics:
             for source, value in (("card", m.card), ("evaluated", m.now)):
-                lines.append(f'registry_model_metric{{{who},metric="{_label(m.metric)}",source="{source}"}} '
+                lines.append(f'registry_model_metric{{{who},metric="{label_value(m.metric)}",source="{source}"}} '
                              f"{_number(value)}")
         lines += ["# HELP registry_model_drift How much worse a metric is on new data than on the card "
                   "(positive: worse; for a lower-is-better metric, its rise).",
                   "# TYPE registry_model_drift gauge"]
-        lines += [f'registry_model_drift{{{who},metric="{_label(m.metric)}"}} {_number(m.drop)}'
+        lines += [f'registry_model_drift{{{who},metric="{label_value(m.metric)}"}} {_number(m.drop)}'
                   for m in self.metrics]
         lines += ["# HELP registry_model_drift_exceeded 1 when a metric dropped by more than policy.drift.max_drop "
                   "allows, else 0.",
                   "# TYPE registry_model_drift_exceeded gauge",
                   f"registry_model_drift_exceeded{{{who}}} {int(self.exceeded)}"]
         return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    """A Prometheus label value: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

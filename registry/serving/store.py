@@ -35,6 +35,7 @@ from typing import Any
 from registry.errors import RegistryError, UsageError
 from registry.files.fsutil import atomic_write, fsync_dir
 from registry.files.names import MODEL_NAME_RE
+from registry.files.promtext import label_value
 
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
@@ -494,10 +495,6 @@ class ServingDir:
 # --- metrics ------------------------------------------------------------------------
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def write_metrics(path: Path, stage: str, served: Mapping[str, str], last_success: float | None,
                   failures_total: int) -> None:
     """Prometheus text exposition (for node_exporter's textfile collector), replaced atomically."""
@@ -506,8 +503,8 @@ def write_metrics(path: Path, stage: str, served: Mapping[str, str], last_succes
         "# TYPE registry_serving_version_info gauge",
     ]
     for name, version in sorted(served.items()):
-        lines.append(f'registry_serving_version_info{{model="{_label(name)}",version="{_label(version)}",'
-                     f'stage="{_label(stage)}"}} 1')
+        lines.append(f'registry_serving_version_info{{model="{label_value(name)}",version="{label_value(version)}",'
+                     f'stage="{label_value(stage)}"}} 1')
     lines += [
         "# HELP registry_last_successful_pull_timestamp_seconds When a pull last succeeded (applied or up to date).",
         "# TYPE registry_last_successful_pull_timestamp_seconds gauge",
