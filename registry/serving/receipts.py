@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.errors import Problem, RegistryError, UsageError
 from registry.files.fsutil import fsync_dir
-from registry.serving.store import RECEIPTS_FILE, STATE_FILE, Unwritable, now_iso
+from registry.serving.store import RECEIPTS_FILE, ServingDir, Unwritable, VersionRecord, now_iso
 from registry.signing import keys
 
 ACTIONS = {"switched": "switch", "rolled_back": "rollback", "removed": "remove"}  # remove: left the stage
@@ -110,15 +110,15 @@ class ReceiptLog:
             return None
         model, version = str(event["model"]), str(event["version"])
         previous = event.get("from_version") if action == "rollback" else event.get("previous")
-        # Events from before C2's additions carry no digests nor signer: state.json has them.
-        on_disk = self._state_record(model, version)
-        signed_by = event["signed_by"] if "signed_by" in event else on_disk.get("signed_by")
+        # Events without digests or signer (a removal, or a caller's own event): state.json has them.
+        on_disk = self._state_record(model, version) if not event.get("sha256") or "signed_by" not in event else None
+        signed_by = event.get("signed_by", on_disk.signed_by if on_disk else None)
         verified = event.get("verified", signed_by is not None)
         receipt: dict[str, Any] = {
             "host": self.host, "model": model, "version": version, "previous": previous,
             "role": str(event.get("role") or "current"), "action": action,
             "stage": event.get("stage"), "registry_commit": event.get("registry_commit"),
-            "artifacts": dict(event.get("sha256") or on_disk.get("sha256") or {}),
+            "artifacts": dict(event.get("sha256") or (on_disk.sha256 if on_disk else {})),
             "signed_by": signed_by, "verified": bool(verified),
             "servers": list(event.get("servers") or []),
             "time": str(event.get("time") or now_iso()), "recorded_at": now_iso(),
@@ -129,13 +129,13 @@ class ReceiptLog:
             receipt["signature"] = sign(receipt, self.key)
         return receipt
 
-    def _state_record(self, model: str, version: str) -> Mapping[str, Any]:
+    def _state_record(self, model: str, version: str) -> VersionRecord | None:
+        """What state.json records of a version (through the pull's own reader), if it can be read."""
         try:
-            state = json.loads((self.root / STATE_FILE).read_bytes())
-            record = state["versions"][model][version]
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-        return record if isinstance(record, dict) else {}
+            state = ServingDir(self.root).read_state()
+        except (RegistryError, OSError):
+            return None
+        return state.record(model, version) if state is not None else None
 
     def append(self, receipt: Mapping[str, Any]) -> None:
         """One write of one whole line (O_APPEND), fsynced; after a torn line, a fresh line first."""
