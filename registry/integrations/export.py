@@ -63,7 +63,6 @@ class Source:
     card: cards.Card
     git_files: Mapping[str, str]
     pointers: Mapping[str, str]  # artifact path -> DVC md5, for storage: dvc
-    remote: str | None  # the default DVC remote's URL at the commit
     stages: stages.Stages
 
 
@@ -151,11 +150,10 @@ def read_source(reg: Registry, name: str, version: str, at: str) -> Source:
                 raise ExportError(f"{folder}/{artifact.path}.dvc: the DVC pointer of an artifact card.yaml lists "
                                   "is missing; run `registry validate`")
             pointers[artifact.path] = storage.parse_pointer(cat.read(blob) or b"", f"{folder}/{artifact.path}.dvc").md5
-        remote = storage.remote_url(cat.read(f"{commit}:{storage.DVC_CONFIG}"))
         stages_path = f"{MODELS_DIR}/{name}/{stages.STAGES_FILE}"
         stages_text = cat.read(f"{commit}:{stages_path}")
         held = stages.parse(stages_text, stages_path) if stages_text is not None else stages.Stages()
-    return Source(commit, folder, card, git_files, pointers, remote, held)
+    return Source(commit, folder, card, git_files, pointers, held)
 
 
 def materialise(reg: Registry, source: Source, dest: Path, progress: storage.Progress | None = None) -> Path:
