@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from registry.errors import Problem, ValidationError
@@ -84,6 +85,19 @@ class Card:
     def to_text(self) -> str:
         ordered = {k: self.data[k] for k in KEY_ORDER if k in self.data}
         return yamlio.schema_header(SCHEMA_REF) + yamlio.dumps(ordered)
+
+
+def read_fields(folder: Path, label: str | None = None) -> Mapping[str, Any]:
+    """A verified version folder's card.yaml as its YAML mapping, without the schema check (what
+    model servers and their adapters read: entrypoint, input_example, environment, signature).
+
+    `registry pull` verified the folder, card included; this only parses it. ValidationError
+    when it is not YAML or not a mapping (naming `label`, else the file's path)."""
+    shown = label or str(folder / CARD_FILE)
+    data = yamlio.load_file(folder / CARD_FILE, shown)
+    if not isinstance(data, Mapping):
+        raise ValidationError([Problem(shown, "not a model card (a YAML mapping is expected)")])
+    return data
 
 
 def parse(text: str | bytes, path: str) -> Card:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.errors import UsageError
-from registry.files import yamlio
-from registry.files.layout import CARD_FILE
+from registry.errors import RegistryError, UsageError
+from registry.files import cards
 from registry.serving.adapters import (
     Adapter,
     AdapterError,
@@ -61,10 +60,9 @@ def load_adapters(servers: Sequence[str | ServerSpec | Adapter]) -> tuple[Adapte
 def read_card(folder: Path) -> Mapping[str, Any]:
     """A verified version folder's card, parsed (an empty mapping when it cannot be read)."""
     try:
-        data = yamlio.loads((folder / CARD_FILE).read_bytes(), str(folder / CARD_FILE))
-    except Exception:  # the folder was verified: this would be a disk problem, which the adapter reports
+        return cards.read_fields(folder)
+    except (OSError, RegistryError):  # the folder was verified: a disk problem, which the adapter reports
         return {}
-    return data if isinstance(data, Mapping) else {}
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError, UsageError
-from registry.files import yamlio
+from registry.files import cards
 from registry.serving.adapters import AdapterError, Change, ServerSpec, public_url
 from registry.serving.formats.mar import MarError, build_mar
 
@@ -159,10 +159,10 @@ class TorchServeAdapter:
                 if change.previous not in present:
                     if change.previous_folder is None:
                         raise _StepFailed(f"{change.previous} is not registered and its folder is unknown")
-                    card = _card(change.previous_folder)
+                    card = cards.read_fields(change.previous_folder)
                     self._register(change.previous_folder, card, name, change.previous)
                 else:
-                    card = _card(change.previous_folder) if change.previous_folder else {}
+                    card = cards.read_fields(change.previous_folder) if change.previous_folder else {}
                 self._check(name, change.previous, card, make_default=not beside)
             dropped = change.version in present and change.version != change.previous
             if dropped and (not beside or self.default_version(name) != change.version):
@@ -364,13 +364,6 @@ class TorchServeAdapter:
         if not isinstance(keys, dict):
             raise _StepFailed(f"{self.key_file}: not TorchServe's key_file.json")
         return keys
-
-
-def _card(folder: Path) -> Mapping[str, Any]:
-    card = yamlio.load_file(folder / "card.yaml")
-    if not isinstance(card, dict):
-        raise _StepFailed(f"{folder / 'card.yaml'}: not a card")
-    return card
 
 
 def _canary_beside_production(change: Change) -> bool:

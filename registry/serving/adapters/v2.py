@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import RegistryError, UsageError
-from registry.files import yamlio
+from registry.files import cards
 from registry.files.names import check_model_name, check_version
 from registry.serving.adapters import AdapterError, Change, ServerSpec, public_url
 from registry.serving.formats import v2 as layout
@@ -205,13 +205,13 @@ class V2Adapter:
             elif layout.current_version(self.repository, change.model) == change.version:
                 layout.remove_model(self.repository, change.model, change.model)  # written by the switch
             if held is None and change.previous and change.previous_folder and not current.exists():
-                layout.write_model(change.previous_folder, _card(change.previous_folder), self.repository,
+                layout.write_model(change.previous_folder, cards.read_fields(change.previous_folder), self.repository,
                                    name=change.model, version=change.previous, current=True)
             if not current.exists():
                 self._call("restore", "POST", f"/v2/repository/models/{change.model}/unload")
                 return f"{change.model} is not loaded on the server (it was new there)"
             self._load("restore", change.model)
-            card = _card(change.previous_folder) if change.previous_folder else {}
+            card = cards.read_fields(change.previous_folder) if change.previous_folder else {}
             if "input_example" in card:
                 answered = self._answering("restore", change.model, card)
             else:  # nothing to infer with: ready is all that can be checked
@@ -232,10 +232,7 @@ class V2Adapter:
                 raise AdapterError(f"v2 {public_url(self.url)}: {change.model}: revert of {change.version} failed: {exc}") from None
             return
         back = replace(change, version=change.previous, folder=change.previous_folder, previous=change.version,
-                       previous_folder=change.folder, card=_card(change.previous_folder))
+                       previous_folder=change.folder, card=cards.read_fields(change.previous_folder))
         self.apply(back)
 
 
-def _card(folder: Path) -> Mapping[str, Any]:
-    card = yamlio.load_file(folder / "card.yaml")
-    return card if isinstance(card, Mapping) else {}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import UsageError
-from registry.files import cards, yamlio
+from registry.files import cards
 from registry.files.names import MODEL_NAME_RE, SEMVER_RE
 from registry.runner.worker import ModelFailed, WorkerDied, WorkerError
 from registry.serving.server import routing
@@ -329,7 +329,7 @@ class Server:
         folder = self.root / slot.name / VERSIONS / version
         served: Served | None = None
         try:
-            card = _read_card(folder, f"{slot.name}/{version}/{cards.CARD_FILE}")
+            card = cards.read_fields(folder, f"{slot.name}/{version}/{cards.CARD_FILE}")
             served = launch(slot.name, version, folder, card, self.workers, self.timeouts, track=self._track)
         except Exception as exc:  # WorkerError, a card that does not parse, an OS error: not switched to
             if not self._stop.is_set():
@@ -477,14 +477,6 @@ class Server:
     def worker_pids(self) -> list[int]:
         with self._lock:
             return [pid for slot in self._slots.values() for s in slot.live.values() for pid in s.pids()]
-
-
-def _read_card(folder: Path, label: str) -> Mapping[str, Any]:
-    """The card's fields (it was verified with the folder by the pull; only its YAML is read here)."""
-    data = yamlio.loads((folder / cards.CARD_FILE).read_bytes(), label)
-    if not isinstance(data, Mapping):
-        raise WorkerError(f"{label}: not a model card (a YAML mapping is expected)")
-    return data
 
 
 V2_DATATYPES = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
